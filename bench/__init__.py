@@ -1,0 +1,1 @@
+"""matchcore.bench"""

@@ -1,0 +1,146 @@
+"""Every code of the matchcore contract: command and event kinds, order fields, reasons.
+
+This module is the single source of truth. ``core/records.pxd`` repeats the numbers for
+Cython and a unit test proves the two agree; ``docs/engine.md`` documents them. Numbers
+are explicit and never reused: a retired code keeps its number, commented out.
+
+Reject reasons are grouped in numeric ranges by the subsystem that produces them and
+ordered by precedence inside a range: validation (1-99), reference data (100-199),
+order state (200-299), risk (300-399), capacity (400-499).
+"""
+from enum import IntEnum
+
+__all__ = [
+    "ALL_INSTRUMENTS",
+    "CancelReason",
+    "CommandKind",
+    "EventKind",
+    "Flags",
+    "OrderType",
+    "RejectReason",
+    "Side",
+    "StpMode",
+    "TimeInForce",
+    "BPS_DENOMINATOR",
+]
+
+#: ``instrument_id`` of a MASS_CANCEL that covers every instrument of the account.
+ALL_INSTRUMENTS = 0xFFFFFFFF
+#: Fees are in basis points of the notional: fee = notional * bps // 10_000 (floor).
+BPS_DENOMINATOR = 10_000
+
+
+class CommandKind(IntEnum):
+    """Kinds 1-63 are commands; 64-127 are events (so one byte tells the record apart)."""
+
+    ADD_ASSET = 1
+    ADD_ACCOUNT = 2
+    ADD_INSTRUMENT = 3
+    SET_PRICE_BAND = 4
+    SET_FEES = 5
+    HALT_INSTRUMENT = 6
+    RESUME_INSTRUMENT = 7
+    DEPOSIT = 8
+    WITHDRAW = 9
+    NEW_ORDER = 10
+    CANCEL = 11
+    REPLACE = 12
+    MASS_CANCEL = 13
+
+
+class EventKind(IntEnum):
+    ACCEPTED = 64
+    REJECTED = 65
+    FILL = 66
+    CANCELED = 67
+    REPLACED = 68
+    TRANSFER_DONE = 69
+    TRANSFER_REJECTED = 70
+    #: A command with no other outcome completed: reference data changed (asset, account,
+    #: instrument, band, fees, halt, resume) or a mass cancel finished.
+    COMMAND_DONE = 71
+
+
+class Side(IntEnum):
+    BUY = 1
+    SELL = 2
+
+
+class OrderType(IntEnum):
+    LIMIT = 1
+    MARKET = 2
+
+
+class TimeInForce(IntEnum):
+    GTC = 1
+    IOC = 2
+    FOK = 3
+
+
+class StpMode(IntEnum):
+    """Self-trade prevention: what happens when a taker meets a resting order of its own account."""
+
+    CANCEL_TAKER = 1
+    CANCEL_MAKER = 2
+    CANCEL_BOTH = 3
+
+
+class Flags(IntEnum):
+    POST_ONLY = 1
+
+
+class RejectReason(IntEnum):
+    # validation: the command is malformed, whatever the state
+    UNKNOWN_COMMAND = 1
+    INVALID_SIDE = 2
+    INVALID_ORDER_TYPE = 3
+    INVALID_TIME_IN_FORCE = 4
+    INVALID_STP_MODE = 5
+    INVALID_FLAGS = 6
+    INVALID_QUANTITY = 7
+    INVALID_PRICE = 8
+    INVALID_LIMIT = 9
+    INVALID_AMOUNT = 10
+    INVALID_FEE = 11
+    INVALID_INSTRUMENT_SPEC = 12
+    INVALID_PRICE_BAND = 13
+    POST_ONLY_NOT_ALLOWED = 14
+    MARKET_PROTECTION_REQUIRED = 15
+    # reference data: ids and states of assets, accounts, instruments
+    UNKNOWN_ACCOUNT = 100
+    UNKNOWN_ASSET = 101
+    UNKNOWN_INSTRUMENT = 102
+    ACCOUNT_EXISTS = 103
+    ASSET_EXISTS = 104
+    INSTRUMENT_EXISTS = 105
+    INSTRUMENT_HALTED = 106
+    INSTRUMENT_NOT_HALTED = 107
+    PRICE_OFF_TICK = 108
+    PRICE_OUT_OF_BAND = 109
+    QUANTITY_ABOVE_MAXIMUM = 110
+    # order state
+    DUPLICATE_CLIENT_ORDER_ID = 200
+    UNKNOWN_ORDER = 201
+    POST_ONLY_WOULD_CROSS = 202
+    REPLACE_NO_CHANGE = 203
+    TRANSFER_ID_REUSED = 204
+    # risk
+    INSUFFICIENT_FUNDS = 300
+    AMOUNT_OVERFLOW = 301
+    # capacity
+    ORDER_CAPACITY = 400
+    ACCOUNT_CAPACITY = 401
+    ASSET_CAPACITY = 402
+    INSTRUMENT_CAPACITY = 403
+    PRICE_LEVEL_CAPACITY = 404
+    TRANSFER_CAPACITY = 405
+
+
+class CancelReason(IntEnum):
+    USER = 1
+    IOC_REMAINDER = 2
+    FOK_UNFILLED = 3
+    SELF_TRADE = 4
+    MASS_CANCEL = 5
+    HALT = 6
+    MARKET_PROTECTION = 7

@@ -1,0 +1,152 @@
+# Fixed-width records of the matchcore contract. Each struct has a numpy dtype twin in
+# records.py (COMMAND_DTYPE, EVENT_DTYPE); tests/unit/test_records.py proves size, field
+# offsets and the absence of hidden padding agree. Numbers of the enums below repeat
+# core/codes.py (the source of truth); a unit test proves they agree.
+#
+# Units: price_ticks are quote minor units per lot; quantity_lots are lots; amounts are
+# minor units of their asset; time stamps are nanoseconds since the Unix epoch, supplied
+# by the gateway (the core never reads a clock). Native byte order (little-endian on every
+# platform matchcore supports).
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef extern from *:
+    """
+    #define MC_ALL_INSTRUMENTS 0xFFFFFFFFu
+    #define MC_BPS_DENOMINATOR 10000
+    """
+    uint32_t MC_ALL_INSTRUMENTS
+    int64_t MC_BPS_DENOMINATOR
+
+# A command, 64 bytes. Field use per kind is tabled in docs/engine.md; fields a kind does not
+# use are ignored.
+ctypedef struct Command:
+    uint64_t seq             # global sequence number, assigned by the gateway
+    int64_t timestamp_ns     # assigned by the gateway
+    uint8_t kind             # CommandKind
+    uint8_t side             # Side
+    uint8_t order_type       # OrderType
+    uint8_t time_in_force    # TimeInForce
+    uint8_t stp_mode         # StpMode
+    uint8_t flags            # Flags bits
+    uint16_t asset_id        # transfers and ADD_ASSET; base asset of ADD_INSTRUMENT
+    uint32_t account_id
+    uint32_t instrument_id
+    uint64_t client_id       # client order id, transfer id; quote asset of ADD_INSTRUMENT
+    int64_t price            # ticks (limit price; market: worst price, 0 = none)
+    int64_t quantity         # lots; transfers: amount in minor units
+    int64_t limit            # market buy: maximum notional in quote minor units, 0 = none
+
+# An event, 96 bytes. It carries the seq and timestamp of the command that produced it.
+ctypedef struct Event:
+    uint64_t seq
+    int64_t timestamp_ns
+    uint8_t kind             # EventKind
+    uint8_t side
+    uint16_t reason          # RejectReason or CancelReason, 0 otherwise
+    uint32_t instrument_id   # transfers: asset id
+    uint32_t account_id      # fill: taker account
+    uint32_t counter_account_id  # fill: maker account
+    uint64_t order_id        # fill: taker order
+    uint64_t client_id       # client order id or transfer id; fill: taker's client order id
+    uint64_t counter_order_id    # fill: maker order
+    uint64_t trade_id
+    int64_t price
+    int64_t quantity
+    int64_t fee              # fill: taker fee, quote minor units
+    int64_t counter_fee      # fill: maker fee, quote minor units
+
+cdef enum CommandKind:
+    CMD_ADD_ASSET = 1
+    CMD_ADD_ACCOUNT = 2
+    CMD_ADD_INSTRUMENT = 3
+    CMD_SET_PRICE_BAND = 4
+    CMD_SET_FEES = 5
+    CMD_HALT_INSTRUMENT = 6
+    CMD_RESUME_INSTRUMENT = 7
+    CMD_DEPOSIT = 8
+    CMD_WITHDRAW = 9
+    CMD_NEW_ORDER = 10
+    CMD_CANCEL = 11
+    CMD_REPLACE = 12
+    CMD_MASS_CANCEL = 13
+
+cdef enum EventKind:
+    EV_ACCEPTED = 64
+    EV_REJECTED = 65
+    EV_FILL = 66
+    EV_CANCELED = 67
+    EV_REPLACED = 68
+    EV_TRANSFER_DONE = 69
+    EV_TRANSFER_REJECTED = 70
+    EV_COMMAND_DONE = 71
+
+cdef enum Side:
+    SIDE_BUY = 1
+    SIDE_SELL = 2
+
+cdef enum OrderType:
+    TYPE_LIMIT = 1
+    TYPE_MARKET = 2
+
+cdef enum TimeInForce:
+    TIF_GTC = 1
+    TIF_IOC = 2
+    TIF_FOK = 3
+
+cdef enum StpMode:
+    STP_CANCEL_TAKER = 1
+    STP_CANCEL_MAKER = 2
+    STP_CANCEL_BOTH = 3
+
+cdef enum Flags:
+    FLAG_POST_ONLY = 1
+
+cdef enum RejectReason:
+    R_UNKNOWN_COMMAND = 1
+    R_INVALID_SIDE = 2
+    R_INVALID_ORDER_TYPE = 3
+    R_INVALID_TIME_IN_FORCE = 4
+    R_INVALID_STP_MODE = 5
+    R_INVALID_FLAGS = 6
+    R_INVALID_QUANTITY = 7
+    R_INVALID_PRICE = 8
+    R_INVALID_LIMIT = 9
+    R_INVALID_AMOUNT = 10
+    R_INVALID_FEE = 11
+    R_INVALID_INSTRUMENT_SPEC = 12
+    R_INVALID_PRICE_BAND = 13
+    R_POST_ONLY_NOT_ALLOWED = 14
+    R_MARKET_PROTECTION_REQUIRED = 15
+    R_UNKNOWN_ACCOUNT = 100
+    R_UNKNOWN_ASSET = 101
+    R_UNKNOWN_INSTRUMENT = 102
+    R_ACCOUNT_EXISTS = 103
+    R_ASSET_EXISTS = 104
+    R_INSTRUMENT_EXISTS = 105
+    R_INSTRUMENT_HALTED = 106
+    R_INSTRUMENT_NOT_HALTED = 107
+    R_PRICE_OFF_TICK = 108
+    R_PRICE_OUT_OF_BAND = 109
+    R_QUANTITY_ABOVE_MAXIMUM = 110
+    R_DUPLICATE_CLIENT_ORDER_ID = 200
+    R_UNKNOWN_ORDER = 201
+    R_POST_ONLY_WOULD_CROSS = 202
+    R_REPLACE_NO_CHANGE = 203
+    R_TRANSFER_ID_REUSED = 204
+    R_INSUFFICIENT_FUNDS = 300
+    R_AMOUNT_OVERFLOW = 301
+    R_ORDER_CAPACITY = 400
+    R_ACCOUNT_CAPACITY = 401
+    R_ASSET_CAPACITY = 402
+    R_INSTRUMENT_CAPACITY = 403
+    R_PRICE_LEVEL_CAPACITY = 404
+    R_TRANSFER_CAPACITY = 405
+
+cdef enum CancelReason:
+    C_USER = 1
+    C_IOC_REMAINDER = 2
+    C_FOK_UNFILLED = 3
+    C_SELF_TRADE = 4
+    C_MASS_CANCEL = 5
+    C_HALT = 6
+    C_MARKET_PROTECTION = 7

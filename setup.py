@@ -1,0 +1,57 @@
+"""Build matchcore: three source folders install as one namespace, ``matchcore.*``.
+
+The Cython extensions are compiled here (numpy headers on the include path). Set
+``MATCHCORE_DEBUG=1`` to build with bounds checks and internal assertions on.
+"""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("MATCHCORE_DEBUG") == "1"
+
+# Source folder -> import package. ``matchcore`` itself is a namespace (PEP 420), so
+# nothing plainly named ``core`` lands in site-packages.
+PACKAGE_DIRS = {
+    "matchcore.core": "core",
+    "matchcore.gateway": "gateway",
+    "matchcore.persistence": "persistence",
+    "matchcore.bench": "bench",
+}
+
+
+def extension(name: str, source: str) -> Extension:
+    macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+    if not DEBUG:
+        macros.append(("CYTHON_WITHOUT_ASSERTIONS", "1"))
+    return Extension(
+        name,
+        [source],
+        include_dirs=[numpy.get_include(), "core"],
+        define_macros=macros,
+        extra_compile_args=["-O3", "-std=c11"] if not DEBUG else ["-O0", "-g"],
+    )
+
+
+EXTENSIONS = [
+    extension("matchcore.core._core", "core/_core.pyx"),
+]
+
+setup(
+    package_dir=PACKAGE_DIRS,
+    packages=list(PACKAGE_DIRS),
+    package_data={"matchcore.core": ["*.pxd", "*.pyx", "*.h", "*.pyi", "py.typed"]},
+    ext_modules=cythonize(
+        EXTENSIONS,
+        compiler_directives={
+            "language_level": "3",
+            "boundscheck": DEBUG,
+            "wraparound": False,
+            "cdivision": True,
+            "initializedcheck": DEBUG,
+        },
+        include_path=["core"],
+    ),
+    zip_safe=False,
+)
