@@ -1,0 +1,816 @@
+"""ReferenceEngine: the plain, readable pure-Python model of the matchcore engine.
+
+This module is the specification. The Cython ``Engine`` must give the same events, the
+same state hash and the same snapshot bytes for every command stream; property tests
+check that on random streams. Clarity wins over speed here: no clever data structures.
+
+Units: prices in ticks (quote minor units per lot), quantities in lots, amounts in minor
+units. Every product is checked against the int64 range.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from matchcore.core.codes import (
+    ALL_INSTRUMENTS,
+    BPS_DENOMINATOR,
+    CancelReason,
+    CommandKind,
+    EventKind,
+    Flags,
+    OrderType,
+    RejectReason,
+    Side,
+    StpMode,
+    TimeInForce,
+)
+from matchcore.core.config import EngineConfig
+from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
+from matchcore.core.snapshot_format import SnapshotWriter, SnapshotReader, hash_words
+
+__all__ = ["ReferenceEngine"]
+
+INT64_MAX = (1 << 63) - 1
+DECIMALS_MAX = 18
+
+
+class _Overflow(Exception):
+    """An amount left the int64 range (internal; becomes AMOUNT_OVERFLOW)."""
+
+
+def _checked(value: int) -> int:
+    if value > INT64_MAX or value < -INT64_MAX - 1:
+        raise _Overflow
+    return value
+
+
+def fee_of(notional: int, bps: int) -> int:
+    """Fee in quote minor units: floor(notional * bps / 10_000)."""
+    return notional * bps // BPS_DENOMINATOR
+
+
+@dataclass
+class Order:
+    order_id: int
+    account_id: int
+    instrument_id: int
+    client_id: int
+    side: int
+    price: int
+    leaves: int
+    hold: int
+    fee_cap_bps: int
+    stp_mode: int
+    flags: int
+    order_type: int = OrderType.LIMIT
+
+
+@dataclass
+class Level:
+    price: int
+    orders: deque = field(default_factory=deque)
+
+
+@dataclass
+class Instrument:
+    base_asset: int
+    quote_asset: int
+    tick_size: int
+    lot_size: int
+    max_order_lots: int
+    band_min: int
+    band_max: int
+    maker_bps: int = 0
+    taker_bps: int = 0
+    halted: bool = False
+    # best level first on both sides
+    bids: list = field(default_factory=list)
+    asks: list = field(default_factory=list)
+
+
+@dataclass
+class Transfer:
+    kind: int
+    asset_id: int
+    amount: int
+    event_kind: int
+    reason: int
+
+
+class ReferenceEngine:
+    """Applies command records and returns event records, exactly like ``Engine``."""
+
+    def __init__(self, config: EngineConfig | None = None):
+        self.config = (config or EngineConfig()).validate()
+        self.next_order_id = 1
+        self.next_trade_id = 1
+        self.assets: dict[int, int] = {}  # asset id -> decimals
+        self.deposited: dict[int, int] = {}
+        self.withdrawn: dict[int, int] = {}
+        self.accounts: dict[int, int] = {}  # account id -> last accepted client order id
+        self.balances: dict[tuple[int, int], list[int]] = {}  # (account, asset) -> [available, held]
+        self.instruments: dict[int, Instrument] = {}
+        self.orders: dict[tuple[int, int], Order] = {}  # live orders by (account, client id)
+        self.transfers: dict[tuple[int, int], Transfer] = {}
+        self._events: list[tuple] = []
+        self._add_account(self.config.fee_account_id)
+
+    # ------------------------------------------------------------------ public API
+
+    def apply(self, commands: np.ndarray) -> np.ndarray:
+        """Apply command records in order; return the events they produced."""
+        if commands.dtype != COMMAND_DTYPE:
+            raise TypeError("commands must be an array of COMMAND_DTYPE")
+        self._events = []
+        for record in commands:
+            self._apply_one(_Cmd(record))
+        events = np.zeros(len(self._events), dtype=EVENT_DTYPE)
+        for index, values in enumerate(self._events):
+            events[index] = values
+        self._events = []
+        return events
+
+    def balance(self, account_id: int, asset_id: int) -> tuple[int, int]:
+        """(available, held) of one account in one asset, in minor units."""
+        available, held = self.balances.get((account_id, asset_id), (0, 0))
+        return available, held
+
+    def balances_array(self) -> np.ndarray:
+        """int64 array [max_accounts, max_assets, 2] of (available, held)."""
+        out = np.zeros((self.config.max_accounts, self.config.max_assets, 2), dtype=np.int64)
+        for (account_id, asset_id), (available, held) in self.balances.items():
+            out[account_id, asset_id] = (available, held)
+        return out
+
+    def order(self, account_id: int, client_id: int) -> dict | None:
+        """State of a live order, or None when it is not open."""
+        order = self.orders.get((account_id, client_id))
+        if order is None:
+            return None
+        return {
+            "order_id": order.order_id,
+            "instrument_id": order.instrument_id,
+            "side": order.side,
+            "price": order.price,
+            "leaves": order.leaves,
+            "hold": order.hold,
+        }
+
+    def depth(self, instrument_id: int, side: int, levels_max: int = 10) -> np.ndarray:
+        """Book depth best first: int64 array [n, 3] of (price, quantity, order count)."""
+        instrument = self.instruments.get(instrument_id)
+        if instrument is None:
+            return np.zeros((0, 3), dtype=np.int64)
+        book = instrument.bids if side == Side.BUY else instrument.asks
+        rows = [(lv.price, sum(o.leaves for o in lv.orders), len(lv.orders)) for lv in book[:levels_max]]
+        return np.array(rows, dtype=np.int64).reshape(-1, 3)
+
+    def live_order_count(self) -> int:
+        return len(self.orders)
+
+    def totals(self, asset_id: int) -> tuple[int, int]:
+        """(deposited, withdrawn) in minor units over the engine's life."""
+        return self.deposited.get(asset_id, 0), self.withdrawn.get(asset_id, 0)
+
+    def state_hash(self) -> int:
+        return hash_words(self._state_words())
+
+    def snapshot(self) -> bytes:
+        return self._state_words().to_bytes()
+
+    @classmethod
+    def restore(cls, data: bytes) -> "ReferenceEngine":
+        return _restore(cls, SnapshotReader(data))
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _apply_one(self, cmd: "_Cmd") -> None:
+        handler = _HANDLERS.get(cmd.kind)
+        if handler is None:
+            self._reject(cmd, RejectReason.UNKNOWN_COMMAND)
+            return
+        handler(self, cmd)
+
+    # ------------------------------------------------------------------ events
+
+    def _emit(self, cmd, kind, *, side=0, reason=0, instrument_id=0, account_id=0,
+              counter_account_id=0, order_id=0, client_id=0, counter_order_id=0,
+              trade_id=0, price=0, quantity=0, fee=0, counter_fee=0):
+        self._events.append((cmd.seq, cmd.timestamp_ns, int(kind), side, int(reason), instrument_id,
+                             account_id, counter_account_id, order_id, client_id, counter_order_id,
+                             trade_id, price, quantity, fee, counter_fee))
+
+    def _reject(self, cmd, reason):
+        self._emit(cmd, EventKind.REJECTED, side=cmd.side, reason=reason,
+                   instrument_id=cmd.instrument_id, account_id=cmd.account_id,
+                   client_id=cmd.client_id, price=cmd.price, quantity=cmd.quantity)
+
+    def _done(self, cmd, *, instrument_id=None, quantity=None):
+        self._emit(cmd, EventKind.COMMAND_DONE,
+                   instrument_id=cmd.instrument_id if instrument_id is None else instrument_id,
+                   account_id=cmd.account_id, client_id=cmd.client_id, price=cmd.price,
+                   quantity=cmd.quantity if quantity is None else quantity)
+
+    def _emit_canceled(self, cmd, order: Order, reason):
+        self._emit(cmd, EventKind.CANCELED, side=order.side, reason=reason,
+                   instrument_id=order.instrument_id, account_id=order.account_id,
+                   order_id=order.order_id, client_id=order.client_id, price=order.price,
+                   quantity=order.leaves)
+
+    # ------------------------------------------------------------------ reference data
+
+    def _add_account(self, account_id):
+        self.accounts[account_id] = 0
+
+    def _cmd_add_asset(self, cmd):
+        decimals = cmd.quantity
+        if not 0 <= decimals <= DECIMALS_MAX:
+            return self._reject(cmd, RejectReason.INVALID_QUANTITY)
+        if cmd.asset_id in self.assets:
+            return self._reject(cmd, RejectReason.ASSET_EXISTS)
+        if cmd.asset_id >= self.config.max_assets:
+            return self._reject(cmd, RejectReason.ASSET_CAPACITY)
+        self.assets[cmd.asset_id] = decimals
+        self.deposited[cmd.asset_id] = 0
+        self.withdrawn[cmd.asset_id] = 0
+        self._done(cmd, instrument_id=cmd.asset_id)
+
+    def _cmd_add_account(self, cmd):
+        if cmd.account_id in self.accounts:
+            return self._reject(cmd, RejectReason.ACCOUNT_EXISTS)
+        if cmd.account_id >= self.config.max_accounts:
+            return self._reject(cmd, RejectReason.ACCOUNT_CAPACITY)
+        self._add_account(cmd.account_id)
+        self._done(cmd)
+
+    def _cmd_add_instrument(self, cmd):
+        tick_size, lot_size, max_order_lots = cmd.price, cmd.quantity, cmd.limit
+        base_asset, quote_asset = cmd.asset_id, cmd.client_id
+        if tick_size <= 0 or lot_size <= 0 or max_order_lots <= 0 or base_asset == quote_asset:
+            return self._reject(cmd, RejectReason.INVALID_INSTRUMENT_SPEC)
+        if base_asset not in self.assets or quote_asset not in self.assets:
+            return self._reject(cmd, RejectReason.UNKNOWN_ASSET)
+        if cmd.instrument_id in self.instruments:
+            return self._reject(cmd, RejectReason.INSTRUMENT_EXISTS)
+        if cmd.instrument_id >= self.config.max_instruments:
+            return self._reject(cmd, RejectReason.INSTRUMENT_CAPACITY)
+        self.instruments[cmd.instrument_id] = Instrument(
+            base_asset=base_asset, quote_asset=quote_asset, tick_size=tick_size,
+            lot_size=lot_size, max_order_lots=max_order_lots, band_min=tick_size,
+            band_max=INT64_MAX)
+        self._done(cmd)
+
+    def _cmd_set_price_band(self, cmd):
+        band_min, band_max = cmd.price, cmd.limit
+        if band_min <= 0 or band_max < band_min:
+            return self._reject(cmd, RejectReason.INVALID_PRICE_BAND)
+        instrument = self.instruments.get(cmd.instrument_id)
+        if instrument is None:
+            return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
+        instrument.band_min, instrument.band_max = band_min, band_max
+        self._done(cmd)
+
+    def _cmd_set_fees(self, cmd):
+        maker_bps, taker_bps = cmd.price, cmd.quantity
+        if not 0 <= maker_bps <= BPS_DENOMINATOR or not 0 <= taker_bps <= BPS_DENOMINATOR:
+            return self._reject(cmd, RejectReason.INVALID_FEE)
+        instrument = self.instruments.get(cmd.instrument_id)
+        if instrument is None:
+            return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
+        instrument.maker_bps, instrument.taker_bps = maker_bps, taker_bps
+        self._done(cmd)
+
+    def _cmd_halt(self, cmd):
+        instrument = self.instruments.get(cmd.instrument_id)
+        if instrument is None:
+            return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
+        if instrument.halted:
+            return self._reject(cmd, RejectReason.INSTRUMENT_HALTED)
+        canceled = 0
+        for book in (instrument.bids, instrument.asks):
+            for level in list(book):
+                for order in list(level.orders):
+                    self._cancel_order(cmd, order, CancelReason.HALT)
+                    canceled += 1
+        instrument.halted = True
+        self._done(cmd, quantity=canceled)
+
+    def _cmd_resume(self, cmd):
+        instrument = self.instruments.get(cmd.instrument_id)
+        if instrument is None:
+            return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
+        if not instrument.halted:
+            return self._reject(cmd, RejectReason.INSTRUMENT_NOT_HALTED)
+        instrument.halted = False
+        self._done(cmd)
+
+    # ------------------------------------------------------------------ transfers
+
+    def _cmd_transfer(self, cmd):
+        amount = cmd.quantity
+        if amount <= 0:
+            return self._transfer_reject(cmd, RejectReason.INVALID_AMOUNT)
+        if cmd.account_id not in self.accounts:
+            return self._transfer_reject(cmd, RejectReason.UNKNOWN_ACCOUNT)
+        if cmd.asset_id not in self.assets:
+            return self._transfer_reject(cmd, RejectReason.UNKNOWN_ASSET)
+        key = (cmd.account_id, cmd.client_id)
+        previous = self.transfers.get(key)
+        if previous is not None:
+            if (previous.kind, previous.asset_id, previous.amount) != (cmd.kind, cmd.asset_id, amount):
+                return self._transfer_reject(cmd, RejectReason.TRANSFER_ID_REUSED)
+            return self._transfer_event(cmd, previous.event_kind, previous.reason)
+        if len(self.transfers) >= self.config.max_transfers:
+            return self._transfer_reject(cmd, RejectReason.TRANSFER_CAPACITY)
+        reason = self._move_transfer(cmd, amount)
+        event_kind = EventKind.TRANSFER_REJECTED if reason else EventKind.TRANSFER_DONE
+        self.transfers[key] = Transfer(cmd.kind, cmd.asset_id, amount, int(event_kind), int(reason))
+        self._transfer_event(cmd, event_kind, reason)
+
+    def _move_transfer(self, cmd, amount) -> int:
+        balance = self.balances.setdefault((cmd.account_id, cmd.asset_id), [0, 0])
+        if cmd.kind == CommandKind.DEPOSIT:
+            if self.deposited[cmd.asset_id] + amount > INT64_MAX:
+                return RejectReason.AMOUNT_OVERFLOW
+            self.deposited[cmd.asset_id] += amount
+            balance[0] += amount
+            return 0
+        if balance[0] < amount:
+            return RejectReason.INSUFFICIENT_FUNDS
+        self.withdrawn[cmd.asset_id] += amount
+        balance[0] -= amount
+        return 0
+
+    def _transfer_reject(self, cmd, reason):
+        self._transfer_event(cmd, EventKind.TRANSFER_REJECTED, reason)
+
+    def _transfer_event(self, cmd, event_kind, reason):
+        self._emit(cmd, event_kind, reason=reason, instrument_id=cmd.asset_id,
+                   account_id=cmd.account_id, client_id=cmd.client_id, quantity=cmd.quantity)
+
+    # ------------------------------------------------------------------ balances
+
+    def _bal(self, account_id, asset_id) -> list[int]:
+        return self.balances.setdefault((account_id, asset_id), [0, 0])
+
+    def _hold_asset(self, instrument: Instrument, side: int) -> int:
+        return instrument.quote_asset if side == Side.BUY else instrument.base_asset
+
+    def _buy_hold_needed(self, price, leaves, fee_cap_bps) -> int:
+        notional = _checked(price * leaves)
+        return _checked(notional + fee_of(notional, fee_cap_bps))
+
+    def _release_excess(self, order: Order, instrument: Instrument) -> None:
+        """A resting buy holds exactly price * leaves plus its maximum fee; free the rest."""
+        needed = self._buy_hold_needed(order.price, order.leaves, order.fee_cap_bps)
+        self._release(order, instrument, order.hold - needed)
+
+    def _release(self, order: Order, instrument: Instrument, amount: int) -> None:
+        if amount == 0:
+            return
+        balance = self._bal(order.account_id, self._hold_asset(instrument, order.side))
+        balance[1] -= amount
+        balance[0] += amount
+        order.hold -= amount
+
+    # ------------------------------------------------------------------ new order
+
+    def _validate_new_order(self, cmd) -> int:
+        market = cmd.order_type == OrderType.MARKET
+        if cmd.side not in (Side.BUY, Side.SELL):
+            return RejectReason.INVALID_SIDE
+        if cmd.order_type not in (OrderType.LIMIT, OrderType.MARKET):
+            return RejectReason.INVALID_ORDER_TYPE
+        if cmd.time_in_force not in (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK):
+            return RejectReason.INVALID_TIME_IN_FORCE
+        if market and cmd.time_in_force == TimeInForce.GTC:
+            return RejectReason.INVALID_TIME_IN_FORCE
+        if cmd.stp_mode not in (StpMode.CANCEL_TAKER, StpMode.CANCEL_MAKER, StpMode.CANCEL_BOTH):
+            return RejectReason.INVALID_STP_MODE
+        if cmd.flags & ~Flags.POST_ONLY:
+            return RejectReason.INVALID_FLAGS
+        if cmd.quantity <= 0:
+            return RejectReason.INVALID_QUANTITY
+        if cmd.price < 0 or (not market and cmd.price == 0):
+            return RejectReason.INVALID_PRICE
+        if cmd.limit < 0 or (cmd.limit != 0 and not (market and cmd.side == Side.BUY)):
+            return RejectReason.INVALID_LIMIT
+        if cmd.flags & Flags.POST_ONLY and cmd.time_in_force != TimeInForce.GTC:
+            return RejectReason.POST_ONLY_NOT_ALLOWED
+        if market and cmd.price == 0 and cmd.limit == 0:
+            return RejectReason.MARKET_PROTECTION_REQUIRED
+        if cmd.account_id not in self.accounts:
+            return RejectReason.UNKNOWN_ACCOUNT
+        instrument = self.instruments.get(cmd.instrument_id)
+        if instrument is None:
+            return RejectReason.UNKNOWN_INSTRUMENT
+        if instrument.halted:
+            return RejectReason.INSTRUMENT_HALTED
+        if cmd.price != 0 and cmd.price % instrument.tick_size != 0:
+            return RejectReason.PRICE_OFF_TICK
+        if cmd.price != 0 and not instrument.band_min <= cmd.price <= instrument.band_max:
+            return RejectReason.PRICE_OUT_OF_BAND
+        if cmd.quantity > instrument.max_order_lots:
+            return RejectReason.QUANTITY_ABOVE_MAXIMUM
+        if cmd.client_id <= self.accounts[cmd.account_id]:
+            return RejectReason.DUPLICATE_CLIENT_ORDER_ID
+        if cmd.flags & Flags.POST_ONLY and self._would_cross(instrument, cmd.side, cmd.price):
+            return RejectReason.POST_ONLY_WOULD_CROSS
+        return 0
+
+    def _new_order_hold(self, cmd, instrument: Instrument, fee_cap_bps: int) -> int:
+        """What the order must hold before it rests or matches (may raise _Overflow)."""
+        if cmd.side == Side.SELL:
+            return _checked(cmd.quantity * instrument.lot_size)
+        if cmd.order_type == OrderType.LIMIT:
+            return self._buy_hold_needed(cmd.price, cmd.quantity, fee_cap_bps)
+        caps = []
+        if cmd.price > 0:
+            caps.append(_checked(cmd.price * cmd.quantity))
+        if cmd.limit > 0:
+            caps.append(cmd.limit)
+        notional_max = min(caps)
+        return _checked(notional_max + fee_of(notional_max, fee_cap_bps))
+
+    def _cmd_new_order(self, cmd):
+        reason = self._validate_new_order(cmd)
+        if reason:
+            return self._reject(cmd, reason)
+        instrument = self.instruments[cmd.instrument_id]
+        fee_cap_bps = max(instrument.maker_bps, instrument.taker_bps)
+        try:
+            hold = self._new_order_hold(cmd, instrument, fee_cap_bps)
+        except _Overflow:
+            return self._reject(cmd, RejectReason.AMOUNT_OVERFLOW)
+        balance = self._bal(cmd.account_id, self._hold_asset(instrument, cmd.side))
+        if balance[0] < hold:
+            return self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS)
+        if len(self.orders) >= self.config.max_orders:
+            return self._reject(cmd, RejectReason.ORDER_CAPACITY)
+        rests = cmd.order_type == OrderType.LIMIT and cmd.time_in_force == TimeInForce.GTC
+        if rests and self._level_missing_and_full(instrument, cmd.side, cmd.price):
+            return self._reject(cmd, RejectReason.PRICE_LEVEL_CAPACITY)
+        # pipeline: risk hold -> accept -> match -> settle -> rest or release
+        balance[0] -= hold
+        balance[1] += hold
+        order = Order(order_id=self.next_order_id, account_id=cmd.account_id,
+                      instrument_id=cmd.instrument_id, client_id=cmd.client_id, side=cmd.side,
+                      price=cmd.price, leaves=cmd.quantity, hold=hold, fee_cap_bps=fee_cap_bps,
+                      stp_mode=cmd.stp_mode, flags=cmd.flags, order_type=cmd.order_type)
+        self.next_order_id += 1
+        self.accounts[cmd.account_id] = cmd.client_id
+        self._emit(cmd, EventKind.ACCEPTED, side=cmd.side, instrument_id=cmd.instrument_id,
+                   account_id=cmd.account_id, order_id=order.order_id, client_id=cmd.client_id,
+                   price=cmd.price, quantity=cmd.quantity)
+        if cmd.time_in_force == TimeInForce.FOK and not self._fok_fillable(order, instrument, cmd.limit):
+            self._emit_canceled(cmd, order, CancelReason.FOK_UNFILLED)
+            self._release(order, instrument, order.hold)
+            return
+        self.orders[(order.account_id, order.client_id)] = order
+        end_reason = self._match(cmd, order, instrument, cmd.limit)
+        if end_reason == 0 and order.leaves > 0 and not rests:
+            end_reason = CancelReason.IOC_REMAINDER
+        if end_reason:
+            self._finish_taker(cmd, order, instrument, end_reason)
+        elif order.leaves == 0:
+            del self.orders[(order.account_id, order.client_id)]
+            self._release(order, instrument, order.hold)
+        else:
+            self._rest(order, instrument)
+
+    def _finish_taker(self, cmd, order, instrument, reason):
+        self._emit_canceled(cmd, order, reason)
+        del self.orders[(order.account_id, order.client_id)]
+        self._release(order, instrument, order.hold)
+
+    # ------------------------------------------------------------------ book
+
+    def _book(self, instrument, side) -> list:
+        return instrument.bids if side == Side.BUY else instrument.asks
+
+    @staticmethod
+    def _better_or_equal(side, price, other) -> bool:
+        """Does ``price`` rank at or ahead of ``other`` on a book of ``side``?"""
+        return price >= other if side == Side.BUY else price <= other
+
+    def _would_cross(self, instrument, side, price) -> bool:
+        opposite = self._book(instrument, Side.SELL if side == Side.BUY else Side.BUY)
+        if not opposite:
+            return False
+        best = opposite[0].price
+        return best <= price if side == Side.BUY else best >= price
+
+    def _level_missing_and_full(self, instrument, side, price) -> bool:
+        book = self._book(instrument, side)
+        if any(level.price == price for level in book):
+            return False
+        return len(book) >= self.config.max_price_levels
+
+    def _rest(self, order: Order, instrument: Instrument) -> None:
+        book = self._book(instrument, order.side)
+        index = 0
+        while index < len(book) and self._better_or_equal(order.side, book[index].price, order.price):
+            if book[index].price == order.price:
+                book[index].orders.append(order)
+                return
+            index += 1
+        book.insert(index, Level(order.price, deque([order])))
+
+    def _unlink(self, order: Order, instrument: Instrument) -> None:
+        """Take a resting order off its level (and the level off the book when empty)."""
+        book = self._book(instrument, order.side)
+        for index, level in enumerate(book):
+            if level.price == order.price:
+                level.orders.remove(order)
+                if not level.orders:
+                    del book[index]
+                return
+        raise AssertionError("resting order not found on its level")
+
+    def _cancel_order(self, cmd, order: Order, reason) -> None:
+        """Cancel a resting order: event, off the book, hold released."""
+        instrument = self.instruments[order.instrument_id]
+        self._emit_canceled(cmd, order, reason)
+        self._unlink(order, instrument)
+        del self.orders[(order.account_id, order.client_id)]
+        self._release(order, instrument, order.hold)
+
+    # ------------------------------------------------------------------ matching
+
+    def _acceptable(self, taker: Order, level_price: int) -> bool:
+        if taker.price == 0:
+            return True
+        return level_price <= taker.price if taker.side == Side.BUY else level_price >= taker.price
+
+    def _fok_fillable(self, taker: Order, instrument: Instrument, budget: int) -> bool:
+        """Walk the book as matching would; can the whole quantity fill?"""
+        needed = taker.leaves
+        opposite = self._book(instrument, Side.SELL if taker.side == Side.BUY else Side.BUY)
+        for level in opposite:
+            if not self._acceptable(taker, level.price):
+                return False
+            for maker in level.orders:
+                if maker.account_id == taker.account_id:
+                    if taker.stp_mode == StpMode.CANCEL_MAKER:
+                        continue
+                    return False
+                quantity = min(needed, maker.leaves)
+                if budget > 0:
+                    affordable = budget // level.price
+                    if affordable < quantity:
+                        return False
+                    budget -= quantity * level.price
+                needed -= quantity
+                if needed == 0:
+                    return True
+        return False
+
+    def _match(self, cmd, taker: Order, instrument: Instrument, budget: int) -> int:
+        """Match a taker against the opposite book. Returns a CancelReason ending the
+        taker early (self-trade, market protection), or 0."""
+        opposite = self._book(instrument, Side.SELL if taker.side == Side.BUY else Side.BUY)
+        spent = 0
+        while taker.leaves > 0 and opposite:
+            level = opposite[0]
+            if not self._acceptable(taker, level.price):
+                break
+            maker = level.orders[0]
+            if maker.account_id == taker.account_id:
+                if taker.stp_mode == StpMode.CANCEL_TAKER:
+                    return CancelReason.SELF_TRADE
+                self._cancel_order(cmd, maker, CancelReason.SELF_TRADE)
+                if taker.stp_mode == StpMode.CANCEL_BOTH:
+                    return CancelReason.SELF_TRADE
+                continue
+            quantity = min(taker.leaves, maker.leaves)
+            if budget > 0:
+                quantity = min(quantity, (budget - spent) // level.price)
+                if quantity == 0:
+                    return CancelReason.MARKET_PROTECTION
+            spent += quantity * level.price
+            self._fill(cmd, taker, maker, instrument, level.price, quantity)
+            if maker.leaves == 0:
+                level.orders.popleft()
+                if not level.orders:
+                    opposite.pop(0)
+                del self.orders[(maker.account_id, maker.client_id)]
+                self._release(maker, instrument, maker.hold)
+        return 0
+
+    def _fill(self, cmd, taker: Order, maker: Order, instrument: Instrument, price, quantity):
+        """Settle one trade by double entry: buyer, seller, fee account."""
+        notional = price * quantity
+        taker_fee = fee_of(notional, min(instrument.taker_bps, taker.fee_cap_bps))
+        maker_fee = fee_of(notional, min(instrument.maker_bps, maker.fee_cap_bps))
+        buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
+        buyer_fee, seller_fee = (taker_fee, maker_fee) if buyer is taker else (maker_fee, taker_fee)
+        base_amount = quantity * instrument.lot_size
+        quote, base = instrument.quote_asset, instrument.base_asset
+        self._bal(buyer.account_id, quote)[1] -= notional + buyer_fee
+        buyer.hold -= notional + buyer_fee
+        self._bal(buyer.account_id, base)[0] += base_amount
+        self._bal(seller.account_id, base)[1] -= base_amount
+        seller.hold -= base_amount
+        self._bal(seller.account_id, quote)[0] += notional - seller_fee
+        self._bal(self.config.fee_account_id, quote)[0] += taker_fee + maker_fee
+        self._emit(cmd, EventKind.FILL, side=taker.side, instrument_id=taker.instrument_id,
+                   account_id=taker.account_id, counter_account_id=maker.account_id,
+                   order_id=taker.order_id, client_id=taker.client_id,
+                   counter_order_id=maker.order_id, trade_id=self.next_trade_id, price=price,
+                   quantity=quantity, fee=taker_fee, counter_fee=maker_fee)
+        self.next_trade_id += 1
+        taker.leaves -= quantity
+        maker.leaves -= quantity
+        if buyer.leaves > 0 and buyer.order_type == OrderType.LIMIT:
+            self._release_excess(buyer, instrument)
+
+    # ------------------------------------------------------------------ cancel, replace
+
+    def _cmd_cancel(self, cmd):
+        if cmd.account_id not in self.accounts:
+            return self._reject(cmd, RejectReason.UNKNOWN_ACCOUNT)
+        order = self.orders.get((cmd.account_id, cmd.client_id))
+        if order is None:
+            return self._reject(cmd, RejectReason.UNKNOWN_ORDER)
+        self._cancel_order(cmd, order, CancelReason.USER)
+
+    def _cmd_mass_cancel(self, cmd):
+        if cmd.account_id not in self.accounts:
+            return self._reject(cmd, RejectReason.UNKNOWN_ACCOUNT)
+        if cmd.instrument_id != ALL_INSTRUMENTS and cmd.instrument_id not in self.instruments:
+            return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
+        mine = [o for o in self.orders.values() if o.account_id == cmd.account_id
+                and cmd.instrument_id in (ALL_INSTRUMENTS, o.instrument_id)]
+        for order in sorted(mine, key=lambda o: o.order_id):
+            self._cancel_order(cmd, order, CancelReason.MASS_CANCEL)
+        self._done(cmd, quantity=len(mine))
+
+    def _validate_replace(self, cmd) -> int:
+        if cmd.quantity <= 0:
+            return RejectReason.INVALID_QUANTITY
+        if cmd.price <= 0:
+            return RejectReason.INVALID_PRICE
+        if cmd.account_id not in self.accounts:
+            return RejectReason.UNKNOWN_ACCOUNT
+        order = self.orders.get((cmd.account_id, cmd.client_id))
+        if order is None:
+            return RejectReason.UNKNOWN_ORDER
+        instrument = self.instruments[order.instrument_id]
+        if cmd.price % instrument.tick_size != 0:
+            return RejectReason.PRICE_OFF_TICK
+        if not instrument.band_min <= cmd.price <= instrument.band_max:
+            return RejectReason.PRICE_OUT_OF_BAND
+        if cmd.quantity > instrument.max_order_lots:
+            return RejectReason.QUANTITY_ABOVE_MAXIMUM
+        if cmd.price == order.price and cmd.quantity == order.leaves:
+            return RejectReason.REPLACE_NO_CHANGE
+        if order.flags & Flags.POST_ONLY and self._would_cross(instrument, order.side, cmd.price):
+            return RejectReason.POST_ONLY_WOULD_CROSS
+        return 0
+
+    def _cmd_replace(self, cmd):
+        reason = self._validate_replace(cmd)
+        if reason:
+            return self._reject(cmd, reason)
+        order = self.orders[(cmd.account_id, cmd.client_id)]
+        instrument = self.instruments[order.instrument_id]
+        try:
+            if order.side == Side.BUY:
+                needed = self._buy_hold_needed(cmd.price, cmd.quantity, order.fee_cap_bps)
+            else:
+                needed = _checked(cmd.quantity * instrument.lot_size)
+        except _Overflow:
+            return self._reject(cmd, RejectReason.AMOUNT_OVERFLOW)
+        balance = self._bal(order.account_id, self._hold_asset(instrument, order.side))
+        if needed - order.hold > balance[0]:
+            return self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS)
+        keeps_priority = cmd.price == order.price and cmd.quantity < order.leaves
+        if not keeps_priority and cmd.price != order.price and \
+                self._level_missing_and_full(instrument, order.side, cmd.price):
+            return self._reject(cmd, RejectReason.PRICE_LEVEL_CAPACITY)
+        # adjust the hold to exactly what the new price and size need
+        balance[0] -= needed - order.hold
+        balance[1] += needed - order.hold
+        order.hold = needed
+        self._emit(cmd, EventKind.REPLACED, side=order.side, instrument_id=order.instrument_id,
+                   account_id=order.account_id, order_id=order.order_id,
+                   client_id=order.client_id, price=cmd.price, quantity=cmd.quantity)
+        if keeps_priority:
+            order.leaves = cmd.quantity
+            return
+        self._unlink(order, instrument)
+        order.price, order.leaves = cmd.price, cmd.quantity
+        end_reason = self._match(cmd, order, instrument, 0)
+        if end_reason:
+            self._finish_taker(cmd, order, instrument, end_reason)
+        elif order.leaves == 0:
+            del self.orders[(order.account_id, order.client_id)]
+            self._release(order, instrument, order.hold)
+        else:
+            self._rest(order, instrument)
+
+    # ------------------------------------------------------------------ snapshot
+
+    def _state_words(self) -> SnapshotWriter:
+        """The canonical state, as the snapshot format defines it (snapshot_format.py)."""
+        w = SnapshotWriter()
+        c = self.config
+        w.header(c, self.next_order_id, self.next_trade_id)
+        w.count(len(self.assets))
+        for asset_id in sorted(self.assets):
+            w.words(asset_id, self.assets[asset_id], self.deposited[asset_id], self.withdrawn[asset_id])
+        w.count(len(self.accounts))
+        for account_id in sorted(self.accounts):
+            w.words(account_id, self.accounts[account_id])
+            for asset_id in sorted(self.assets):
+                w.words(*self.balance(account_id, asset_id))
+        w.count(len(self.instruments))
+        for instrument_id in sorted(self.instruments):
+            ins = self.instruments[instrument_id]
+            w.words(instrument_id, ins.base_asset, ins.quote_asset, ins.tick_size, ins.lot_size,
+                    ins.max_order_lots, ins.band_min, ins.band_max, ins.maker_bps, ins.taker_bps,
+                    int(ins.halted))
+            for book in (ins.bids, ins.asks):
+                w.count(len(book))
+                for level in book:
+                    w.words(level.price, len(level.orders))
+                    for o in level.orders:
+                        w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold,
+                                o.fee_cap_bps, o.stp_mode, o.flags)
+        w.count(len(self.transfers))
+        for (account_id, transfer_id) in sorted(self.transfers):
+            t = self.transfers[(account_id, transfer_id)]
+            w.words(account_id, transfer_id, t.kind, t.asset_id, t.amount, t.event_kind, t.reason)
+        return w
+
+
+def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
+    config, next_order_id, next_trade_id = r.header()
+    engine = cls(config)
+    engine.accounts.clear()
+    engine.next_order_id, engine.next_trade_id = next_order_id, next_trade_id
+    asset_ids = []
+    for _ in range(r.count()):
+        asset_id, decimals, deposited, withdrawn = r.words(4)
+        engine.assets[asset_id] = decimals
+        engine.deposited[asset_id], engine.withdrawn[asset_id] = deposited, withdrawn
+        asset_ids.append(asset_id)
+    for _ in range(r.count()):
+        account_id, last_client_id = r.words(2)
+        engine.accounts[account_id] = last_client_id
+        for asset_id in asset_ids:
+            available, held = r.words(2)
+            if available or held:
+                engine.balances[(account_id, asset_id)] = [available, held]
+    for _ in range(r.count()):
+        (instrument_id, base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
+         halted) = r.words(11)
+        ins = Instrument(base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
+                         bool(halted))
+        engine.instruments[instrument_id] = ins
+        for side, book in ((Side.BUY, ins.bids), (Side.SELL, ins.asks)):
+            for _ in range(r.count()):
+                price, n_orders = r.words(2)
+                level = Level(price)
+                for _ in range(n_orders):
+                    order_id, account_id, client_id, leaves, hold, fee_cap, stp, flags = r.words(8)
+                    order = Order(order_id, account_id, instrument_id, client_id, int(side), price,
+                                  leaves, hold, fee_cap, stp, flags)
+                    level.orders.append(order)
+                    engine.orders[(account_id, client_id)] = order
+                book.append(level)
+    for _ in range(r.count()):
+        account_id, transfer_id, kind, asset_id, amount, event_kind, reason = r.words(7)
+        engine.transfers[(account_id, transfer_id)] = Transfer(kind, asset_id, amount, event_kind, reason)
+    r.finish()
+    return engine
+
+
+class _Cmd:
+    """Plain-int view of one command record."""
+
+    __slots__ = tuple(COMMAND_DTYPE.names)
+
+    def __init__(self, record):
+        for name in COMMAND_DTYPE.names:
+            setattr(self, name, int(record[name]))
+
+
+_HANDLERS = {
+    CommandKind.ADD_ASSET: ReferenceEngine._cmd_add_asset,
+    CommandKind.ADD_ACCOUNT: ReferenceEngine._cmd_add_account,
+    CommandKind.ADD_INSTRUMENT: ReferenceEngine._cmd_add_instrument,
+    CommandKind.SET_PRICE_BAND: ReferenceEngine._cmd_set_price_band,
+    CommandKind.SET_FEES: ReferenceEngine._cmd_set_fees,
+    CommandKind.HALT_INSTRUMENT: ReferenceEngine._cmd_halt,
+    CommandKind.RESUME_INSTRUMENT: ReferenceEngine._cmd_resume,
+    CommandKind.DEPOSIT: ReferenceEngine._cmd_transfer,
+    CommandKind.WITHDRAW: ReferenceEngine._cmd_transfer,
+    CommandKind.NEW_ORDER: ReferenceEngine._cmd_new_order,
+    CommandKind.CANCEL: ReferenceEngine._cmd_cancel,
+    CommandKind.REPLACE: ReferenceEngine._cmd_replace,
+    CommandKind.MASS_CANCEL: ReferenceEngine._cmd_mass_cancel,
+}
