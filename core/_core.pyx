@@ -1,9 +1,6 @@
 # cython: language_level=3
-"""Placeholder; the engine lands next."""
-from records cimport Command, Event
+"""matchcore.core._core: the one native extension. Its parts are included below, each with
+its declarations in a .pxd (the uvloop layout): records, layout facts, engine, ring."""
+from records cimport *
 
-cdef extern from "stddef.h":
-    size_t offsetof(...)
-
-def layout():
-    return {"command_size": sizeof(Command), "event_size": sizeof(Event)}
+include "layout.pxi"
