@@ -4,3 +4,4 @@ its declarations in a .pxd (the uvloop layout): records, layout facts, engine, r
 from records cimport *
 
 include "layout.pxi"
+include "ring.pxi"
