@@ -28,7 +28,7 @@ def extension(name: str, source: str) -> Extension:
     return Extension(
         name,
         [source],
-        include_dirs=[numpy.get_include(), "core"],
+        include_dirs=[numpy.get_include(), "core", "gateway"],
         define_macros=macros,
         extra_compile_args=["-O3", "-std=c11"] if not DEBUG else ["-O0", "-g"],
     )
@@ -36,12 +36,16 @@ def extension(name: str, source: str) -> Extension:
 
 EXTENSIONS = [
     extension("matchcore.core._core", "core/_core.pyx"),
+    extension("matchcore.gateway._codec", "gateway/_codec.pyx"),
 ]
 
 setup(
     package_dir=PACKAGE_DIRS,
     packages=list(PACKAGE_DIRS),
-    package_data={"matchcore.core": ["*.pxd", "*.pyx", "*.h", "*.pyi", "py.typed"]},
+    package_data={
+        "matchcore.core": ["*.pxd", "*.pyx", "*.pxi", "*.h", "*.pyi", "py.typed"],
+        "matchcore.gateway": ["*.pxd", "*.pyx", "*.pxi", "*.h", "*.pyi", "py.typed"],
+    },
     ext_modules=cythonize(
         EXTENSIONS,
         compiler_directives={
@@ -51,7 +55,7 @@ setup(
             "cdivision": True,
             "initializedcheck": DEBUG,
         },
-        include_path=["core"],
+        include_path=["core", "gateway"],
     ),
     zip_safe=False,
 )
