@@ -1,0 +1,482 @@
+"""Gateway session layer: the per-connection state machine, limits and the asyncio adapter.
+
+Pieces of the server that do not depend on the pipeline (the asyncpg layering: a pure
+state machine that knows nothing of asyncio, then a thin adapter):
+
+- ``GatewayLimits``: every limit of a connection, typed, each with its unit, validated.
+- ``TokenBucket``: the per-session message rate, in integer arithmetic (no floats).
+- ``SessionSlots``: the maximum number of logged-in sessions.
+- ``Session``: one connection from CHALLENGE to close. It is fed bytes and clock readings
+  (``on_data``, ``on_tick``) and answers through a ``Transport`` (``write``, ``close``);
+  decoded commands go to a ``CommandSink`` (later: sequencer and input ring). Login
+  authentication is async (the key registry), so a LOGIN is handed out by
+  ``take_login()`` and the answer comes back through ``complete_login()``.
+- ``SessionProtocol`` / ``SessionTable``: the asyncio adapter and the clock that ticks
+  every session (login timeout, heartbeats, idle timeout).
+
+What is not here yet: the sequencer and input ring behind ``CommandSink``, the dispatcher
+that numbers each account's events and replays them (``send_events`` takes the numbers
+from it), the PostgreSQL key registry, metrics and the ``matchcore serve`` command.
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from typing import Callable, Protocol
+
+import msgspec
+import numpy as np
+
+from matchcore.core.codes import ALL_INSTRUMENTS, CommandKind
+from matchcore.core.records import COMMAND_DTYPE
+from matchcore.gateway import _codec, auth
+from matchcore.gateway import protocol as p
+from matchcore.gateway.protocol import DecodeStatus, SessionReason
+
+__all__ = ["GatewayLimits", "TokenBucket", "SessionSlots", "SessionState", "Transport", "CommandSink",
+           "Session", "SessionProtocol", "SessionTable"]
+
+NS_PER_S = 1_000_000_000
+NS_PER_MS = 1_000_000
+#: Heartbeat intervals without anything received after which a peer is gone.
+IDLE_HEARTBEATS = 3
+
+
+class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-connection and per-server limits. Units are in the names."""
+
+    max_sessions: int = 1_000
+    login_timeout_ms: int = 5_000
+    max_frame_size_bytes: int = p.MAX_FRAME_SIZE
+    rate_messages_per_s: int = 100_000
+    burst_messages: int = 10_000
+    heartbeat_interval_ms_min: int = 100
+    heartbeat_interval_ms_max: int = 60_000
+    #: Unprocessed bytes a connection may hold (frames received before the login completes).
+    receive_buffer_bytes_max: int = 1 << 20
+    #: Commands decoded per codec call (the preallocated record batch of a session).
+    decode_batch_records: int = 1_024
+    #: Event frames encoded per write (the preallocated output buffer of a session).
+    event_batch_frames: int = 1_024
+
+    def validate(self) -> "GatewayLimits":
+        """Raise ValueError on an impossible limit; returns self."""
+        checks = [
+            (self.max_sessions > 0, "max_sessions must be positive"),
+            (self.login_timeout_ms > 0, "login_timeout_ms must be positive"),
+            (p.HEADER_SIZE < self.max_frame_size_bytes <= p.MAX_FRAME_SIZE,
+             f"max_frame_size_bytes must be in ({p.HEADER_SIZE}, {p.MAX_FRAME_SIZE}]"),
+            (self.max_frame_size_bytes >= max(p.FRAME_SIZES.values()),
+             "max_frame_size_bytes is below the largest message"),
+            (self.rate_messages_per_s > 0, "rate_messages_per_s must be positive"),
+            (self.burst_messages > 0, "burst_messages must be positive"),
+            (0 < self.heartbeat_interval_ms_min <= self.heartbeat_interval_ms_max,
+             "heartbeat interval bounds are inverted"),
+            (self.receive_buffer_bytes_max >= self.max_frame_size_bytes,
+             "receive_buffer_bytes_max is below one frame"),
+            (self.decode_batch_records > 0, "decode_batch_records must be positive"),
+            (self.event_batch_frames > 0, "event_batch_frames must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+
+class TokenBucket:
+    """``rate_per_s`` tokens a second, at most ``burst`` saved. Tokens are counted in
+    billionths so the refill is exact integer arithmetic on nanosecond clock readings."""
+
+    __slots__ = ("rate_per_s", "burst", "_nano_tokens", "_last_ns")
+
+    def __init__(self, rate_per_s: int, burst: int, now_ns: int) -> None:
+        if rate_per_s <= 0 or burst <= 0:
+            raise ValueError("rate_per_s and burst must be positive")
+        self.rate_per_s, self.burst = rate_per_s, burst
+        self._nano_tokens = burst * NS_PER_S
+        self._last_ns = now_ns
+
+    def available(self, now_ns: int) -> int:
+        """Whole tokens available at ``now_ns`` (a clock that goes back refills nothing)."""
+        if now_ns > self._last_ns:
+            refill = (now_ns - self._last_ns) * self.rate_per_s
+            self._nano_tokens = min(self.burst * NS_PER_S, self._nano_tokens + refill)
+            self._last_ns = now_ns
+        return self._nano_tokens // NS_PER_S
+
+    def take(self, count: int, now_ns: int) -> bool:
+        """Take ``count`` tokens if there are that many."""
+        if self.available(now_ns) < count:
+            return False
+        self._nano_tokens -= count * NS_PER_S
+        return True
+
+
+class SessionSlots:
+    """At most ``max_sessions`` logged-in sessions at a time."""
+
+    __slots__ = ("max_sessions", "in_use")
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions, self.in_use = max_sessions, 0
+
+    def acquire(self) -> bool:
+        if self.in_use >= self.max_sessions:
+            return False
+        self.in_use += 1
+        return True
+
+    def release(self) -> None:
+        assert self.in_use > 0
+        self.in_use -= 1
+
+
+class SessionState(enum.IntEnum):
+    AWAIT_LOGIN = 1
+    AUTHENTICATING = 2
+    ACTIVE = 3
+    CLOSED = 4
+
+
+class Transport(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class CommandSink(Protocol):
+    def submit(self, session: "Session", commands: np.ndarray) -> int:
+        """Take the session's decoded commands (COMMAND_DTYPE, in order); returns how many
+        it took (a prefix). The rest are refused BUSY."""
+        ...
+
+
+class Session:
+    """One client connection, from CHALLENGE to close. See the module docstring."""
+
+    __slots__ = ("session_id", "transport", "limits", "sink", "slots", "state", "account_id", "admin",
+                 "cancel_on_disconnect", "heartbeat_interval_ns", "nonce", "next_event_seq",
+                 "last_event_seq_sent", "close_reason", "_last_event_seq_of", "_order_status",
+                 "_buffer", "_pending_login", "_login", "_decoder", "_bucket", "_batch", "_out",
+                 "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active")
+
+    def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
+                 slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
+                 order_status: Callable[[int, int], p.OrderStatus | None] | None = None,
+                 on_active: Callable[["Session"], None] | None = None) -> None:
+        self.session_id, self.transport, self.limits = session_id, transport, limits
+        self.sink, self.slots = sink, slots
+        self.state = SessionState.AWAIT_LOGIN
+        self.account_id, self.admin, self.cancel_on_disconnect = 0, False, False
+        self.heartbeat_interval_ns = 0
+        self.nonce = b""
+        self.next_event_seq = self.last_event_seq_sent = 0
+        self.close_reason = SessionReason.NONE
+        self._last_event_seq_of, self._order_status = last_event_seq_of, order_status
+        self._buffer = bytearray()
+        self._pending_login: p.Login | None = None
+        self._login: p.Login | None = None
+        self._decoder: _codec.CommandDecoder | None = None
+        self._bucket: TokenBucket | None = None
+        self._batch = np.zeros(limits.decode_batch_records, COMMAND_DTYPE)
+        self._out = bytearray(limits.event_batch_frames * p.EVENT_FRAME_SIZE)
+        self._connected_ns = self._last_received_ns = self._last_sent_ns = 0
+        self._slot_held = False
+        self._on_active = on_active  # the dispatcher's hook: replay from next_event_seq
+
+    # ------------------------------------------------------------------ events from the adapter
+
+    def on_connect(self, now_ns: int) -> None:
+        """Send the CHALLENGE."""
+        self._connected_ns = self._last_received_ns = now_ns
+        self.nonce = auth.new_nonce()
+        self._write(p.Challenge(p.PROTOCOL_VERSION, self.limits.login_timeout_ms,
+                                self.limits.max_frame_size_bytes, now_ns, self.nonce).encode(), now_ns)
+
+    def on_data(self, data: bytes, now_ns: int) -> None:
+        """Bytes from the client: decode what is complete, answer, pass commands on."""
+        if self.state == SessionState.CLOSED:
+            return
+        self._last_received_ns = now_ns
+        self._buffer += data
+        if len(self._buffer) > self.limits.receive_buffer_bytes_max:
+            return self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)
+        if self.state == SessionState.AWAIT_LOGIN:
+            self._process_login_frame(now_ns)
+        elif self.state == SessionState.ACTIVE:
+            self._process_active(now_ns)
+
+    def take_login(self) -> p.Login | None:
+        """The LOGIN to authenticate (once), or None."""
+        login, self._pending_login = self._pending_login, None
+        return login
+
+    def complete_login(self, reason: SessionReason, record: auth.KeyRecord | None, now_ns: int) -> None:
+        """The answer of ``auth.authenticate`` for the LOGIN handed out by ``take_login``."""
+        if self.state != SessionState.AUTHENTICATING:
+            return
+        login = self._login
+        if reason == SessionReason.NONE:
+            reason = self._login_limits_check(login)
+        if reason != SessionReason.NONE:
+            self._write(p.LoginRejected(int(reason)).encode(), now_ns)
+            return self._close(reason, now_ns, send_logout=False)
+        self._slot_held = True
+        self._activate(login, record, now_ns)
+
+    def on_tick(self, now_ns: int) -> None:
+        """Clock reading: login timeout, idle timeout, heartbeat."""
+        if self.state in (SessionState.AWAIT_LOGIN, SessionState.AUTHENTICATING):
+            if now_ns - self._connected_ns > self.limits.login_timeout_ms * NS_PER_MS:
+                self._close(SessionReason.LOGIN_TIMEOUT, now_ns)
+        elif self.state == SessionState.ACTIVE:
+            if now_ns - self._last_received_ns > IDLE_HEARTBEATS * self.heartbeat_interval_ns:
+                self._close(SessionReason.IDLE_TIMEOUT, now_ns)
+            elif now_ns - self._last_sent_ns >= self.heartbeat_interval_ns:
+                self._write(p.Heartbeat(self.last_event_seq_sent, now_ns).encode(), now_ns)
+
+    def on_connection_lost(self, now_ns: int) -> None:
+        """The connection is gone: cancel-on-disconnect, free the slot."""
+        was_active = self.state == SessionState.ACTIVE
+        self.state = SessionState.CLOSED
+        if was_active and self.cancel_on_disconnect:
+            command = np.zeros(1, COMMAND_DTYPE)
+            command["kind"] = CommandKind.MASS_CANCEL
+            command["account_id"] = self.account_id
+            command["instrument_id"] = ALL_INSTRUMENTS
+            self.sink.submit(self, command)
+        if self._slot_held:
+            self._slot_held = False
+            self.slots.release()
+
+    def send_events(self, events: np.ndarray, first_event_seq: int, now_ns: int) -> None:
+        """Send ``events`` (EVENT_DTYPE) numbered from ``first_event_seq`` (the dispatcher
+        owns the account's numbering and replay; it must not skip)."""
+        if self.state != SessionState.ACTIVE:
+            return
+        assert first_event_seq == self.last_event_seq_sent + 1 or self.last_event_seq_sent == 0
+        done = 0
+        while done < len(events):
+            count = _codec.encode_events(events[done:], self._out, 0, self.account_id, first_event_seq + done)
+            self._write(bytes(self._out[:count * p.EVENT_FRAME_SIZE]), now_ns)
+            done += count
+        self.last_event_seq_sent = first_event_seq + len(events) - 1 if len(events) else self.last_event_seq_sent
+
+    # ------------------------------------------------------------------ login
+
+    def _process_login_frame(self, now_ns: int) -> None:
+        reason, size = _peek(self._buffer, self.limits.max_frame_size_bytes)
+        if reason != SessionReason.NONE:
+            return self._close(reason, now_ns)
+        if size == 0:
+            return  # not complete yet
+        if self._buffer[2] != p.MessageType.LOGIN:
+            return self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)
+        try:
+            login = p.Login.decode(self._buffer[:size])
+        except p.ProtocolError as error:
+            return self._close(error.reason, now_ns)
+        del self._buffer[:size]
+        self.state = SessionState.AUTHENTICATING
+        self._pending_login = self._login = login
+
+    def _login_limits_check(self, login: p.Login) -> SessionReason:
+        limits = self.limits
+        if not limits.heartbeat_interval_ms_min <= login.heartbeat_interval_ms <= limits.heartbeat_interval_ms_max:
+            return SessionReason.INVALID_HEARTBEAT_INTERVAL
+        if login.next_event_seq > self._last_event_seq_of(login.account_id) + 1:
+            return SessionReason.INVALID_EVENT_SEQ
+        if not self.slots.acquire():
+            return SessionReason.TOO_MANY_SESSIONS
+        return SessionReason.NONE
+
+    def _activate(self, login: p.Login, record: auth.KeyRecord, now_ns: int) -> None:
+        limits = self.limits
+        self.state = SessionState.ACTIVE
+        self.account_id, self.admin = login.account_id, record.admin
+        self.cancel_on_disconnect = bool(login.login_flags & p.LoginFlags.CANCEL_ON_DISCONNECT)
+        self.heartbeat_interval_ns = login.heartbeat_interval_ms * NS_PER_MS
+        self._decoder = _codec.CommandDecoder(self.account_id, self.admin, limits.max_frame_size_bytes)
+        self._bucket = TokenBucket(limits.rate_messages_per_s, limits.burst_messages, now_ns)
+        last = self._last_event_seq_of(self.account_id)
+        self.next_event_seq = login.next_event_seq or last + 1
+        self.last_event_seq_sent = self.next_event_seq - 1
+        flags = (p.SessionFlags.ADMIN if self.admin else 0) | (
+            p.SessionFlags.CANCEL_ON_DISCONNECT if self.cancel_on_disconnect else 0)
+        self._write(p.LoginAccepted(int(flags), p.PROTOCOL_VERSION, self.account_id, login.heartbeat_interval_ms,
+                                    self.session_id, self.next_event_seq, last, limits.rate_messages_per_s,
+                                    limits.burst_messages).encode(), now_ns)
+        self._last_received_ns = now_ns
+        if self._on_active is not None:
+            self._on_active(self)
+        if self._buffer:
+            self._process_active(now_ns)
+
+    # ------------------------------------------------------------------ logged in
+
+    def _process_active(self, now_ns: int) -> None:
+        decoder, consumed = self._decoder, 0
+        view = memoryview(self._buffer)
+        try:
+            while self.state == SessionState.ACTIVE:
+                tokens = self._bucket.available(now_ns)
+                status = decoder.decode(view[consumed:], self._batch, max_commands=tokens)
+                frame_offset = consumed + decoder.frame_offset
+                consumed += decoder.consumed_bytes
+                if decoder.commands_written:
+                    self._bucket.take(decoder.commands_written, now_ns)
+                    self._submit(self._batch[:decoder.commands_written], now_ns)
+                if status == DecodeStatus.OK:
+                    break
+                if status == DecodeStatus.FATAL:
+                    self._close(SessionReason(decoder.reason), now_ns)
+                    break
+                if status == DecodeStatus.OUTPUT_FULL:
+                    if tokens <= decoder.commands_written:
+                        consumed += self._refuse_next(view[consumed:], SessionReason.RATE_LIMITED, now_ns)
+                    continue
+                frame = bytes(view[frame_offset:consumed])
+                if status == DecodeStatus.REFUSED:
+                    self._reject(p.decode(frame), SessionReason(decoder.reason), now_ns)
+                else:
+                    self._control(p.decode(frame), now_ns)
+        finally:
+            view.release()
+        del self._buffer[:consumed]
+
+    def _submit(self, commands: np.ndarray, now_ns: int) -> None:
+        taken = self.sink.submit(self, commands)
+        for index in range(taken, len(commands)):
+            record = commands[index]
+            self._write(p.SessionReject(int(record["kind"]), SessionReason.BUSY, int(record["client_id"])).encode(),
+                        now_ns)
+
+    def _refuse_next(self, view: memoryview, reason: SessionReason, now_ns: int) -> int:
+        """Refuse the complete command frame at the start of ``view``; its size."""
+        size = view[0] | view[1] << 8
+        self._reject(p.decode(bytes(view[:size])), reason, now_ns)
+        return size
+
+    def _reject(self, message: p.Message, reason: SessionReason, now_ns: int) -> None:
+        client_id = 0
+        for name in ("client_order_id", "transfer_id", "request_id"):
+            client_id = getattr(message, name, client_id) or client_id
+        self._write(p.SessionReject(message.frame_type(), int(reason), client_id).encode(), now_ns)
+
+    def _control(self, message: p.Message, now_ns: int) -> None:
+        if isinstance(message, p.Heartbeat):
+            return
+        if isinstance(message, p.Logout):
+            return self._close(SessionReason.CLIENT_LOGOUT, now_ns, send_logout=False)
+        if isinstance(message, p.OrderStatusQuery):
+            if not self._bucket.take(1, now_ns):
+                return self._reject(message, SessionReason.RATE_LIMITED, now_ns)
+            status = self._order_status(self.account_id, message.client_order_id) if self._order_status else None
+            if status is None:
+                status = p.OrderStatus(p.OrderState.NOT_OPEN, 0, 0, message.client_order_id, 0, 0, 0,
+                                       self.last_event_seq_sent)
+            return self._write(status.encode(), now_ns)
+        self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)  # a second LOGIN
+
+    # ------------------------------------------------------------------ output
+
+    def _write(self, data: bytes, now_ns: int) -> None:
+        self._last_sent_ns = now_ns
+        self.transport.write(data)
+
+    def _close(self, reason: SessionReason, now_ns: int, send_logout: bool = True) -> None:
+        if self.state == SessionState.CLOSED:
+            return
+        if send_logout:
+            self._write(p.Logout(int(reason)).encode(), now_ns)
+        self.close_reason = reason
+        self.on_connection_lost(now_ns)
+        self.transport.close()
+
+
+def _peek(buffer: bytearray, max_frame_size: int) -> tuple[SessionReason, int]:
+    """Header checks of the frame at the start of ``buffer``: (reason, size of the complete
+    frame or 0 while incomplete)."""
+    if len(buffer) < 2:
+        return SessionReason.NONE, 0
+    size = buffer[0] | buffer[1] << 8
+    if size > max_frame_size:
+        return SessionReason.FRAME_TOO_LARGE, 0
+    if size < p.HEADER_SIZE:
+        return SessionReason.MALFORMED_FRAME, 0
+    if len(buffer) >= 3:
+        type_ = buffer[2]
+        if type_ not in p.MESSAGE_CLASSES:
+            return SessionReason.UNKNOWN_MESSAGE_TYPE, 0
+        if size != p.FRAME_SIZES[type_]:
+            return SessionReason.MALFORMED_FRAME, 0
+    return SessionReason.NONE, size if len(buffer) >= size else 0
+
+
+# ---------------------------------------------------------------------------- asyncio adapter
+
+
+class SessionTable:
+    """The server's sessions, the slots, and the clock that ticks them (``run_clock``)."""
+
+    __slots__ = ("limits", "sink", "registry", "slots", "sessions", "last_event_seq_of", "order_status",
+                 "on_active", "_next_session_id")
+
+    def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: auth.KeyRegistry, *,
+                 last_event_seq_of: Callable[[int], int] = lambda account: 0,
+                 order_status: Callable[[int, int], p.OrderStatus | None] | None = None,
+                 on_active: Callable[[Session], None] | None = None) -> None:
+        self.limits = limits.validate()
+        self.sink, self.registry = sink, registry
+        self.slots = SessionSlots(limits.max_sessions)
+        self.sessions: dict[int, Session] = {}
+        self.last_event_seq_of, self.order_status = last_event_seq_of, order_status
+        self.on_active = on_active
+        self._next_session_id = 1
+
+    def protocol_factory(self) -> "SessionProtocol":
+        return SessionProtocol(self)
+
+    def new_session(self, transport: Transport) -> Session:
+        session = Session(self._next_session_id, transport, self.limits, self.sink, self.slots,
+                          last_event_seq_of=self.last_event_seq_of, order_status=self.order_status,
+                          on_active=self.on_active)
+        self._next_session_id += 1
+        self.sessions[session.session_id] = session
+        return session
+
+    async def run_clock(self, tick_ms: int = 50) -> None:
+        """Tick every session every ``tick_ms`` until cancelled."""
+        while True:
+            await asyncio.sleep(tick_ms / 1000)
+            now_ns = time.time_ns()
+            for session in list(self.sessions.values()):
+                session.on_tick(now_ns)
+
+
+class SessionProtocol(asyncio.Protocol):
+    """asyncio glue: bytes in, bytes out, and the async login check."""
+
+    def __init__(self, table: SessionTable) -> None:
+        self.table = table
+        self.session: Session | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.session = self.table.new_session(transport)  # type: ignore[arg-type]
+        self.session.on_connect(time.time_ns())
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        session.on_data(data, time.time_ns())
+        login = session.take_login()
+        if login is not None:
+            asyncio.get_running_loop().create_task(self._authenticate(session, login))
+
+    async def _authenticate(self, session: Session, login: p.Login) -> None:
+        reason, record = await auth.authenticate(self.table.registry, login, session.nonce)
+        session.complete_login(reason, record, time.time_ns())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        session = self.session
+        session.on_connection_lost(time.time_ns())
+        self.table.sessions.pop(session.session_id, None)
