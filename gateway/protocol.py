@@ -36,7 +36,7 @@ __all__ = [
     "CONTROL_TYPES", "CLIENT_TYPES", "SERVER_TYPES", "EVENT_FRAME_SIZE",
     "encode", "decode", "frame_type", "split_frames", "login_signed_bytes",
     "message_to_command", "command_to_message", "event_to_message", "encode_event",
-    "DecodeResult", "decode_client_stream",
+    "DecodeResult", "decode_client_stream", "iter_messages",
 ]
 
 #: Version a client names in LOGIN; the server refuses others with UNSUPPORTED_VERSION.
@@ -904,10 +904,13 @@ def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int
     below the header, type unknown, type not sent by clients, size not the type's, reserved
     header byte; then, with the whole frame: reserved body bytes, admin right, account.
     """
-    view = memoryview(buffer).cast("B") if not isinstance(buffer, (bytes, bytearray)) else buffer
+    view = bytes(buffer)
     offset, total, commands = 0, len(view), []
-    result = lambda status, reason=SessionReason.NONE, at=-1, type_=-1: DecodeResult(  # noqa: E731
-        DecodeStatus(status), SessionReason(reason), offset, commands, at, type_)
+
+    def result(status: DecodeStatus, reason: SessionReason = SessionReason.NONE, at: int = -1,
+               type_: int = -1) -> DecodeResult:
+        return DecodeResult(DecodeStatus(status), SessionReason(reason), offset, commands, at, type_)
+
     while total - offset >= 2:
         reason, size = _header_check(view, offset, total - offset, max_frame_size)
         type_ = view[offset + 2] if total - offset >= 3 else -1
@@ -915,9 +918,8 @@ def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int
             return result(DecodeStatus.FATAL, reason, offset, type_)
         if total - offset < size:
             break
-        frame = bytes(view[offset:offset + size])
         try:
-            message = MESSAGE_CLASSES[type_].decode(frame)
+            message = MESSAGE_CLASSES[type_].decode(view[offset:offset + size])
         except ProtocolError as error:
             return result(DecodeStatus.FATAL, error.reason, offset, type_)
         if type_ in CONTROL_TYPES:
