@@ -272,7 +272,9 @@ class Client:
         self._last_sent_s = time.monotonic()
 
     async def request(self, message: p.Message, timeout_s: float | None = None) -> Outcome:
-        """Send a command message and await its outcome (the event answering it)."""
+        """Send a command message and await its outcome (the event answering it, or the
+        gateway's SESSION_REJECT). If the connection drops meanwhile the wait goes on: the
+        events replayed after ``reconnect()`` resolve it (use ``timeout_s`` to bound it)."""
         future = self._expect(message)
         self.send(message)
         return await asyncio.wait_for(future, timeout_s)
