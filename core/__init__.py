@@ -13,11 +13,13 @@ from matchcore.core.codes import (
 )
 from matchcore.core.config import EngineConfig
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
+from matchcore.core._core import Engine
 
 __all__ = [
     "ALL_INSTRUMENTS",
     "COMMAND_DTYPE",
     "EVENT_DTYPE",
+    "Engine",
     "CancelReason",
     "CommandKind",
     "EngineConfig",

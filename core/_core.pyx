@@ -4,4 +4,5 @@ its declarations in a .pxd (the uvloop layout): records, layout facts, engine, r
 from records cimport *
 
 include "layout.pxi"
+include "engine.pxi"
 include "ring.pxi"

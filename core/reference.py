@@ -34,6 +34,9 @@ from matchcore.core.snapshot_format import SnapshotWriter, SnapshotReader, hash_
 __all__ = ["ReferenceEngine"]
 
 INT64_MAX = (1 << 63) - 1
+#: Snapshot words are read as int64; the uint64 fields (client order ids, transfer ids) are
+#: masked back to their unsigned value on restore.
+UINT64_MASK = (1 << 64) - 1
 DECIMALS_MAX = 18
 
 
@@ -760,7 +763,7 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
         asset_ids.append(asset_id)
     for _ in range(r.count()):
         account_id, last_client_id = r.words(2)
-        engine.accounts[account_id] = last_client_id
+        engine.accounts[account_id] = last_client_id & UINT64_MASK
         for asset_id in asset_ids:
             available, held = r.words(2)
             if available or held:
@@ -777,6 +780,7 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
                 level = Level(price)
                 for _ in range(n_orders):
                     order_id, account_id, client_id, leaves, hold, fee_cap, stp, flags = r.words(8)
+                    client_id &= UINT64_MASK
                     order = Order(order_id, account_id, instrument_id, client_id, int(side), price,
                                   leaves, hold, fee_cap, stp, flags)
                     level.orders.append(order)
@@ -784,6 +788,7 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
                 book.append(level)
     for _ in range(r.count()):
         account_id, transfer_id, kind, asset_id, amount, event_kind, reason = r.words(7)
+        transfer_id &= UINT64_MASK
         engine.transfers[(account_id, transfer_id)] = Transfer(kind, asset_id, amount, event_kind, reason)
     r.finish()
     return engine
