@@ -102,6 +102,13 @@ cdef int _engine_u64_order(const void* a, const void* b) noexcept nogil:
     return -1 if x < y else (1 if x > y else 0)
 
 
+cdef inline int _engine_expect(bint condition, str what) except -1:
+    """An assert that release builds keep (they compile Cython's assert out)."""
+    if not condition:
+        raise AssertionError(what)
+    return 0
+
+
 @cython.final
 cdef class _EngineCursor:
     """Bounds-checked reading of snapshot words."""
@@ -381,33 +388,33 @@ cdef class Engine:
             for side_index in range(2):
                 for position in range(instrument.level_count[side_index]):
                     level = &instrument.levels[side_index][position]
-                    assert level.head != MC_NONE, "empty level"
+                    _engine_expect(level.head != MC_NONE, "empty level")
                     order_index = level.head
                     while order_index != MC_NONE:
-                        assert self.orders[order_index].price == level.price, "order off its level"
-                        assert self.orders[order_index].side == side_index + 1, "order on wrong side"
+                        _engine_expect(self.orders[order_index].price == level.price, "order off its level")
+                        _engine_expect(self.orders[order_index].side == side_index + 1, "order on wrong side")
                         found_index = self.index_find(self.orders[order_index].account,
                                                       self.orders[order_index].client_id, &slot)
-                        assert found_index == order_index, "resting order not indexed"
+                        _engine_expect(found_index == order_index, "resting order not indexed")
                         booked += 1
                         order_index = self.orders[order_index].next
-        assert booked == self.live_count, "live count disagrees with the books"
+        _engine_expect(booked == self.live_count, "live count disagrees with the books")
         for order_index in range(self.max_accounts):
             previous_id = 0
             found_index = self.accounts[order_index].order_head
             while found_index != MC_NONE:
-                assert self.orders[found_index].account == order_index, "order on wrong account"
-                assert self.orders[found_index].order_id > previous_id, "account list unsorted"
+                _engine_expect(self.orders[found_index].account == order_index, "order on wrong account")
+                _engine_expect(self.orders[found_index].order_id > previous_id, "account list unsorted")
                 previous_id = self.orders[found_index].order_id
                 listed += 1
                 found_index = self.orders[found_index].account_next
-        assert listed == self.live_count, "account lists disagree with the books"
+        _engine_expect(listed == self.live_count, "account lists disagree with the books")
         cdef uint64_t indexed = 0
         for position in range(<Py_ssize_t>self.index_mask + 1):
             if self.index[position].order != MC_NONE:
                 indexed += 1
-        assert indexed == self.live_count, "index holds dead orders"
-        assert self.free_count + self.live_count == self.orders_used, "order pool leaks"
+        _engine_expect(indexed == self.live_count, "index holds dead orders")
+        _engine_expect(self.free_count + self.live_count == self.orders_used, "order pool leaks")
         try:
             Engine.restore(self.snapshot())
         except _EngineSnapshotError as error:
