@@ -1,0 +1,337 @@
+"""Reading the journal back: batches as numpy arrays, trades, one account's history, snapshots.
+
+``AsyncJournal`` is the asyncio API; ``Journal`` wraps it for plain (and notebook) code by
+running it on a private event loop in a background thread. Both read rows page by page in seq
+order (keyset pagination on the primary key, so memory stays bounded by the page, whatever
+the journal's size) and check, for every row, its checksum and that it starts right after the
+previous one: a bad checksum raises ``ChecksumError`` naming the row's first seq, a missing
+seq ``SequenceGapError`` naming it. Journals start at seq ``FIRST_SEQ`` (1).
+
+Arrays are ``np.frombuffer`` views of the fetched bytes: zero-copy and read-only.
+
+Snapshots are the engine's state after applying command ``seq``, with the engine's uint64
+state hash (stored as two's complement in a bigint) and a CRC-32 of seq and state.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+import threading
+import zlib
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import numpy as np
+
+from matchcore.core.codes import EventKind
+from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
+from matchcore.persistence.batch import Batch
+from matchcore.persistence.errors import (
+    ChecksumError,
+    ConflictingBatchError,
+    SequenceGapError,
+    SequenceOverlapError,
+)
+from matchcore.persistence.schema import apply_schema, check_schema
+
+__all__ = ["AccountHistory", "AsyncJournal", "FIRST_SEQ", "Journal", "Snapshot"]
+
+#: The seq of the first command of every journal.
+FIRST_SEQ = 1
+#: Rows fetched per round trip when iterating (a row holds up to a few MB).
+PAGE_ROWS = 16
+
+_ROW_COLUMNS = "first_seq, last_seq, command_count, event_count, commands, events, checksum"
+_START_ROW = "SELECT max(first_seq) FROM journal WHERE first_seq <= $1"
+_PAGE = (f"SELECT {_ROW_COLUMNS} FROM journal WHERE first_seq >= $1 AND first_seq <= $2 "
+         f"ORDER BY first_seq LIMIT $3")
+_LAST_SEQ = "SELECT last_seq FROM journal ORDER BY first_seq DESC LIMIT 1"
+_UINT64 = 1 << 64
+_INT64_MAX = (1 << 63) - 1
+
+
+class Snapshot:
+    """The engine state after command ``seq``."""
+
+    __slots__ = ("seq", "state", "state_hash", "written_at")
+
+    def __init__(self, seq: int, state: bytes, state_hash: int, written_at: datetime):
+        self.seq = seq
+        self.state = state
+        #: the engine's uint64 state hash
+        self.state_hash = state_hash
+        self.written_at = written_at
+
+    def __repr__(self) -> str:
+        return f"Snapshot(seq={self.seq}, state_bytes={len(self.state)}, hash={self.state_hash:#x})"
+
+
+class AccountHistory:
+    """One account's commands, and the events that concern it (as owner or as counterparty)."""
+
+    __slots__ = ("account_id", "commands", "events")
+
+    def __init__(self, account_id: int, commands: np.ndarray, events: np.ndarray):
+        self.account_id = account_id
+        self.commands = commands
+        self.events = events
+
+    def __repr__(self) -> str:
+        return (f"AccountHistory(account_id={self.account_id}, commands={len(self.commands)}, "
+                f"events={len(self.events)})")
+
+
+def snapshot_checksum(seq: int, state: bytes) -> int:
+    """CRC-32 (zlib) of the little-endian u64 seq followed by the state bytes."""
+    return zlib.crc32(state, zlib.crc32(struct.pack("<Q", seq)))
+
+
+class AsyncJournal:
+    """Read access to a journal (plus snapshots and meta). ``await AsyncJournal.connect(dsn)``."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: asyncpg.Connection):
+        self._connection = connection
+
+    @classmethod
+    async def connect(cls, dsn: str, *, apply: bool = False, timeout_s: float = 10.0) -> "AsyncJournal":
+        """Connect; check the schema version (or, with ``apply``, bring it up to date)."""
+        connection = await asyncpg.connect(
+            dsn, timeout=timeout_s, server_settings={"application_name": "matchcore-reader"})
+        try:
+            await (apply_schema(connection) if apply else check_schema(connection))
+        except BaseException:
+            await connection.close()
+            raise
+        return cls(connection)
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def __aenter__(self) -> "AsyncJournal":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def last_seq(self) -> int:
+        """The seq of the last journaled command; 0 for an empty journal."""
+        return int(await self._connection.fetchval(_LAST_SEQ) or 0)
+
+    async def batches(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                      verify: bool = True) -> AsyncIterator[Batch]:
+        """Whole rows covering ``from_seq..to_seq`` (default: all), in seq order, checked."""
+        lower = FIRST_SEQ if from_seq is None else max(from_seq, FIRST_SEQ)
+        upper = _INT64_MAX if to_seq is None else min(to_seq, _INT64_MAX)
+        start = await self._connection.fetchval(_START_ROW, lower)
+        cursor = lower if start is None else int(start)
+        expected: int | None = None  # the seq the next row must start with
+        while cursor <= upper:
+            rows = await self._connection.fetch(_PAGE, cursor, upper, PAGE_ROWS)
+            for row in rows:
+                _check_continues(row["first_seq"], row["last_seq"], expected, lower)
+                batch = Batch.from_row(*row, verify=verify)
+                expected = batch.last_seq + 1
+                if batch.last_seq >= lower:
+                    yield batch
+            if len(rows) < PAGE_ROWS:
+                return
+            cursor = int(rows[-1]["first_seq"]) + 1
+
+    async def commands(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
+        """The commands ``from_seq..to_seq`` in one array (a copy)."""
+        pieces = [_seq_slice(b.commands, from_seq, to_seq)
+                  async for b in self.batches(from_seq, to_seq)]
+        return _concatenate(pieces, COMMAND_DTYPE)
+
+    async def events(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
+        """The events of commands ``from_seq..to_seq`` in one array (a copy)."""
+        pieces = [_seq_slice(b.events, from_seq, to_seq)
+                  async for b in self.batches(from_seq, to_seq)]
+        return _concatenate(pieces, EVENT_DTYPE)
+
+    async def trades(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
+        """The FILL events of commands ``from_seq..to_seq``, one per trade."""
+        pieces = []
+        async for batch in self.batches(from_seq, to_seq):
+            events = _seq_slice(batch.events, from_seq, to_seq)
+            pieces.append(events[events["kind"] == EventKind.FILL])
+        return _concatenate(pieces, EVENT_DTYPE)
+
+    async def account_history(self, account_id: int, from_seq: int | None = None,
+                              to_seq: int | None = None) -> AccountHistory:
+        """The account's commands, and events where it is the account or the counterparty."""
+        commands, events = [], []
+        async for batch in self.batches(from_seq, to_seq):
+            batch_commands = _seq_slice(batch.commands, from_seq, to_seq)
+            batch_events = _seq_slice(batch.events, from_seq, to_seq)
+            commands.append(batch_commands[batch_commands["account_id"] == account_id])
+            concerned = (batch_events["account_id"] == account_id) | \
+                (batch_events["counter_account_id"] == account_id)
+            events.append(batch_events[concerned])
+        return AccountHistory(account_id, _concatenate(commands, COMMAND_DTYPE),
+                              _concatenate(events, EVENT_DTYPE))
+
+    async def write_snapshot(self, seq: int, state: bytes, state_hash: int) -> bool:
+        """Store the state after command ``seq``. True: stored; False: the same snapshot was
+        already there. ConflictingBatchError if a different one is."""
+        if not 0 <= state_hash < _UINT64:
+            raise ValueError(f"state_hash={state_hash} is not a uint64")
+        signed_hash = state_hash - _UINT64 if state_hash > _INT64_MAX else state_hash
+        checksum = snapshot_checksum(seq, state)
+        inserted = await self._connection.fetchval(
+            "INSERT INTO snapshot (seq, state, state_hash, checksum, state_bytes) "
+            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING RETURNING 1",
+            seq, state, signed_hash, checksum, len(state))
+        if inserted is not None:
+            return True
+        stored = await self._connection.fetchrow(
+            "SELECT state_hash, checksum FROM snapshot WHERE seq = $1", seq)
+        if stored is None or tuple(stored) != (signed_hash, checksum):
+            raise ConflictingBatchError(seq, f"a different snapshot is stored at seq {seq}")
+        return False
+
+    async def latest_snapshot(self, before_seq: int | None = None) -> Snapshot | None:
+        """The newest snapshot with ``seq <= before_seq`` (inclusive; default: the newest)."""
+        row = await self._connection.fetchrow(
+            "SELECT seq, state, state_hash, checksum, written_at FROM snapshot "
+            "WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
+            _INT64_MAX if before_seq is None else before_seq)
+        if row is None:
+            return None
+        seq, state = int(row["seq"]), row["state"]
+        if snapshot_checksum(seq, state) != row["checksum"]:
+            raise ChecksumError(seq, f"snapshot at seq {seq} fails its checksum")
+        return Snapshot(seq, state, int(row["state_hash"]) % _UINT64, row["written_at"])
+
+    async def write_meta(self, key: str, value: Any) -> None:
+        """Store a JSON-serializable value under ``key`` (replacing any earlier one)."""
+        await self._connection.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2::jsonb) ON CONFLICT (key) "
+            "DO UPDATE SET value = excluded.value, updated_at = now()", key, json.dumps(value))
+
+    async def read_meta(self, key: str) -> Any:
+        """The value stored under ``key``; None when there is none."""
+        text = await self._connection.fetchval("SELECT value::text FROM meta WHERE key = $1", key)
+        return None if text is None else json.loads(text)
+
+
+def _check_continues(first_seq: int, last_seq: int, expected: int | None, lower: int) -> None:
+    """The first row read must cover ``lower`` (or end before it); every later row must start
+    right after the one before."""
+    if expected is None:
+        if first_seq > lower:
+            raise SequenceGapError(lower, f"the journal misses seq {lower} (the first row "
+                                   f"read covers {first_seq}..{last_seq})")
+        return
+    if first_seq > expected:
+        missing = max(expected, lower)  # the first missing seq of the range asked for
+        raise SequenceGapError(missing, f"the journal misses seq {missing} (the next row "
+                               f"covers {first_seq}..{last_seq})")
+    if first_seq < expected:
+        raise SequenceOverlapError(first_seq, f"journal row {first_seq}..{last_seq} overlaps "
+                                   f"the rows before it, which end at {expected - 1}")
+
+
+def _seq_slice(records: np.ndarray, from_seq: int | None, to_seq: int | None) -> np.ndarray:
+    """The records (sorted by seq) with from_seq <= seq <= to_seq; a view."""
+    seqs = records["seq"]
+    low = 0 if from_seq is None else int(np.searchsorted(seqs, from_seq, side="left"))
+    high = len(records) if to_seq is None else int(np.searchsorted(seqs, to_seq, side="right"))
+    return records[low:high]
+
+
+def _concatenate(pieces: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    if not pieces:
+        return np.empty(0, dtype)
+    return np.concatenate(pieces)
+
+
+_T = TypeVar("_T")
+
+
+class Journal:
+    """The blocking twin of AsyncJournal, for scripts, notebooks and the CLI.
+
+    It owns a private event loop in a daemon thread, so it works where a loop is already
+    running (Jupyter). Arguments and results are those of the AsyncJournal methods.
+    """
+
+    __slots__ = ("_loop", "_thread", "_journal")
+
+    def __init__(self, dsn: str, *, apply: bool = False):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="matchcore-journal",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            self._journal = self._call(AsyncJournal.connect(dsn, apply=apply))
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        try:
+            self._call(self._journal.close())
+        finally:
+            self._stop_loop()
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def last_seq(self) -> int:
+        return self._call(self._journal.last_seq())
+
+    def batches(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                verify: bool = True) -> Iterator[Batch]:
+        iterator = self._journal.batches(from_seq, to_seq, verify=verify)
+        try:
+            while True:
+                try:
+                    yield self._call(iterator.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self._call(iterator.aclose())
+
+    def commands(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
+        return self._call(self._journal.commands(from_seq, to_seq))
+
+    def events(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
+        return self._call(self._journal.events(from_seq, to_seq))
+
+    def trades(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
+        return self._call(self._journal.trades(from_seq, to_seq))
+
+    def account_history(self, account_id: int, from_seq: int | None = None,
+                        to_seq: int | None = None) -> AccountHistory:
+        return self._call(self._journal.account_history(account_id, from_seq, to_seq))
+
+    def write_snapshot(self, seq: int, state: bytes, state_hash: int) -> bool:
+        return self._call(self._journal.write_snapshot(seq, state, state_hash))
+
+    def latest_snapshot(self, before_seq: int | None = None) -> Snapshot | None:
+        return self._call(self._journal.latest_snapshot(before_seq))
+
+    def write_meta(self, key: str, value: Any) -> None:
+        self._call(self._journal.write_meta(key, value))
+
+    def read_meta(self, key: str) -> Any:
+        return self._call(self._journal.read_meta(key))

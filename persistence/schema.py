@@ -1,0 +1,118 @@
+"""The database schema matchcore owns: versioned migrations, applied at start.
+
+``schema_version`` holds one row per applied migration. ``apply_schema`` brings a database up
+to ``SCHEMA_VERSION`` inside one transaction under an advisory lock (two processes starting
+together apply it once) and refuses, with ``SchemaVersionError``, a database whose version is
+newer than this code knows. ``check_schema`` only reads the version, for read-only clients.
+
+Payload columns use ``STORAGE EXTERNAL``: out of line, uncompressed. The payloads are packed
+binary records that compress poorly, and PostgreSQL's default compression cut the journal's
+throughput about 7x when measured.
+
+A retired migration keeps its number; a new one is appended with the next number.
+"""
+from __future__ import annotations
+
+import asyncpg
+
+from matchcore.persistence.errors import SchemaVersionError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_schema", "check_schema", "schema_version"]
+
+# Key of the advisory lock held while migrating ("matchcor" in ASCII; fits a signed int64).
+_MIGRATION_LOCK_KEY = 0x6D61746368636F72
+
+_V1 = """
+CREATE TABLE journal (
+    first_seq     bigint      PRIMARY KEY,
+    last_seq      bigint      NOT NULL,
+    command_count integer     NOT NULL,
+    event_count   integer     NOT NULL,
+    commands      bytea       NOT NULL,
+    events        bytea       NOT NULL,
+    checksum      bigint      NOT NULL,
+    written_at    timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT journal_first_seq_positive CHECK (first_seq >= 1),
+    CONSTRAINT journal_command_count_matches CHECK (command_count = last_seq - first_seq + 1),
+    CONSTRAINT journal_event_count_not_negative CHECK (event_count >= 0)
+);
+ALTER TABLE journal
+    ALTER COLUMN commands SET STORAGE EXTERNAL,
+    ALTER COLUMN events SET STORAGE EXTERNAL;
+COMMENT ON TABLE journal IS
+    'matchcore journal: one row per batch of commands first_seq..last_seq and their events, '
+    'packed COMMAND_DTYPE/EVENT_DTYPE records; checksum = CRC-32 (zlib) of header and payload';
+
+CREATE TABLE snapshot (
+    seq          bigint      PRIMARY KEY,
+    state        bytea       NOT NULL,
+    state_hash   bigint      NOT NULL,
+    checksum     bigint      NOT NULL,
+    state_bytes  bigint      NOT NULL,
+    written_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT snapshot_seq_not_negative CHECK (seq >= 0)
+);
+ALTER TABLE snapshot ALTER COLUMN state SET STORAGE EXTERNAL;
+COMMENT ON TABLE snapshot IS
+    'matchcore engine state after applying command seq; state_hash is the uint64 hash stored '
+    'as two''s complement; checksum = CRC-32 (zlib) of seq and state';
+
+CREATE TABLE meta (
+    key        text        PRIMARY KEY,
+    value      jsonb       NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE meta IS 'matchcore settings stored beside the journal (engine config, ...)';
+"""
+
+#: (version, description, SQL). Never edit an applied one; append.
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "journal, snapshot and meta tables", _V1),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+_CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer     PRIMARY KEY,
+    description text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+async def schema_version(connection: asyncpg.Connection) -> int | None:
+    """The database's schema version, or None when it has no matchcore schema."""
+    exists = await connection.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
+    if not exists:
+        return None
+    version = await connection.fetchval("SELECT max(version) FROM schema_version")
+    return None if version is None else int(version)
+
+
+async def apply_schema(connection: asyncpg.Connection) -> int:
+    """Bring the database to ``SCHEMA_VERSION``; return the version it was at (0: new).
+
+    Raises SchemaVersionError if the database is newer than this code.
+    """
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+        await connection.execute(_CREATE_VERSION_TABLE)
+        found = await schema_version(connection) or 0
+        if found > SCHEMA_VERSION:
+            raise SchemaVersionError(found, SCHEMA_VERSION)
+        for version, description, sql in MIGRATIONS:
+            if version <= found:
+                continue
+            await connection.execute(sql)
+            await connection.execute(
+                "INSERT INTO schema_version (version, description) VALUES ($1, $2)",
+                version, description)
+    return found
+
+
+async def check_schema(connection: asyncpg.Connection) -> int:
+    """Raise SchemaVersionError unless the database is exactly at ``SCHEMA_VERSION``."""
+    found = await schema_version(connection)
+    if found != SCHEMA_VERSION:
+        raise SchemaVersionError(found, SCHEMA_VERSION)
+    return found

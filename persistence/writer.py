@@ -1,0 +1,289 @@
+"""The journal writer: batches to PostgreSQL, one row per batch, release only after commit.
+
+The path of one batch::
+
+    source.next_batch()      bounded by records and delay (BatchQueue, or the pipeline's own)
+    continuity check         first_seq == last journaled seq + 1, else a typed error
+    insert_batch()           ONE statement, autocommit: INSERT ... ON CONFLICT DO NOTHING;
+                             a conflict is a retry of a write that did commit, if the stored row
+                             has the same range, counts and checksum; otherwise an error
+    on failure               drop the connection, wait (bounded exponential backoff), reconnect,
+                             write the SAME batch again; forever, while the error is transient
+    release(batch)           only now: the events are durable
+
+One batch is in flight at a time, so batches commit and are released in seq order. While the
+database is away nothing is released, the source fills up, and backpressure reaches the producer.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+import asyncpg
+import msgspec
+
+from matchcore.persistence.batch import Batch
+from matchcore.persistence.batch_queue import BatchSource
+from matchcore.persistence.errors import (
+    ConflictingBatchError,
+    JournalIntegrityError,
+    SequenceGapError,
+    SequenceOverlapError,
+)
+from matchcore.persistence.schema import apply_schema
+
+__all__ = ["JournalWriter", "WriterConfig", "WriterStats", "insert_batch", "TRANSIENT_ERRORS"]
+
+_log = logging.getLogger("matchcore.persistence.writer")
+
+#: Errors after which the same write is retried on a new connection: the network, the server
+#: going down or starting up (57P0x), a cancel or timeout, a lack of resources (53xxx, disk
+#: full included). Anything else (a schema problem, a conflict, a bug) stops the writer.
+#: An asyncpg InterfaceError counts too when the connection is closed (the server ended it
+#: while the writer was idle, e.g. an admin shutdown).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+_INSERT = """
+INSERT INTO journal (first_seq, last_seq, command_count, event_count, commands, events, checksum)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (first_seq) DO NOTHING
+RETURNING 1
+"""
+_STORED = "SELECT last_seq, command_count, event_count, checksum FROM journal WHERE first_seq = $1"
+_LAST_SEQ = "SELECT last_seq FROM journal ORDER BY first_seq DESC LIMIT 1"
+
+
+class WriterConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Tunables of the journal writer; units are in the names."""
+
+    #: commands + events in one row (soft for one command whose events alone exceed it)
+    max_batch_records: int = 8192
+    #: how long a batch waits for more records after its first one; 0: take what is there
+    max_batch_delay_s: float = 0.002
+    #: first wait after a failed write; doubles per failure up to retry_delay_max_s
+    retry_delay_initial_s: float = 0.005
+    retry_delay_max_s: float = 1.0
+    connect_timeout_s: float = 5.0
+    #: one write, from send to commit; past it the write counts as failed and is retried
+    write_timeout_s: float = 60.0
+    application_name: str = "matchcore-journal"
+
+    def validate(self) -> "WriterConfig":
+        if not 1 <= self.max_batch_records <= 1 << 24:
+            raise ValueError(f"max_batch_records={self.max_batch_records} is outside [1, 2**24]")
+        if not 0 <= self.max_batch_delay_s <= 10:
+            raise ValueError(f"max_batch_delay_s={self.max_batch_delay_s} is outside [0, 10]")
+        if not 0 < self.retry_delay_initial_s <= self.retry_delay_max_s <= 600:
+            raise ValueError("need 0 < retry_delay_initial_s <= retry_delay_max_s <= 600")
+        if self.connect_timeout_s <= 0 or self.write_timeout_s <= 0:
+            raise ValueError("timeouts must be positive")
+        return self
+
+
+class WriterStats:
+    """Counters of one writer, for metrics exporters (Prometheus comes later)."""
+
+    __slots__ = ("batches", "commands", "events", "payload_bytes", "retries", "connects",
+                 "conflicts_resolved")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.commands = 0
+        self.events = 0
+        self.payload_bytes = 0
+        #: failed write or connect attempts
+        self.retries = 0
+        self.connects = 0
+        #: writes whose row was already stored by an earlier attempt that did commit
+        self.conflicts_resolved = 0
+
+    def __repr__(self) -> str:
+        return "WriterStats(" + ", ".join(f"{name}={getattr(self, name)}"
+                                          for name in self.__slots__) + ")"
+
+
+async def insert_batch(connection: asyncpg.Connection, batch: Batch,
+                       timeout_s: float | None = None) -> bool:
+    """Write ``batch`` as one row in one autocommitted statement.
+
+    True: the row was inserted. False: an identical row (range, counts, checksum) was already
+    stored, by an earlier attempt. Raises ConflictingBatchError if a different row holds the key.
+    """
+    inserted = await connection.fetchval(
+        _INSERT, batch.first_seq, batch.last_seq, batch.command_count, batch.event_count,
+        batch.commands, batch.events, batch.checksum, timeout=timeout_s)
+    if inserted is not None:
+        return True
+    stored = await connection.fetchrow(_STORED, batch.first_seq, timeout=timeout_s)
+    expected = (batch.last_seq, batch.command_count, batch.event_count, batch.checksum)
+    if stored is None:
+        raise JournalIntegrityError(batch.first_seq, f"journal row {batch.first_seq} conflicted "
+                                    f"on insert but cannot be read back")
+    if tuple(stored) != expected:
+        raise ConflictingBatchError(
+            batch.first_seq,
+            f"journal row {batch.first_seq} holds (last_seq, commands, events, checksum) "
+            f"{tuple(stored)}, the batch written has {expected}")
+    return False
+
+
+class JournalWriter:
+    """Drains a BatchSource into the journal; see the module doc for the path of a batch."""
+
+    __slots__ = ("_dsn", "_source", "_release", "config", "stats", "_on_commit", "_on_retry",
+                 "_connection", "_last_seq")
+
+    def __init__(
+        self,
+        dsn: str,
+        source: BatchSource,
+        release: Callable[[Batch], object],
+        *,
+        config: WriterConfig | None = None,
+        on_commit: Callable[[Batch, float], object] | None = None,
+        on_retry: Callable[[int, BaseException, float], object] | None = None,
+    ):
+        """``release(batch)`` is called once per batch, in seq order, after its commit.
+        ``on_commit(batch, latency_s)``: latency from the first write attempt to the commit.
+        ``on_retry(attempt, error, delay_s)``: a write or connect failed; retry after delay."""
+        self._dsn = dsn
+        self._source = source
+        self._release = release
+        self.config = (config or WriterConfig()).validate()
+        self.stats = WriterStats()
+        self._on_commit = on_commit
+        self._on_retry = on_retry
+        self._connection: asyncpg.Connection | None = None
+        self._last_seq: int | None = None
+
+    @property
+    def last_seq(self) -> int | None:
+        """The last seq known committed (None before the first connect)."""
+        return self._last_seq
+
+    async def connect(self) -> None:
+        """Connect and bring the schema up to date now, retrying while the database is away
+        (``run`` does it otherwise); raises SchemaVersionError on a newer schema."""
+        await self._retrying(self._connect)
+
+    async def run(self) -> None:
+        """Write batches until the source ends. Raises on a non-transient error."""
+        next_batch: asyncio.Future[Batch | None] | None = None
+        try:
+            await self.connect()
+            next_batch = asyncio.ensure_future(self._prepare_next())
+            while True:
+                batch = await next_batch
+                if batch is None:
+                    return
+                # Form and checksum the next batch while this one is on the wire.
+                next_batch = asyncio.ensure_future(self._prepare_next())
+                await self._write(batch)
+        finally:
+            # On an error the writer stops; a batch taken by the prefetch is not written, and
+            # recovery starts from the journal, which holds exactly what was released.
+            if next_batch is not None:
+                if not next_batch.done():
+                    next_batch.cancel()
+                elif not next_batch.cancelled():
+                    next_batch.exception()  # retrieved: no "never retrieved" warning
+            await self._disconnect()
+
+    async def _prepare_next(self) -> Batch | None:
+        batch = await self._source.next_batch(
+            self.config.max_batch_records, self.config.max_batch_delay_s)
+        if batch is not None:
+            batch.checksum  # computed once, cached on the batch
+        return batch
+
+    async def _write(self, batch: Batch) -> None:
+        self._check_continues(batch)
+        started_s = time.perf_counter()
+        inserted = await self._retrying(
+            lambda: insert_batch(self._required_connection(), batch, self.config.write_timeout_s))
+        latency_s = time.perf_counter() - started_s
+        self._last_seq = batch.last_seq
+        stats = self.stats
+        stats.batches += 1
+        stats.commands += batch.command_count
+        stats.events += batch.event_count
+        stats.payload_bytes += batch.commands.nbytes + batch.events.nbytes
+        stats.conflicts_resolved += 0 if inserted else 1
+        if self._on_commit is not None:
+            self._on_commit(batch, latency_s)
+        self._release(batch)
+
+    def _check_continues(self, batch: Batch) -> None:
+        assert self._last_seq is not None
+        expected = self._last_seq + 1
+        if batch.first_seq > expected:
+            raise SequenceGapError(expected, f"batch {batch.first_seq}..{batch.last_seq} would "
+                                   f"leave seq {expected} out of the journal")
+        if batch.first_seq < expected:
+            raise SequenceOverlapError(batch.first_seq, f"batch {batch.first_seq}..{batch.last_seq}"
+                                       f" overlaps the journal, which ends at {self._last_seq}")
+
+    async def _retrying(self, attempt_once: Callable[[], object]) -> object:
+        """Run ``attempt_once`` (a coroutine function) until it succeeds or fails for good."""
+        attempt = 0
+        delay_s = self.config.retry_delay_initial_s
+        while True:
+            try:
+                if self._connection is not None and self._connection.is_closed():
+                    await self._disconnect()  # the server closed it while we were idle
+                if self._connection is None:
+                    await self._connect()
+                return await attempt_once()  # type: ignore[misc]
+            except (*TRANSIENT_ERRORS, asyncpg.InterfaceError) as error:
+                if not self._is_transient(error):
+                    raise
+                attempt += 1
+                self.stats.retries += 1
+                await self._disconnect()
+                _log.warning("journal write attempt %d failed (%s: %s); retrying in %.3f s",
+                             attempt, type(error).__name__, error, delay_s)
+                if self._on_retry is not None:
+                    self._on_retry(attempt, error, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self.config.retry_delay_max_s)
+
+    async def _connect(self) -> None:
+        if self._connection is not None:
+            return
+        connection = await asyncpg.connect(
+            self._dsn, timeout=self.config.connect_timeout_s,
+            server_settings={"application_name": self.config.application_name,
+                             "synchronous_commit": "on"})
+        try:
+            if self._last_seq is None:
+                await apply_schema(connection)
+                self._last_seq = int(await connection.fetchval(_LAST_SEQ) or 0)
+        except BaseException:
+            connection.terminate()
+            raise
+        self._connection = connection
+        self.stats.connects += 1
+
+    def _is_transient(self, error: BaseException) -> bool:
+        if isinstance(error, TRANSIENT_ERRORS):
+            return True
+        # InterfaceError: transient only as "connection is closed" on the connection in use;
+        # from connect (a bad DSN) or on an open connection (a misuse) it is not.
+        return self._connection is not None and self._connection.is_closed()
+
+    def _required_connection(self) -> asyncpg.Connection:
+        assert self._connection is not None
+        return self._connection
+
+    async def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.terminate()

@@ -1,0 +1,95 @@
+"""Fixtures of the integration suite: a private PostgreSQL per session, a fresh database per test.
+
+The server comes from the same pip-installed package matchcore embeds (``EmbeddedPostgres``)
+and lives in a temporary folder; no test assumes a server is already running.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import pytest
+import uvloop
+
+from matchcore.persistence.embedded import EmbeddedPostgres
+
+_T = TypeVar("_T")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[EmbeddedPostgres]:
+    """A private server for the whole session; tests that stop it must start it again."""
+    # Not pytest's tmp_path: its parent is 0700, and when the suite runs as root the server
+    # runs as another OS user that must enter the folder.
+    base = Path(tempfile.mkdtemp(prefix="matchcore-it-"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base / "pg")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def database_dsn(server_dsn: str, database: str) -> str:
+    """The server's DSN pointed at another database."""
+    head, _, _ = server_dsn.rpartition("/")
+    return f"{head}/{database}"
+
+
+@pytest.fixture
+def db_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    """The DSN of a new, empty database, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = pg_server.dsn
+
+    async def run(sql: str) -> None:
+        connection = await asyncpg.connect(admin)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run(f"CREATE DATABASE {name}"))
+    try:
+        yield database_dsn(admin, name)
+    finally:
+        if not pg_server.is_running():
+            pg_server.start()
+        asyncio.run(run(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run_on_loop(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, _T]], _T]:
+    """Runs a coroutine to completion on plain asyncio, then (second parameter) on uvloop."""
+    factory = LOOPS[request.param]
+
+    def run(coroutine: Coroutine[Any, Any, _T]) -> _T:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coroutine)
+
+    return run
+
+
+@pytest.fixture
+def run() -> Callable[[Coroutine[Any, Any, _T]], _T]:
+    """Runs a coroutine to completion on a new plain asyncio loop."""
+    return asyncio.run
+
+
+def pytest_report_header() -> str:
+    return f"matchcore integration: embedded PostgreSQL, uid {os.geteuid()}"

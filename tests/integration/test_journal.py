@@ -1,0 +1,332 @@
+"""The journal on a real PostgreSQL: exact round trip, idempotent retries, outages, corruption named by seq."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import numpy as np
+import pytest
+from faults import CuttingProxy
+
+from matchcore.core.codes import EventKind
+from matchcore.persistence import (
+    AsyncJournal,
+    Batch,
+    BatchQueue,
+    ChecksumError,
+    ConflictingBatchError,
+    Journal,
+    JournalWriter,
+    SCHEMA_VERSION,
+    SchemaVersionError,
+    SequenceGapError,
+    WriterConfig,
+    apply_schema,
+    insert_batch,
+)
+from matchcore.persistence.synthetic import synthetic_chunk
+
+FAST_RETRY = dict(retry_delay_initial_s=0.005, retry_delay_max_s=0.1)
+
+
+def make_chunks(seed: int, command_count: int, chunk_max: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    chunks, seq = [], 1
+    while seq <= command_count:
+        size = min(int(rng.integers(1, chunk_max + 1)), command_count - seq + 1)
+        chunks.append(synthetic_chunk(rng, seq, size))
+        seq += size
+    return chunks
+
+
+def joined(chunks: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([c for c, _ in chunks]), np.concatenate([e for _, e in chunks])
+
+
+async def write_through_writer(dsn: str, chunks: list[tuple[np.ndarray, np.ndarray]],
+                               config: WriterConfig, release: Callable[[Batch], object]) -> JournalWriter:
+    queue = BatchQueue(capacity_records=100_000, next_seq=1)
+    writer = JournalWriter(dsn, queue, release, config=config)
+    task = asyncio.create_task(writer.run())
+    for commands, events in chunks:
+        await queue.put(commands, events)
+    queue.close()
+    await asyncio.wait_for(task, 60)
+    return writer
+
+
+async def until_both_done(writer_task: asyncio.Task, other: asyncio.Task, timeout_s: float = 60) -> None:
+    """Wait for both; if either fails (or time runs out), cancel the other and raise."""
+    done, pending = await asyncio.wait({writer_task, other}, timeout=timeout_s,
+                                       return_when=asyncio.FIRST_EXCEPTION)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        task.result()
+    assert not pending, f"timed out after {timeout_s} s"
+
+
+def assert_released_in_order(released: list[Batch], last_seq: int) -> None:
+    expected = 1
+    for batch in released:
+        assert batch.first_seq == expected
+        expected = batch.last_seq + 1
+    assert expected == last_seq + 1
+
+
+def test_round_trip_exact(db_dsn: str, run_on_loop: Callable) -> None:
+    chunks = make_chunks(seed=1, command_count=60_000, chunk_max=3_000)
+    commands, events = joined(chunks)
+    released: list[Batch] = []
+    config = WriterConfig(max_batch_records=4_096, max_batch_delay_s=0.001)
+    writer = run_on_loop(write_through_writer(db_dsn, chunks, config, released.append))
+
+    assert_released_in_order(released, 60_000)
+    assert all(b.record_count <= 4_096 or b.command_count == 1 for b in released)
+    assert writer.stats.commands == 60_000 and writer.stats.events == len(events)
+    with Journal(db_dsn) as journal:
+        assert journal.last_seq() == 60_000
+        stored = list(journal.batches())
+        assert [(b.first_seq, b.last_seq) for b in stored] == \
+            [(b.first_seq, b.last_seq) for b in released]
+        for read, written in zip(stored, released):
+            assert read.commands.tobytes() == written.commands.tobytes()
+            assert read.events.tobytes() == written.events.tobytes()
+            assert not read.commands.flags.writeable  # a view of the fetched bytes
+        assert journal.commands().tobytes() == commands.tobytes()
+        assert journal.events().tobytes() == events.tobytes()
+        window = journal.commands(12_345, 23_456)
+        assert window.tobytes() == commands[12_344:23_456].tobytes()
+        fills = events[events["kind"] == EventKind.FILL]
+        assert len(fills) > 1_000
+        assert journal.trades().tobytes() == fills.tobytes()
+        history = journal.account_history(7)
+        assert history.commands.tobytes() == commands[commands["account_id"] == 7].tobytes()
+        mine = (events["account_id"] == 7) | (events["counter_account_id"] == 7)
+        assert history.events.tobytes() == events[mine].tobytes()
+
+
+def test_retry_is_idempotent_and_conflicts_are_errors(db_dsn: str, run: Callable) -> None:
+    commands, events = synthetic_chunk(np.random.default_rng(2), 1, 500)
+    batch = Batch(commands, events)
+
+    async def scenario() -> None:
+        connection = await asyncpg.connect(db_dsn)
+        await apply_schema(connection)
+        assert await insert_batch(connection, batch) is True
+        assert await insert_batch(connection, batch) is False  # a retry after a lost reply
+        assert await connection.fetchval("SELECT count(*) FROM journal") == 1
+        other_events = events.copy()
+        other_events[3]["price"] += 1
+        with pytest.raises(ConflictingBatchError) as caught:
+            await insert_batch(connection, Batch(commands, other_events))
+        assert caught.value.seq == 1
+        assert await connection.fetchval("SELECT count(*) FROM journal") == 1
+        await connection.close()
+
+    run(scenario())
+
+
+def test_lost_reply_after_commit_is_resolved(db_dsn: str, run: Callable) -> None:
+    """A reply cut after the server committed: the writer retries, finds its own row, goes on."""
+    produced: list[tuple[np.ndarray, np.ndarray]] = []
+    released: list[Batch] = []
+    cuts = 4
+
+    async def scenario() -> tuple[JournalWriter, CuttingProxy]:
+        proxy = await CuttingProxy(db_dsn).start()
+        queue = BatchQueue(capacity_records=50_000, next_seq=1)
+        config = WriterConfig(max_batch_records=2_048, max_batch_delay_s=0, **FAST_RETRY)
+        writer = JournalWriter(proxy.dsn, queue, released.append, config=config)
+
+        async def produce() -> None:
+            rng, seq = np.random.default_rng(3), 1
+            while proxy.responses_dropped < cuts or seq < 10_000:
+                chunk = synthetic_chunk(rng, seq, int(rng.integers(1, 500)))
+                await queue.put(*chunk)
+                produced.append(chunk)
+                seq += len(chunk[0])
+                await asyncio.sleep(0.001)
+            queue.close()
+
+        async def cut() -> None:
+            for _ in range(cuts):
+                # Cut only in steady state: connected, and a batch released since the last
+                # cut, so the reply dropped is an INSERT's (sent after its commit), not a login's.
+                released_before = len(released)
+                while len(released) <= released_before:
+                    await asyncio.sleep(0.001)
+                dropped_before = proxy.responses_dropped
+                proxy.cut_on_next_response()
+                while proxy.responses_dropped == dropped_before:
+                    await asyncio.sleep(0.001)
+
+        cutter = asyncio.create_task(cut())
+        await until_both_done(asyncio.create_task(writer.run()), asyncio.create_task(produce()))
+        await cutter
+        await proxy.close()
+        return writer, proxy
+
+    writer, proxy = run(scenario())
+    assert proxy.responses_dropped == cuts
+    assert writer.stats.retries >= cuts
+    assert writer.stats.conflicts_resolved >= 1, writer.stats  # cuts fell after commits
+    commands, events = joined(produced)
+    assert_released_in_order(released, int(commands[-1]["seq"]))
+    with Journal(db_dsn) as journal:
+        assert journal.commands().tobytes() == commands.tobytes()
+        assert journal.events().tobytes() == events.tobytes()
+
+
+def test_outage_loses_nothing_and_releases_nothing_early(pg_server, db_dsn: str, run: Callable) -> None:
+    """``pg_ctl stop -m immediate`` twice under load: backpressure, no release while down,
+    nothing lost or duplicated after the server comes back."""
+    produced: list[tuple[np.ndarray, np.ndarray]] = []
+    released: list[Batch] = []
+    capacity_records = 40_000
+
+    async def produce(queue: BatchQueue, stop: asyncio.Event) -> None:
+        rng, seq = np.random.default_rng(4), 1
+        while not stop.is_set():
+            chunk = synthetic_chunk(rng, seq, int(rng.integers(1, 400)))
+            await queue.put(*chunk)
+            produced.append(chunk)
+            seq += len(chunk[0])
+            await asyncio.sleep(0.001)
+        queue.close()
+
+    async def outage(queue: BatchQueue) -> None:
+        await asyncio.to_thread(pg_server.stop, "immediate")
+        await asyncio.sleep(0.05)  # replies already on the socket are processed by now
+        released_when_down = len(released)
+        await asyncio.sleep(0.6)
+        assert len(released) == released_when_down, "a batch was released while the server was down"
+        assert queue.pending_records > capacity_records // 2, "the producer felt no backpressure"
+        await asyncio.to_thread(pg_server.start)
+
+    async def scenario() -> JournalWriter:
+        queue = BatchQueue(capacity_records=capacity_records, next_seq=1)
+        config = WriterConfig(max_batch_records=4_096, max_batch_delay_s=0.001, **FAST_RETRY)
+        writer = JournalWriter(db_dsn, queue, released.append, config=config)
+        stop = asyncio.Event()
+
+        async def control() -> None:
+            producer = asyncio.create_task(produce(queue, stop))
+            for _ in range(2):
+                await asyncio.sleep(0.3)
+                count_before = len(released)
+                await outage(queue)
+                await asyncio.sleep(0.3)
+                assert len(released) > count_before, "the writer did not resume"
+            stop.set()
+            await producer
+
+        await until_both_done(asyncio.create_task(writer.run()), asyncio.create_task(control()))
+        return writer
+
+    writer = run(scenario())
+    assert writer.stats.retries >= 2
+    commands, events = joined(produced)
+    assert_released_in_order(released, int(commands[-1]["seq"]))
+    with Journal(db_dsn) as journal:
+        stored = [(b.first_seq, b.last_seq) for b in journal.batches()]
+        assert stored == [(b.first_seq, b.last_seq) for b in released]
+        assert journal.commands().tobytes() == commands.tobytes()
+        assert journal.events().tobytes() == events.tobytes()
+
+
+def write_rows(dsn: str, run: Callable, command_counts: list[int]) -> list[Batch]:
+    rng, seq, batches = np.random.default_rng(5), 1, []
+    for count in command_counts:
+        batches.append(Batch(*synthetic_chunk(rng, seq, count)))
+        seq += count
+
+    async def scenario() -> None:
+        connection = await asyncpg.connect(dsn)
+        await apply_schema(connection)
+        for batch in batches:
+            await insert_batch(connection, batch)
+        await connection.close()
+
+    run(scenario())
+    return batches
+
+
+async def execute(dsn: str, sql: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    await connection.execute(sql)
+    await connection.close()
+
+
+def test_flipped_byte_is_a_checksum_error_naming_the_row(db_dsn: str, run: Callable) -> None:
+    batches = write_rows(db_dsn, run, [100, 200, 300, 400])
+    target = batches[2].first_seq
+    run(execute(db_dsn, f"UPDATE journal SET events = set_byte(events, 777, get_byte(events, 777) # 1)"
+                        f" WHERE first_seq = {target}"))
+    with Journal(db_dsn) as journal:
+        with pytest.raises(ChecksumError) as caught:
+            list(journal.batches())
+        assert caught.value.seq == target
+        assert str(target) in str(caught.value)
+        assert len(journal.commands(1, target - 1)) == target - 1  # rows before it still read
+
+
+def test_missing_row_is_a_gap_error_naming_the_seq(db_dsn: str, run: Callable) -> None:
+    batches = write_rows(db_dsn, run, [100, 200, 300, 400])
+    missing = batches[1].first_seq
+    run(execute(db_dsn, f"DELETE FROM journal WHERE first_seq = {missing}"))
+    with Journal(db_dsn) as journal:
+        with pytest.raises(SequenceGapError) as caught:
+            journal.trades()
+        assert caught.value.seq == missing
+        with pytest.raises(SequenceGapError) as caught:
+            journal.commands(150, 700)  # the range starts inside the missing row
+        assert caught.value.seq == 150
+
+
+def test_newer_schema_is_refused(db_dsn: str, run: Callable) -> None:
+    async def scenario() -> None:
+        connection = await asyncpg.connect(db_dsn)
+        assert await apply_schema(connection) == 0
+        assert await apply_schema(connection) == SCHEMA_VERSION  # idempotent
+        await connection.execute("INSERT INTO schema_version (version, description) "
+                                 f"VALUES ({SCHEMA_VERSION + 1}, 'from the future')")
+        with pytest.raises(SchemaVersionError) as caught:
+            await apply_schema(connection)
+        assert (caught.value.found, caught.value.known) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
+        await connection.close()
+        with pytest.raises(SchemaVersionError):
+            await AsyncJournal.connect(db_dsn)
+        writer = JournalWriter(db_dsn, BatchQueue(), lambda batch: None)
+        with pytest.raises(SchemaVersionError):
+            await writer.run()
+
+    run(scenario())
+
+
+def test_snapshots_and_meta(db_dsn: str, run: Callable) -> None:
+    async def scenario() -> None:
+        journal = await AsyncJournal.connect(db_dsn, apply=True)
+        assert await journal.latest_snapshot() is None
+        assert await journal.write_snapshot(100, b"state-100", 2**64 - 5) is True
+        assert await journal.write_snapshot(100, b"state-100", 2**64 - 5) is False
+        assert await journal.write_snapshot(250, b"state-250", 7) is True
+        with pytest.raises(ConflictingBatchError):
+            await journal.write_snapshot(250, b"other", 7)
+        newest = await journal.latest_snapshot()
+        assert (newest.seq, newest.state, newest.state_hash) == (250, b"state-250", 7)
+        older = await journal.latest_snapshot(before_seq=249)
+        assert (older.seq, older.state, older.state_hash) == (100, b"state-100", 2**64 - 5)
+        assert await journal.latest_snapshot(before_seq=99) is None
+        await execute(db_dsn, "UPDATE snapshot SET state = 'x' WHERE seq = 250")
+        with pytest.raises(ChecksumError) as caught:
+            await journal.latest_snapshot()
+        assert caught.value.seq == 250
+        await journal.write_meta("engine_config", {"max_accounts": 10})
+        assert await journal.read_meta("engine_config") == {"max_accounts": 10}
+        assert await journal.read_meta("absent") is None
+        await journal.close()
+
+    run(scenario())
