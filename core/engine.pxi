@@ -190,6 +190,7 @@ cdef class Engine:
     cdef Event scratch_event         # absorbs events after the buffer failed to grow
     cdef bint out_of_memory          # the current command lost an event
     cdef bint broken                 # a command lost events: the engine refuses more
+    cdef bint applying               # apply() runs (without the GIL): no second one
 
     def __init__(self, config: _EngineConfig | None = None):
         if self.orders != NULL:
@@ -277,8 +278,15 @@ cdef class Engine:
         if _engine_batch_buffer_init(&buffer, <size_t>count * 2 + 16) != 0:
             raise MemoryError("cannot allocate the event buffer")
         cdef int failed = 0
-        with nogil:
-            failed = self.apply_batch(first, <size_t>count, &buffer)
+        if self.applying:
+            event_buffer_free(&buffer)
+            raise RuntimeError("Engine.apply is already running in another thread")
+        self.applying = True
+        try:
+            with nogil:
+                failed = self.apply_batch(first, <size_t>count, &buffer)
+        finally:
+            self.applying = False
         if failed:
             event_buffer_free(&buffer)
             raise MemoryError("out of memory while growing the event buffer")
