@@ -6,3 +6,4 @@ from records cimport *
 include "layout.pxi"
 include "engine.pxi"
 include "ring.pxi"
+include "pipeline.pxi"

@@ -1,0 +1,96 @@
+"""``matchcore bench pipeline``: commands/s through input ring -> core thread -> output ring.
+
+One Python thread alternates between submitting (stamping sequence numbers into the input
+ring) and draining the output ring; the core thread applies the commands without the GIL.
+The figure is commands per second from the first submit until the last command's slot has
+been drained, median of ``repeats`` runs on the mixed workload of ``bench core``. The same
+workload through ``Engine.apply`` is measured in the same run, as the reference figure the
+pipeline should approach (the core thread does the same work plus the ring traffic).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import zlib
+
+import numpy as np
+
+from matchcore.bench.machine import machine_info, print_header
+from matchcore.bench.workload import mixed_workload
+from matchcore.core import commands as c
+from matchcore.core.records import KIND_OFFSET
+
+__all__ = ["run_pipeline_bench", "pump"]
+
+
+def pump(pipeline, commands: np.ndarray, chunk: int = 8192, drain_max: int = 1 << 16,
+         collect: list | None = None, timestamp_ns: int = 0):
+    """Submit all commands and drain until every command's slot came out.
+    Returns (seconds, crc32 of all drained slots, number of slots); with ``collect``, the
+    drained slot arrays are appended to it."""
+    total = len(commands)
+    submitted = 0
+    seen_commands = 0
+    crc = 0
+    slots_count = 0
+    start = time.perf_counter()
+    while seen_commands < total:
+        if submitted < total:
+            submitted += pipeline.submit(commands[submitted:submitted + chunk],
+                                         timestamp_ns=timestamp_ns)
+        slots = pipeline.drain(drain_max)
+        if len(slots):
+            seen_commands += int(np.count_nonzero(slots[:, KIND_OFFSET] < 64))
+            crc = zlib.crc32(slots, crc)
+            slots_count += len(slots)
+            if collect is not None:
+                collect.append(slots)
+        elif submitted >= total:
+            time.sleep(0)
+    return time.perf_counter() - start, crc, slots_count
+
+
+def run_pipeline_bench(commands: int = 2_000_000, seed: int = 1, repeats: int = 3,
+                       as_json: bool = False) -> dict:
+    from matchcore.core import Engine
+    from matchcore.core._core import Pipeline
+
+    workload = mixed_workload(commands, seed=seed)
+    setup = c.number(workload.setup.copy())
+    measured = workload.commands
+    if not as_json:
+        print_header("matchcore bench pipeline", {"commands": commands, "seed": seed,
+                                                  "repeats": repeats, "input_capacity": 1 << 16,
+                                                  "output_capacity": 1 << 18})
+    rates, checksums = [], set()
+    for _ in range(repeats):
+        engine = Engine(workload.config)
+        engine.apply(setup)
+        pipeline = Pipeline(engine, next_seq=len(setup) + 1)
+        pipeline.start()
+        seconds, crc, slots = pump(pipeline, measured)
+        pipeline.stop()
+        rates.append(commands / seconds)
+        checksums.add((crc, slots))
+    if len(checksums) != 1:
+        raise AssertionError("pipeline runs produced different outputs")
+    direct = Engine(workload.config)
+    direct.apply(setup)
+    stamped = c.number(measured.copy(), first_seq=len(setup) + 1)
+    start = time.perf_counter()
+    direct.apply(stamped)
+    apply_rate = commands / (time.perf_counter() - start)
+    (crc, slots), = checksums
+    result = {
+        "commands": commands, "seed": seed, "output_slots": slots, "output_crc32": f"{crc:08x}",
+        "pipeline_cmds_per_s": statistics.median(rates), "pipeline_cmds_per_s_runs": rates,
+        "engine_apply_cmds_per_s": apply_rate, "machine": machine_info(),
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(f"checksum: slots={slots} crc32={crc:08x}")
+        print(f"pipeline:     {result['pipeline_cmds_per_s']:>14,.0f} commands/s (median of {repeats})")
+        print(f"Engine.apply: {apply_rate:>14,.0f} commands/s (same workload, one thread, no rings)")
+    return result

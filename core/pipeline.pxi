@@ -1,0 +1,399 @@
+# The pipeline of DESIGN.md between the gateway and the journal:
+#
+#   submit() --input ring--> core thread (Engine.apply_one, no GIL) --output ring--> drain()
+#
+# The input ring carries 64-byte Command records. The output ring carries 96-byte slots: each
+# command (its 64 bytes, then the number of events that follow as a uint64 at offset 64, then
+# 24 zero bytes) followed by the Event records it produced, so the journal writer sees every
+# command next to its events and can tell whether it holds all of them. The kind byte at
+# offset 16 tells the slots apart (commands 1-63, events 64-127).
+#
+# Waiting. The core thread spins briefly, then sleeps PIPELINE_IDLE_SLEEP_NS, when the input is
+# empty or the output is full; it never blocks on Python. Backpressure: a full output ring
+# stalls the core thread, the input ring then fills, and submit() returns fewer records than
+# offered. The consumer (an asyncio task) is woken without busy-spinning the loop through an
+# eventfd: it sets `consumer_waiting`, re-checks the ring, and only then waits on the fd; the
+# core thread, after publishing, writes the fd once if the flag was set (and clears it).
+from libc.stdint cimport int64_t, uint8_t, uint64_t
+from libc.string cimport memcpy, memset
+from posix.time cimport nanosleep, timespec
+from engine cimport EventBuffer, event_buffer_clear, event_buffer_free, event_buffer_init
+
+cdef extern from "unistd.h" nogil:
+    ssize_t c_write "write" (int fd, const void* buf, size_t count)
+
+cdef extern from *:
+    """
+    static inline int mc_load_acquire_int(const int* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void mc_store_release_int(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    static inline int mc_exchange_int(int* p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
+    static inline void mc_add_relaxed_u64(uint64_t* p, uint64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+    static inline uint64_t mc_load_relaxed_u64_plain(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+    static inline void mc_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    """
+    int mc_load_acquire_int(const int* p) noexcept nogil
+    void mc_store_release_int(int* p, int v) noexcept nogil
+    int mc_exchange_int(int* p, int v) noexcept nogil
+    void mc_add_relaxed_u64(uint64_t* p, uint64_t v) noexcept nogil
+    uint64_t mc_load_relaxed_u64_plain(const uint64_t* p) noexcept nogil
+    void mc_full_fence() noexcept nogil
+
+# Tunables, units in the names.
+cdef enum:
+    PIPELINE_SLOT_BYTES = 96
+    PIPELINE_INPUT_BATCH_RECORDS = 256
+    PIPELINE_SPIN_COUNT = 2000
+    PIPELINE_IDLE_SLEEP_NS = 50000
+
+# Why the core thread stopped. Numbers are never reused.
+cdef enum CoreExit:
+    CORE_EXIT_RUNNING = 0
+    CORE_EXIT_STOPPED = 1
+    CORE_EXIT_OUT_OF_MEMORY = 2
+    CORE_EXIT_ABORTED = 3
+    CORE_EXIT_INJECTED_FAULT = 4
+
+import os as _os
+import threading as _threading
+import time as _time
+
+import numpy as _np
+
+OUTPUT_SLOT_BYTES = PIPELINE_SLOT_BYTES
+
+
+class CoreThreadError(RuntimeError):
+    """The core thread stopped on an error; the pipeline must not be used further."""
+
+
+cdef struct CoreControl:
+    int stop_requested          # set by Python: finish the current input batch, then exit
+    int abort_requested         # set by Python: leave even while waiting for output space
+    int consumer_waiting        # set by the consumer before it sleeps on the eventfd
+    int wake_fd                 # eventfd written to wake the consumer
+    uint64_t fault_after_commands  # test hook: fail after this many commands (0 = never)
+    uint64_t commands_applied   # counters, relaxed: metrics only
+    uint64_t events_emitted
+
+
+cdef inline void core_idle(uint64_t* spins) noexcept nogil:
+    """Spin a little (cheap wake-up), then sleep (leave the core to the other threads)."""
+    cdef timespec pause
+    spins[0] += 1
+    if spins[0] < PIPELINE_SPIN_COUNT:
+        mc_cpu_relax()
+        return
+    pause.tv_sec = 0
+    pause.tv_nsec = PIPELINE_IDLE_SLEEP_NS
+    nanosleep(&pause, NULL)
+
+
+cdef inline void core_wake_consumer(CoreControl* control) noexcept nogil:
+    cdef uint64_t one = 1
+    mc_full_fence()  # the publish must be visible before we look at the flag
+    if mc_load_acquire_int(&control.consumer_waiting):
+        if mc_exchange_int(&control.consumer_waiting, 0):
+            c_write(control.wake_fd, &one, 8)
+
+
+cdef int core_push_slots(RecordRing* output, CoreControl* control, const uint8_t* source,
+                         uint64_t count) noexcept nogil:
+    """Copy count 96-byte slots into the output ring, waiting while it is full.
+    Returns 0, or CORE_EXIT_ABORTED if an abort came while waiting."""
+    cdef uint64_t written = 0
+    cdef uint64_t run
+    cdef uint64_t spins = 0
+    cdef uint8_t* first
+    while written < count:
+        run = ring_claim(output, count - written, &first)
+        if run == 0:
+            core_wake_consumer(control)
+            if mc_load_acquire_int(&control.abort_requested):
+                return CORE_EXIT_ABORTED
+            core_idle(&spins)
+            continue
+        spins = 0
+        memcpy(first, source + written * PIPELINE_SLOT_BYTES, run * PIPELINE_SLOT_BYTES)
+        ring_publish(output, run)
+        written += run
+    return 0
+
+
+cdef int core_emit_command(RecordRing* output, CoreControl* control, const Command* command,
+                           EventBuffer* events) noexcept nogil:
+    """The command's slot, then its events, into the output ring."""
+    cdef uint8_t slot[PIPELINE_SLOT_BYTES]
+    memset(slot, 0, PIPELINE_SLOT_BYTES)
+    memcpy(slot, command, sizeof(Command))
+    (<uint64_t*>(slot + sizeof(Command)))[0] = events.count
+    cdef int status = core_push_slots(output, control, slot, 1)
+    if status != 0:
+        return status
+    if events.count > 0:
+        status = core_push_slots(output, control, <const uint8_t*>events.data, events.count)
+    return status
+
+
+cdef int core_loop(Engine engine, RecordRing* input, RecordRing* output,
+                   CoreControl* control) noexcept nogil:
+    """The core thread: apply commands in order until asked to stop. Returns a CoreExit."""
+    cdef EventBuffer events
+    cdef const uint8_t* first
+    cdef uint64_t count, index, spins = 0
+    cdef int status = CORE_EXIT_STOPPED
+    if event_buffer_init(&events, 1024) != 0:
+        return CORE_EXIT_OUT_OF_MEMORY
+    while True:
+        count = ring_peek(input, PIPELINE_INPUT_BATCH_RECORDS, &first)
+        if count == 0:
+            if mc_load_acquire_int(&control.stop_requested):
+                break
+            core_wake_consumer(control)
+            core_idle(&spins)
+            continue
+        spins = 0
+        for index in range(count):
+            if control.fault_after_commands != 0 and \
+                    mc_load_relaxed_u64_plain(&control.commands_applied) + 1 >= control.fault_after_commands:
+                status = CORE_EXIT_INJECTED_FAULT
+                break
+            event_buffer_clear(&events)
+            if engine.apply_one(<const Command*>(first + index * sizeof(Command)), &events) != 0:
+                status = CORE_EXIT_OUT_OF_MEMORY
+                break
+            status = core_emit_command(output, control,
+                                       <const Command*>(first + index * sizeof(Command)), &events)
+            if status != 0:
+                break
+            mc_add_relaxed_u64(&control.commands_applied, 1)
+            mc_add_relaxed_u64(&control.events_emitted, events.count)
+            status = CORE_EXIT_STOPPED
+        if status != CORE_EXIT_STOPPED:
+            break
+        ring_release(input, count)
+        core_wake_consumer(control)
+    event_buffer_free(&events)
+    core_wake_consumer(control)
+    return status
+
+
+cdef class Pipeline:
+    """Input ring -> core thread -> output ring, around one Engine.
+
+    ``submit`` stamps commands with the next sequence numbers and a time stamp and writes them
+    into the input ring; ``drain`` reads output slots (each command followed by its events).
+    One thread may submit and one (possibly another) may drain.
+    """
+
+    cdef readonly Engine engine
+    cdef RecordRing* _input
+    cdef RecordRing* _output
+    cdef CoreControl _control
+    cdef object _thread
+    cdef int _exit
+    cdef readonly uint64_t next_seq
+    cdef readonly int wake_fd
+
+    def __cinit__(self, Engine engine, Py_ssize_t input_capacity=1 << 16,
+                  Py_ssize_t output_capacity=1 << 18, uint64_t next_seq=1):
+        cdef RingArgumentError error = ring_arguments_check(sizeof(Command), input_capacity)
+        if error != RING_ARGUMENTS_OK:
+            raise ValueError(ring_argument_error_text(error, sizeof(Command), input_capacity))
+        error = ring_arguments_check(PIPELINE_SLOT_BYTES, output_capacity)
+        if error != RING_ARGUMENTS_OK:
+            raise ValueError(ring_argument_error_text(error, PIPELINE_SLOT_BYTES, output_capacity))
+        if next_seq < 1:
+            raise ValueError("next_seq must be >= 1")
+        self.engine = engine
+        self._input = ring_create(sizeof(Command), input_capacity)
+        self._output = ring_create(PIPELINE_SLOT_BYTES, output_capacity)
+        if self._input == NULL or self._output == NULL:
+            raise MemoryError("cannot allocate the pipeline rings")
+        memset(&self._control, 0, sizeof(CoreControl))
+        self.wake_fd = _os.eventfd(0, _os.EFD_NONBLOCK | _os.EFD_CLOEXEC)
+        self._control.wake_fd = self.wake_fd
+        self.next_seq = next_seq
+        self._exit = CORE_EXIT_STOPPED
+        self._thread = None
+
+    def __dealloc__(self):
+        if self._thread is not None and self._thread.is_alive():
+            mc_store_release_int(&self._control.abort_requested, 1)
+            mc_store_release_int(&self._control.stop_requested, 1)
+            self._thread.join()
+        if self._input != NULL:
+            ring_destroy(self._input)
+        if self._output != NULL:
+            ring_destroy(self._output)
+        if self.wake_fd > 0:
+            _os.close(self.wake_fd)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Start the core thread (again, after a stop)."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("the core thread is already running")
+        self._raise_if_failed()
+        mc_store_release_int(&self._control.stop_requested, 0)
+        mc_store_release_int(&self._control.abort_requested, 0)
+        self._exit = CORE_EXIT_RUNNING
+        self._thread = _threading.Thread(target=self._run, name="matchcore-core", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        cdef int status
+        with nogil:
+            status = core_loop(self.engine, self._input, self._output, &self._control)
+        self._exit = status
+
+    def stop(self, double timeout_s=10.0) -> None:
+        """Apply everything submitted, then stop the core thread. If the output ring stays
+        full (nobody drains) past timeout_s, abort the thread and raise CoreThreadError."""
+        if self._thread is None:
+            return
+        mc_store_release_int(&self._control.stop_requested, 1)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            mc_store_release_int(&self._control.abort_requested, 1)
+            self._thread.join()
+        self._thread = None
+        self._raise_if_failed()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _raise_if_failed(self):
+        if self._exit in (CORE_EXIT_RUNNING, CORE_EXIT_STOPPED):
+            return
+        names = {CORE_EXIT_OUT_OF_MEMORY: "out of memory growing the event buffer",
+                 CORE_EXIT_ABORTED: "aborted while the output ring was full",
+                 CORE_EXIT_INJECTED_FAULT: "injected fault (test hook)"}
+        raise CoreThreadError(f"core thread stopped: {names.get(self._exit, self._exit)}")
+
+    def check(self) -> None:
+        """Raise CoreThreadError if the core thread died on an error."""
+        if self._thread is not None and not self._thread.is_alive():
+            self._thread = None
+        if self._thread is None:
+            self._raise_if_failed()
+
+    def inject_fault_after(self, uint64_t commands) -> None:
+        """Test hook: make the core thread fail once it has applied this many commands."""
+        self._control.fault_after_commands = commands
+
+    # ------------------------------------------------------------------ producer side
+
+    def submit(self, commands, int64_t timestamp_ns=-1) -> int:
+        """Stamp and write commands into the input ring; returns how many fitted (the rest
+        is backpressure: retry later). Sequence numbers continue from ``next_seq``."""
+        cdef const uint8_t[::1] raw = _as_command_bytes(commands)
+        cdef uint64_t offered = raw.shape[0] // sizeof(Command)
+        cdef uint64_t written = 0, run, index
+        cdef uint8_t* first
+        cdef Command* command
+        cdef int64_t stamp = _time.time_ns() if timestamp_ns < 0 else timestamp_ns
+        self.check()
+        with nogil:
+            while written < offered:
+                run = ring_claim(self._input, offered - written, &first)
+                if run == 0:
+                    break
+                memcpy(first, &raw[written * sizeof(Command)], run * sizeof(Command))
+                for index in range(run):
+                    command = <Command*>(first + index * sizeof(Command))
+                    command.seq = self.next_seq
+                    command.timestamp_ns = stamp
+                    self.next_seq += 1
+                ring_publish(self._input, run)
+                written += run
+        return written
+
+    def submit_all(self, commands, double timeout_s=30.0) -> None:
+        """Submit every command, waiting (sleeping, GIL released) while the input is full."""
+        cdef Py_ssize_t done = 0
+        cdef Py_ssize_t total = len(commands)
+        deadline = _time.monotonic() + timeout_s
+        while done < total:
+            done += self.submit(commands[done:])
+            if done < total:
+                if _time.monotonic() > deadline:
+                    raise TimeoutError(f"input ring full for {timeout_s} s")
+                _time.sleep(0.0001)
+
+    # ------------------------------------------------------------------ consumer side
+
+    def drain(self, Py_ssize_t max_records=1 << 16):
+        """Up to max_records output slots as a (n, 96) uint8 array (copy); see split_output."""
+        out = _np.empty((max_records, PIPELINE_SLOT_BYTES), dtype=_np.uint8)
+        cdef uint8_t[:, ::1] view = out
+        cdef uint64_t count
+        if max_records <= 0:
+            raise ValueError("max_records must be positive")
+        with nogil:
+            count = ring_pop_copy(self._output, &view[0, 0], max_records)
+        if count == 0:
+            self.check()
+        return out[:count]
+
+    def arm_wakeup(self) -> int:
+        """Consumer: ask to be woken through ``wake_fd``; returns the output depth after
+        arming, so a caller that sees > 0 drains instead of waiting."""
+        mc_store_release_int(&self._control.consumer_waiting, 1)
+        mc_full_fence()
+        return ring_depth(self._output)
+
+    def clear_wakeup(self) -> None:
+        """Consumer: after waking, empty the eventfd counter."""
+        try:
+            _os.eventfd_read(self.wake_fd)
+        except BlockingIOError:
+            pass
+
+    # ------------------------------------------------------------------ metrics
+
+    @property
+    def input_depth(self) -> int:
+        return ring_depth(self._input)
+
+    @property
+    def output_depth(self) -> int:
+        return ring_depth(self._output)
+
+    @property
+    def input_capacity(self) -> int:
+        return self._input.capacity_records
+
+    @property
+    def output_capacity(self) -> int:
+        return self._output.capacity_records
+
+    @property
+    def commands_applied(self) -> int:
+        return mc_load_relaxed_u64_plain(&self._control.commands_applied)
+
+    @property
+    def events_emitted(self) -> int:
+        return mc_load_relaxed_u64_plain(&self._control.events_emitted)
+
+
+cdef object _as_command_bytes(object commands):
+    """A contiguous byte view of COMMAND_DTYPE records (or raw 64-byte records)."""
+    array = _np.ascontiguousarray(commands)
+    if array.dtype.itemsize != sizeof(Command) and array.dtype != _np.uint8:
+        raise TypeError("commands must be COMMAND_DTYPE records")
+    return array.view(_np.uint8).reshape(-1)
+
+
+def split_output(slots):
+    """Split drained (n, 96) slots into (commands, events, command_index_of_each_event).
+
+    commands: COMMAND_DTYPE array; events: EVENT_DTYPE array (copies)."""
+    from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE, KIND_OFFSET
+    kinds = slots[:, KIND_OFFSET]
+    is_command = kinds < 64
+    commands = _np.ascontiguousarray(slots[is_command, :sizeof(Command)]).view(COMMAND_DTYPE).reshape(-1)
+    events = _np.ascontiguousarray(slots[~is_command]).view(EVENT_DTYPE).reshape(-1)
+    owner = _np.cumsum(is_command)[~is_command] - 1
+    return commands, events, owner
