@@ -158,6 +158,8 @@ cdef int core_loop(Engine engine, RecordRing* input, RecordRing* output,
                 status = CORE_EXIT_INJECTED_FAULT
                 break
             event_buffer_clear(&events)
+            # the engine's own prefetch of later commands' orders hides cache misses
+            engine.prefetch_ahead(<const Command*>first, count, index)
             if engine.apply_one(<const Command*>(first + index * sizeof(Command)), &events) != 0:
                 status = CORE_EXIT_OUT_OF_MEMORY
                 break
