@@ -71,6 +71,9 @@ cdef struct CoreControl:
     int abort_requested         # set by Python: leave even while waiting for output space
     int consumer_waiting        # set by the consumer before it sleeps on the eventfd
     int wake_fd                 # eventfd written to wake the consumer
+    int pause_requested         # set by Python: park between batches (for a snapshot)
+    int paused                  # set by the core thread while parked
+    uint64_t last_applied_seq   # seq of the last command applied (read while parked)
     uint64_t fault_after_commands  # test hook: fail after this many commands (0 = never)
     uint64_t commands_applied   # counters, relaxed: metrics only
     uint64_t events_emitted
@@ -134,6 +137,16 @@ cdef int core_emit_command(RecordRing* output, CoreControl* control, const Comma
     return status
 
 
+cdef void core_park(CoreControl* control) noexcept nogil:
+    """Between batches: say so, and wait until Python lets go (or asks us to stop)."""
+    cdef uint64_t spins = 0
+    mc_store_release_int(&control.paused, 1)
+    while mc_load_acquire_int(&control.pause_requested) and \
+            not mc_load_acquire_int(&control.abort_requested):
+        core_idle(&spins)
+    mc_store_release_int(&control.paused, 0)
+
+
 cdef int core_loop(Engine engine, RecordRing* input, RecordRing* output,
                    CoreControl* control) noexcept nogil:
     """The core thread: apply commands in order until asked to stop. Returns a CoreExit."""
@@ -144,6 +157,9 @@ cdef int core_loop(Engine engine, RecordRing* input, RecordRing* output,
     if event_buffer_init(&events, 1024) != 0:
         return CORE_EXIT_OUT_OF_MEMORY
     while True:
+        if mc_load_acquire_int(&control.pause_requested):
+            core_park(control)
+            continue
         count = ring_peek(input, PIPELINE_INPUT_BATCH_RECORDS, &first)
         if count == 0:
             if mc_load_acquire_int(&control.stop_requested):
@@ -167,6 +183,7 @@ cdef int core_loop(Engine engine, RecordRing* input, RecordRing* output,
                                        <const Command*>(first + index * sizeof(Command)), &events)
             if status != 0:
                 break
+            control.last_applied_seq = (<const Command*>(first + index * sizeof(Command))).seq
             mc_add_relaxed_u64(&control.commands_applied, 1)
             mc_add_relaxed_u64(&control.events_emitted, events.count)
             status = CORE_EXIT_STOPPED
@@ -215,6 +232,7 @@ cdef class Pipeline:
         self.wake_fd = _os.eventfd(0, _os.EFD_NONBLOCK | _os.EFD_CLOEXEC)
         self._control.wake_fd = self.wake_fd
         self.next_seq = next_seq
+        self._control.last_applied_seq = next_seq - 1
         self._exit = CORE_EXIT_STOPPED
         self._thread = None
 
@@ -280,6 +298,26 @@ cdef class Pipeline:
             self._thread = None
         if self._thread is None:
             self._raise_if_failed()
+
+    def pause(self, double timeout_s=10.0) -> int:
+        """Park the core thread between two commands; returns the seq of the last command it
+        applied. While paused the engine may be read (snapshot) from this thread."""
+        if not self.running:
+            return self._control.last_applied_seq
+        mc_store_release_int(&self._control.pause_requested, 1)
+        deadline = _time.monotonic() + timeout_s
+        while not mc_load_acquire_int(&self._control.paused):
+            if not self.running:
+                break
+            if _time.monotonic() > deadline:
+                mc_store_release_int(&self._control.pause_requested, 0)
+                raise TimeoutError("the core thread did not pause")
+            _time.sleep(0.00005)
+        return self._control.last_applied_seq
+
+    def resume(self) -> None:
+        """Let a paused core thread go on."""
+        mc_store_release_int(&self._control.pause_requested, 0)
 
     def inject_fault_after(self, uint64_t commands) -> None:
         """Test hook: make the core thread fail once it has applied this many commands."""

@@ -140,3 +140,25 @@ def test_asyncio_consumer_is_woken_by_the_eventfd():
 
     assert asyncio.run(consume()) == 10
     pipeline.stop()
+
+
+def test_pause_gives_a_consistent_snapshot_point():
+    workload, setup, engine = prepared(commands=20_000)
+    pipeline = Pipeline(engine, next_seq=len(setup) + 1)
+    pipeline.start()
+    drained = []
+    pipeline.submit(workload.commands[:10_000], timestamp_ns=5)
+    while pipeline.commands_applied < 100:
+        time.sleep(0.0001)
+    seq = pipeline.pause()
+    snapshot = engine.snapshot()
+    pipeline.resume()
+    pump(pipeline, workload.commands[10_000:], collect=drained, timestamp_ns=5)
+    pipeline.stop()
+    # the snapshot equals an engine that applied exactly the commands up to seq
+    twin = Engine(workload.config)
+    twin.apply(setup)
+    stamped = c.number(workload.commands.copy(), first_seq=len(setup) + 1, timestamp_ns=5)
+    twin.apply(stamped[stamped["seq"] <= seq])
+    assert twin.snapshot() == snapshot
+    assert seq >= len(setup) + 100
