@@ -7,7 +7,9 @@ events, byte for byte. A mismatch is a ``ReplayMismatchError`` naming the comman
 """
 from __future__ import annotations
 
-from typing import Iterable
+import queue
+import threading
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -106,12 +108,59 @@ def replay(journal, until_seq: int | None = None, *, verify: bool = True,
     config = config or config_from_meta(journal.read_meta(CONFIG_META_KEY))
     snapshot = journal.latest_snapshot(before_seq=until_seq)
     engine, start = engine_from_snapshot(snapshot, config)
-    rows = journal.batches(from_seq=start + 1, to_seq=until_seq)
+    rows = _prefetched(journal.batches(from_seq=start + 1, to_seq=until_seq))
     try:
         last, commands, batches = apply_batches(engine, rows, start, until_seq, verify)
     finally:
         rows.close()  # now, while the journal's loop runs; not later from the garbage collector
     return ReplayResult(engine, last, commands, batches, start)
+
+
+_PREFETCH_BATCHES = 8
+_END = object()
+
+
+def _prefetched(rows: Iterator[Batch]) -> Iterator[Batch]:
+    """Fetch and checksum the next rows in a thread while the engine applies (without the
+    GIL) the current ones. At most _PREFETCH_BATCHES rows wait in memory."""
+    ready: queue.Queue = queue.Queue(_PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for batch in rows:
+                while not stop.is_set():
+                    try:
+                        ready.put(batch, timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            ready.put(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            ready.put(error)
+        finally:
+            rows.close()
+
+    thread = threading.Thread(target=fetch, name="matchcore-replay-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
 
 
 async def replay_async(journal, config: EngineConfig | None = None, *, verify: bool = True) -> ReplayResult:
