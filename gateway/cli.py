@@ -1,4 +1,5 @@
-"""The ``matchcore`` command: ``matchcore bench core`` and, as they land, the server tools."""
+"""The ``matchcore`` command: the server (``serve``), its keys (``keys``), ``demo``, replay,
+exports and the benchmarks (``bench``)."""
 from __future__ import annotations
 
 import argparse
@@ -87,6 +88,85 @@ def _export_trades(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from matchcore.gateway import logs
+    from matchcore.gateway.app import run_server
+    from matchcore.gateway.config import ConfigError, load_config, parse_value
+
+    overrides = {"listen_host": args.host, "listen_port": args.port, "metrics_host": args.metrics_host,
+                 "metrics_port": args.metrics_port, "dsn": args.dsn, "data_dir": args.data_dir,
+                 "tls_cert": args.tls_cert, "tls_key": args.tls_key, "log_level": args.log_level}
+    for assignment in args.set or ():
+        key, _, value = assignment.partition("=")
+        overrides[key.strip()] = parse_value(value.strip())
+    try:
+        config = load_config(args.config, overrides=overrides)
+    except ConfigError as error:
+        print(f"matchcore serve: {error}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_level)
+    return run_server(config, ready_file=args.ready_file)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_keys_async(args))
+
+
+async def _keys_async(args: argparse.Namespace) -> int:
+    import os
+
+    from matchcore.gateway import auth
+    from matchcore.gateway.keystore import PgKeyRegistry
+
+    registry = await PgKeyRegistry.connect(_dsn(args))
+    try:
+        if args.keys == "add":
+            key = auth.generate_key()
+            record = await registry.add(args.account, key.public_key, admin=args.admin, label=args.label or "")
+            secret = key.private_pem()
+            if args.out:
+                descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(secret)
+                print(f"key_id {record.key_id} account {record.account_id} admin {record.admin} "
+                      f"fingerprint {record.fingerprint}; private key written to {args.out} (mode 0600)")
+            else:
+                print(f"key_id {record.key_id} account {record.account_id} admin {record.admin} "
+                      f"fingerprint {record.fingerprint}")
+                print("private key (shown once, not stored by the server):")
+                sys.stdout.write(secret.decode())
+        elif args.keys == "list":
+            records = await registry.list(args.account)
+            print(f"{'key_id':>8} {'account':>10} {'admin':>5} {'revoked':>7}  fingerprint")
+            for record in records:
+                print(f"{record.key_id:>8} {record.account_id:>10} {str(record.admin):>5} "
+                      f"{str(record.revoked):>7}  {record.fingerprint}")
+        else:
+            if not await registry.revoke(args.key_id):
+                print(f"no key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"key {args.key_id} revoked")
+    finally:
+        await registry.close()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from matchcore.bench.e2e_bench import run_demo
+
+    return run_demo(clients=args.clients, seconds=args.seconds, data_dir=args.data_dir, dsn=args.dsn)
+
+
+def _bench_e2e(args: argparse.Namespace) -> int:
+    from matchcore.bench.e2e_bench import run_e2e_bench
+
+    run_e2e_bench(clients=args.clients, seconds=args.seconds, rate=args.rate, warmup_s=args.warmup,
+                  as_json=args.json, dsn=args.dsn, data_dir=args.data_dir)
+    return 0
+
+
 def _dsn(args: argparse.Namespace) -> str:
     import os
 
@@ -133,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     journal.add_argument("--json", action="store_true", help="print one JSON object")
     journal.set_defaults(handler=_bench_journal)
 
+    e2e = benches.add_parser("e2e", help="durable commands/s and ack latency over TCP, server and "
+                                         "clients in separate processes")
+    e2e.add_argument("--clients", type=int, default=4, help="load client processes")
+    e2e.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after warm-up)")
+    e2e.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds, not measured")
+    e2e.add_argument("--rate", type=float, default=0.0,
+                     help="offered commands/s, all clients together (0: as fast as acks allow)")
+    e2e.add_argument("--dsn", default=None, help="a PostgreSQL to use (default: embedded, in a temp folder)")
+    e2e.add_argument("--data-dir", default=None, help="embedded server's data folder (default: a temp folder)")
+    e2e.add_argument("--json", action="store_true", help="print one JSON object")
+    e2e.set_defaults(handler=_bench_e2e)
+
     def database_options(command):
         command.add_argument("--dsn", default=None, help="PostgreSQL address (or MATCHCORE_DSN; "
                              "default: the embedded server)")
@@ -153,6 +245,47 @@ def build_parser() -> argparse.ArgumentParser:
     trades.add_argument("--from", dest="from_seq", type=int, default=None)
     trades.add_argument("--to", type=int, default=None)
     trades.set_defaults(handler=_export_trades)
+
+    serve = commands.add_parser("serve", help="run the server (embedded PostgreSQL unless --dsn)")
+    serve.add_argument("--config", default=None, help="a TOML file (see docs/operations.md)")
+    serve.add_argument("--host", default=None, help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="trading port (default 7400; 0: any)")
+    serve.add_argument("--metrics-host", default=None)
+    serve.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (default 9400; -1: off)")
+    database_options(serve)
+    serve.add_argument("--tls-cert", default=None, help="PEM certificate chain: TLS on")
+    serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                       help="any configuration field, e.g. limits.max_sessions=100 (repeatable)")
+    serve.add_argument("--ready-file", default=None, help="write {port, metrics_port, pid} here once listening")
+    serve.set_defaults(handler=_serve)
+
+    keys = commands.add_parser("keys", help="client keys: add, list, revoke")
+    key_commands = keys.add_subparsers(dest="keys", required=True)
+    add = key_commands.add_parser("add", help="make a key pair for an account; store the public key")
+    database_options(add)
+    add.add_argument("--account", type=int, required=True)
+    add.add_argument("--admin", action="store_true", help="the key may send admin commands")
+    add.add_argument("--label", default=None, help="a note stored with the key")
+    add.add_argument("--out", default=None, help="write the private key (PEM) to this new file, mode 0600, "
+                     "instead of printing it")
+    add.set_defaults(handler=_keys)
+    listing = key_commands.add_parser("list", help="registered keys (public fingerprints only)")
+    database_options(listing)
+    listing.add_argument("--account", type=int, default=None)
+    listing.set_defaults(handler=_keys)
+    revoke = key_commands.add_parser("revoke", help="revoke a key (logins with it are refused)")
+    database_options(revoke)
+    revoke.add_argument("key_id", type=int)
+    revoke.set_defaults(handler=_keys)
+
+    demo = commands.add_parser("demo", help="server + embedded PostgreSQL + load clients; prints figures "
+                               "and a replay verification, then stops")
+    demo.add_argument("--clients", type=int, default=4)
+    demo.add_argument("--seconds", type=float, default=5.0)
+    database_options(demo)
+    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -14,14 +14,16 @@ state machine that knows nothing of asyncio, then a thin adapter):
 - ``SessionProtocol`` / ``SessionTable``: the asyncio adapter and the clock that ticks
   every session (login timeout, heartbeats, idle timeout).
 
-What is not here yet: the sequencer and input ring behind ``CommandSink``, the dispatcher
-that numbers each account's events and replays them (``send_events`` takes the numbers
-from it), the PostgreSQL key registry, metrics and the ``matchcore serve`` command.
+The pieces behind it are in their own modules: ``sequencer`` (the ``CommandSink`` in front
+of the core's input ring, with backpressure), ``dispatch`` (durable events to sessions,
+numbering and replay, with ``streams``), ``keystore`` (keys in PostgreSQL), ``metrics``,
+``logs``, ``config``, and ``app`` (``matchcore serve``: all of it wired together).
 """
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import time
 from typing import Callable, Protocol
 
@@ -36,6 +38,8 @@ from matchcore.gateway.protocol import DecodeStatus, SessionReason
 
 __all__ = ["GatewayLimits", "TokenBucket", "SessionSlots", "SessionState", "Transport", "CommandSink",
            "Session", "SessionProtocol", "SessionTable"]
+
+_log = logging.getLogger("matchcore.gateway.server")
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -59,6 +63,12 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     decode_batch_records: int = 1_024
     #: Event frames encoded per write (the preallocated output buffer of a session).
     event_batch_frames: int = 1_024
+    #: Heartbeat intervals with nothing received after which a session is closed IDLE_TIMEOUT.
+    idle_timeout_heartbeats: int = IDLE_HEARTBEATS
+    #: Bytes queued for a client that does not read; beyond it: LOGOUT SLOW_CONSUMER, close.
+    output_buffer_bytes_max: int = 64 << 20
+    #: Events sent per step while a session catches up (replay), before yielding to the loop.
+    replay_chunk_frames: int = 8_192
 
     def validate(self) -> "GatewayLimits":
         """Raise ValueError on an impossible limit; returns self."""
@@ -77,6 +87,9 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
              "receive_buffer_bytes_max is below one frame"),
             (self.decode_batch_records > 0, "decode_batch_records must be positive"),
             (self.event_batch_frames > 0, "event_batch_frames must be positive"),
+            (self.idle_timeout_heartbeats >= 2, "idle_timeout_heartbeats must be at least 2"),
+            (self.output_buffer_bytes_max >= 1 << 16, "output_buffer_bytes_max must be at least 64 KiB"),
+            (self.replay_chunk_frames > 0, "replay_chunk_frames must be positive"),
         ]
         for ok, message in checks:
             if not ok:
@@ -147,8 +160,18 @@ class Transport(Protocol):
 class CommandSink(Protocol):
     def submit(self, session: "Session", commands: np.ndarray) -> int:
         """Take the session's decoded commands (COMMAND_DTYPE, in order); returns how many
-        it took (a prefix). The rest are refused BUSY."""
+        it took (a prefix). The rest are refused BUSY, unless the sink also has
+        ``hold(session, rest)``: then it keeps them (a copy), the session stops reading, and
+        the sink calls ``session.on_input_released(now_ns)`` once they are all taken."""
         ...
+
+
+class SessionObserver(Protocol):
+    """What the server wants to know of a session (metrics, logs, the dispatcher)."""
+
+    def session_reject(self, session: "Session", reason: int) -> None: ...
+    def session_login(self, session: "Session", reason: SessionReason, record: auth.KeyRecord | None) -> None: ...
+    def session_closed(self, session: "Session") -> None: ...
 
 
 class Session:
@@ -158,7 +181,8 @@ class Session:
                  "cancel_on_disconnect", "heartbeat_interval_ns", "nonce", "next_event_seq",
                  "last_event_seq_sent", "close_reason", "_last_event_seq_of", "_order_status",
                  "_buffer", "_pending_login", "_login", "_decoder", "_bucket", "_batch", "_out",
-                 "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active")
+                 "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
+                 "observer", "catching_up", "_held", "_closed_notified", "peer")
 
     def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
                  slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -183,6 +207,12 @@ class Session:
         self._connected_ns = self._last_received_ns = self._last_sent_ns = 0
         self._slot_held = False
         self._on_active = on_active  # the dispatcher's hook: replay from next_event_seq
+        self.observer: SessionObserver | None = None
+        #: the dispatcher is sending this session older events (replay); live ones wait
+        self.catching_up = False
+        self._held = False  # the sink holds commands of this session: do not decode more
+        self._closed_notified = False
+        self.peer = ""
 
     # ------------------------------------------------------------------ events from the adapter
 
@@ -218,6 +248,9 @@ class Session:
         login = self._login
         if reason == SessionReason.NONE:
             reason = self._login_limits_check(login)
+        if self.observer is not None:
+            self.account_id = login.account_id
+            self.observer.session_login(self, reason, record)
         if reason != SessionReason.NONE:
             self._write(p.LoginRejected(int(reason)).encode(), now_ns)
             return self._close(reason, now_ns, send_logout=False)
@@ -230,7 +263,7 @@ class Session:
             if now_ns - self._connected_ns > self.limits.login_timeout_ms * NS_PER_MS:
                 self._close(SessionReason.LOGIN_TIMEOUT, now_ns)
         elif self.state == SessionState.ACTIVE:
-            if now_ns - self._last_received_ns > IDLE_HEARTBEATS * self.heartbeat_interval_ns:
+            if now_ns - self._last_received_ns > self.limits.idle_timeout_heartbeats * self.heartbeat_interval_ns:
                 self._close(SessionReason.IDLE_TIMEOUT, now_ns)
             elif now_ns - self._last_sent_ns >= self.heartbeat_interval_ns:
                 self._write(p.Heartbeat(self.last_event_seq_sent, now_ns).encode(), now_ns)
@@ -244,10 +277,18 @@ class Session:
             command["kind"] = CommandKind.MASS_CANCEL
             command["account_id"] = self.account_id
             command["instrument_id"] = ALL_INSTRUMENTS
-            self.sink.submit(self, command)
+            submit_system = getattr(self.sink, "submit_system", None)
+            if submit_system is not None:
+                submit_system(command)  # never dropped, even when the input ring is full
+            else:
+                self.sink.submit(self, command)
         if self._slot_held:
             self._slot_held = False
             self.slots.release()
+        if not self._closed_notified:
+            self._closed_notified = True
+            if self.observer is not None:
+                self.observer.session_closed(self)
 
     def send_events(self, events: np.ndarray, first_event_seq: int, now_ns: int) -> None:
         """Send ``events`` (EVENT_DTYPE) numbered from ``first_event_seq`` (the dispatcher
@@ -261,6 +302,25 @@ class Session:
             self._write(bytes(self._out[:count * p.EVENT_FRAME_SIZE]), now_ns)
             done += count
         self.last_event_seq_sent = first_event_seq + len(events) - 1 if len(events) else self.last_event_seq_sent
+
+    def send_frames(self, frames: bytes, last_event_seq: int, now_ns: int) -> None:
+        """Send event frames already encoded and numbered for this session's account, the
+        last of them ``last_event_seq`` (the dispatcher guarantees they follow on)."""
+        if self.state != SessionState.ACTIVE or not frames:
+            return
+        self._write(frames, now_ns)
+        self.last_event_seq_sent = last_event_seq
+
+    def on_input_released(self, now_ns: int) -> None:
+        """The sink took every command it held for this session: read and decode again."""
+        self._held = False
+        if self.state != SessionState.ACTIVE:
+            return
+        resume = getattr(self.transport, "resume_reading", None)
+        if resume is not None:
+            resume()
+        if self._buffer:
+            self._process_active(now_ns)
 
     # ------------------------------------------------------------------ login
 
@@ -318,7 +378,7 @@ class Session:
         decoder, consumed = self._decoder, 0
         view = memoryview(self._buffer)
         try:
-            while self.state == SessionState.ACTIVE:
+            while self.state == SessionState.ACTIVE and not self._held:
                 tokens = self._bucket.available(now_ns)
                 status = decoder.decode(view[consumed:], self._batch, max_commands=tokens)
                 frame_offset = consumed + decoder.frame_offset
@@ -346,6 +406,17 @@ class Session:
 
     def _submit(self, commands: np.ndarray, now_ns: int) -> None:
         taken = self.sink.submit(self, commands)
+        if taken == len(commands):
+            return
+        hold = getattr(self.sink, "hold", None)
+        if hold is not None:
+            # Backpressure: the sink keeps the rest; stop reading until it has taken them.
+            self._held = True
+            pause = getattr(self.transport, "pause_reading", None)
+            if pause is not None:
+                pause()
+            hold(self, commands[taken:])
+            return
         for index in range(taken, len(commands)):
             record = commands[index]
             self._write(p.SessionReject(int(record["kind"]), SessionReason.BUSY, int(record["client_id"])).encode(),
@@ -361,6 +432,8 @@ class Session:
         client_id = 0
         for name in ("client_order_id", "transfer_id", "request_id"):
             client_id = getattr(message, name, client_id) or client_id
+        if self.observer is not None:
+            self.observer.session_reject(self, int(reason))
         self._write(p.SessionReject(message.frame_type(), int(reason), client_id).encode(), now_ns)
 
     def _control(self, message: p.Message, now_ns: int) -> None:
@@ -383,6 +456,9 @@ class Session:
     def _write(self, data: bytes, now_ns: int) -> None:
         self._last_sent_ns = now_ns
         self.transport.write(data)
+        size = getattr(self.transport, "get_write_buffer_size", None)
+        if size is not None and self.state == SessionState.ACTIVE and size() > self.limits.output_buffer_bytes_max:
+            self._close(SessionReason.SLOW_CONSUMER, now_ns, send_logout=False)
 
     def _close(self, reason: SessionReason, now_ns: int, send_logout: bool = True) -> None:
         if self.state == SessionState.CLOSED:
@@ -391,7 +467,8 @@ class Session:
             self._write(p.Logout(int(reason)).encode(), now_ns)
         self.close_reason = reason
         self.on_connection_lost(now_ns)
-        self.transport.close()
+        abort = getattr(self.transport, "abort", None) if reason == SessionReason.SLOW_CONSUMER else None
+        (abort or self.transport.close)()
 
 
 def _peek(buffer: bytearray, max_frame_size: int) -> tuple[SessionReason, int]:
@@ -420,18 +497,20 @@ class SessionTable:
     """The server's sessions, the slots, and the clock that ticks them (``run_clock``)."""
 
     __slots__ = ("limits", "sink", "registry", "slots", "sessions", "last_event_seq_of", "order_status",
-                 "on_active", "_next_session_id")
+                 "on_active", "observer", "_next_session_id")
 
     def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: auth.KeyRegistry, *,
                  last_event_seq_of: Callable[[int], int] = lambda account: 0,
                  order_status: Callable[[int, int], p.OrderStatus | None] | None = None,
-                 on_active: Callable[[Session], None] | None = None) -> None:
+                 on_active: Callable[[Session], None] | None = None,
+                 observer: SessionObserver | None = None) -> None:
         self.limits = limits.validate()
         self.sink, self.registry = sink, registry
         self.slots = SessionSlots(limits.max_sessions)
         self.sessions: dict[int, Session] = {}
         self.last_event_seq_of, self.order_status = last_event_seq_of, order_status
         self.on_active = on_active
+        self.observer = observer
         self._next_session_id = 1
 
     def protocol_factory(self) -> "SessionProtocol":
@@ -441,6 +520,7 @@ class SessionTable:
         session = Session(self._next_session_id, transport, self.limits, self.sink, self.slots,
                           last_event_seq_of=self.last_event_seq_of, order_status=self.order_status,
                           on_active=self.on_active)
+        session.observer = self.observer
         self._next_session_id += 1
         self.sessions[session.session_id] = session
         return session
@@ -463,6 +543,8 @@ class SessionProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.session = self.table.new_session(transport)  # type: ignore[arg-type]
+        peer = transport.get_extra_info("peername")
+        self.session.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
         self.session.on_connect(time.time_ns())
 
     def data_received(self, data: bytes) -> None:
@@ -473,7 +555,13 @@ class SessionProtocol(asyncio.Protocol):
             asyncio.get_running_loop().create_task(self._authenticate(session, login))
 
     async def _authenticate(self, session: Session, login: p.Login) -> None:
-        reason, record = await auth.authenticate(self.table.registry, login, session.nonce)
+        try:
+            reason, record = await auth.authenticate(self.table.registry, login, session.nonce)
+        except Exception:  # the key registry is unreachable: no answer, the client retries
+            _log.exception("key lookup failed", extra={"session_id": session.session_id})
+            session.on_connection_lost(time.time_ns())
+            session.transport.close()
+            return
         session.complete_login(reason, record, time.time_ns())
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -1,0 +1,283 @@
+"""``matchcore serve``: the gateway, the durable core and the dispatcher, wired together.
+
+The path of one order, as DESIGN.md draws it::
+
+    socket -> SessionProtocol -> Session (Cython decode into command records)
+           -> Sequencer (held while the input ring is full)  -> CoreService.submit
+           -> core thread -> output ring -> journal writer -> PostgreSQL commit
+           -> Dispatcher.on_release -> AccountStreams (number, encode once) -> sockets
+
+Start: the key table is created if missing, every account's event counter is rebuilt from
+the journal (the numbering is a function of the journal), the core recovers (snapshot +
+verified replay), a replica engine for order status is copied from it, then the port opens.
+Stop (SIGTERM, SIGINT): the port closes, sessions stop being read, cancel-on-disconnect
+runs for the sessions that asked for it, everything submitted is journaled and its events
+sent, then each session gets LOGOUT SERVER_SHUTDOWN.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import ssl
+import time
+
+import numpy as np
+
+from matchcore.core import Engine
+from matchcore.core.codes import ALL_INSTRUMENTS, CommandKind
+from matchcore.core.records import COMMAND_DTYPE
+from matchcore.gateway import auth
+from matchcore.gateway import protocol as p
+from matchcore.gateway.config import ServerConfig
+from matchcore.gateway.dispatch import Dispatcher, OrderView
+from matchcore.gateway.keystore import PgKeyRegistry
+from matchcore.gateway.logs import redact_dsn
+from matchcore.gateway.metrics import GatewayMetrics
+from matchcore.gateway.sequencer import Sequencer
+from matchcore.gateway.server import Session, SessionState, SessionTable
+from matchcore.gateway.streams import AccountStreams
+
+__all__ = ["GatewayServer", "run_server"]
+
+_log = logging.getLogger("matchcore.gateway")
+
+
+class GatewayServer:
+    """One server. ``await start()``, then ``await serve_until_stopped()`` or ``await stop()``."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config.validate()
+        self.dsn: str | None = None
+        self.embedded = None
+        self.metrics = GatewayMetrics()
+        self.streams = AccountStreams(config.recent_event_frames)
+        self.service = None
+        self.registry: PgKeyRegistry | None = None
+        self.table: SessionTable | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.sequencer: Sequencer | None = None
+        self.port = 0
+        self.metrics_port = 0
+        self._journal = None
+        self._server: asyncio.AbstractServer | None = None
+        self._clock: asyncio.Task | None = None
+        self._metrics_server = None
+        self._stopped = asyncio.Event()
+        self._stopping = False
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        from matchcore.persistence.journal import AsyncJournal
+        from matchcore.persistence.service import CoreService, ServiceConfig
+        from matchcore.persistence.writer import WriterConfig
+
+        config = self.config
+        self.dsn = config.dsn or await asyncio.get_running_loop().run_in_executor(None, self._start_embedded)
+        self.registry = await PgKeyRegistry.connect(self.dsn)
+        self._journal = await AsyncJournal.connect(self.dsn, apply=True)
+        rebuilt_through = await self._rebuild_streams()
+        self.dispatcher = Dispatcher(self.streams, self.metrics, self._journal_batches,
+                                     replay_chunk_frames=config.limits.replay_chunk_frames)
+        service_config = ServiceConfig(
+            input_capacity_records=config.input_ring_records, output_capacity_records=config.output_ring_records,
+            snapshot_every_commands=config.snapshot_every_commands,
+            writer=WriterConfig(max_batch_records=config.journal_batch_records_max,
+                                max_batch_delay_s=config.journal_batch_delay_ms / 1000))
+        self.service = CoreService(self.dsn, config.engine, config=service_config,
+                                   on_release=self.dispatcher.on_release)
+        recovered = await self.service.start()
+        if recovered.last_seq != rebuilt_through:
+            raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")
+        # Nothing is submitted yet: the core thread idles, so the state can be copied.
+        self.dispatcher.order_view = OrderView(Engine.restore(self.service.engine.snapshot()),
+                                               config.order_view_lag_commands_max)
+        self.sequencer = Sequencer(self.service)
+        self.table = SessionTable(config.limits, self.sequencer, self.registry,
+                                  last_event_seq_of=self.streams.last_event_seq,
+                                  order_status=self.dispatcher.order_status,
+                                  on_active=self._on_active, observer=self)
+        self._start_metrics()
+        self._server = await asyncio.get_running_loop().create_server(
+            self.table.protocol_factory, config.listen_host, config.listen_port, ssl=self._ssl_context(),
+            backlog=1024, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._clock = asyncio.create_task(self.table.run_clock(config.clock_tick_ms), name="matchcore-clock")
+        _log.info("listening", extra={"host": config.listen_host, "port": self.port, "tls": config.tls_cert is not None,
+                                      "metrics_port": self.metrics_port, "dsn": redact_dsn(self.dsn),
+                                      "last_seq": recovered.last_seq, "accounts_with_events": len(self.streams.last)})
+
+    def _start_embedded(self) -> str:
+        from matchcore.persistence.embedded import EmbeddedPostgres
+
+        embedded = EmbeddedPostgres(self.config.data_dir)
+        already_running = embedded.is_running()
+        dsn = embedded.start()
+        if not already_running:
+            self.embedded = embedded  # stopped again at stop
+        return dsn
+
+    async def _rebuild_streams(self) -> int:
+        """Every account's event counter (and the recent frames) from the journal."""
+        started = time.perf_counter()
+        last_seq, rows = 0, 0
+        async for batch in self._journal.batches(1):
+            self.streams.rebuild_from(batch.commands, batch.events)
+            last_seq, rows = batch.last_seq, rows + 1
+        _log.info("event streams rebuilt", extra={"journal_rows": rows, "last_seq": last_seq,
+                                                  "seconds": round(time.perf_counter() - started, 3)})
+        return last_seq
+
+    def _journal_batches(self, from_seq: int):
+        return self._journal.batches(from_seq)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.config.tls_cert is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
+        return context
+
+    def _start_metrics(self) -> None:
+        self.metrics.connections = lambda: len(self.table.sessions)
+        self.metrics.sessions = lambda: self.table.slots.in_use
+        self.metrics.ring_depths = self._ring_depths
+        if self.config.metrics_port < 0:
+            return
+        from prometheus_client import start_http_server
+
+        started = start_http_server(self.config.metrics_port, self.config.metrics_host,
+                                    registry=self.metrics.registry())
+        self._metrics_server = started[0] if isinstance(started, tuple) else None
+        self.metrics_port = self._metrics_server.server_port if self._metrics_server else self.config.metrics_port
+
+    def _ring_depths(self) -> tuple[int, int]:
+        pipeline = self.service.pipeline if self.service is not None else None
+        if pipeline is None:
+            return 0, 0
+        return int(pipeline.input_depth), int(pipeline.output_depth)
+
+    # ------------------------------------------------------------------ session observer
+
+    def _on_active(self, session: Session) -> None:
+        self.dispatcher.attach(session)
+
+    def session_login(self, session: Session, reason: p.SessionReason, record: auth.KeyRecord | None) -> None:
+        fields = {"session_id": session.session_id, "account_id": session.account_id, "peer": session.peer}
+        if record is not None:
+            fields.update(key_id=record.key_id, key=record.fingerprint, admin=record.admin)
+        if reason == p.SessionReason.NONE:
+            _log.info("login accepted", extra=fields)
+        else:
+            _log.warning("login rejected", extra={**fields, "reason": reason.name})
+
+    def session_reject(self, session: Session, reason: int) -> None:
+        self.metrics.session_reject(reason)
+
+    def session_closed(self, session: Session) -> None:
+        self.dispatcher.detach(session)
+        reason = session.close_reason
+        self.metrics.session_closed(int(reason))
+        if session.account_id or reason != p.SessionReason.NONE:
+            _log.info("session closed", extra={"session_id": session.session_id, "account_id": session.account_id,
+                                               "reason": p.SessionReason(reason).name, "peer": session.peer,
+                                               "cancel_on_disconnect": session.cancel_on_disconnect})
+
+    # ------------------------------------------------------------------ stop
+
+    def request_stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            asyncio.get_running_loop().create_task(self.stop())
+
+    async def serve_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Drain and stop; see the module docstring for the order."""
+        self._stopping = True
+        _log.info("stopping")
+        if self._server is not None:
+            self._server.close()
+        sessions = list(self.table.sessions.values()) if self.table else []
+        for session in sessions:
+            pause = getattr(session.transport, "pause_reading", None)
+            if pause is not None and session.state != SessionState.CLOSED:
+                try:
+                    pause()
+                except RuntimeError:
+                    pass
+        if self.sequencer is not None:
+            self._cancel_on_shutdown(sessions)
+            while self.sequencer.held_records:
+                await asyncio.sleep(0.001)
+        if self.service is not None:
+            await self.service.stop()
+        if self._clock is not None:
+            self._clock.cancel()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        now_ns = time.time_ns()
+        for session in sessions:
+            if session.state == SessionState.ACTIVE:
+                session.cancel_on_disconnect = False
+                session._close(p.SessionReason.SERVER_SHUTDOWN, now_ns)
+        await asyncio.sleep(min(self.config.shutdown_grace_ms, 200) / 1000)
+        if self._journal is not None:
+            await self._journal.close()
+        if self.registry is not None:
+            await self.registry.close()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        if self.embedded is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.embedded.stop)
+        _log.info("stopped", extra={"released_seq": self.service.released_seq if self.service else 0})
+        self._stopped.set()
+
+    def _cancel_on_shutdown(self, sessions: list[Session]) -> None:
+        accounts = sorted({s.account_id for s in sessions
+                           if s.state == SessionState.ACTIVE and s.cancel_on_disconnect})
+        for session in sessions:
+            session.cancel_on_disconnect = False
+        if not accounts:
+            return
+        commands = np.zeros(len(accounts), COMMAND_DTYPE)
+        commands["kind"] = CommandKind.MASS_CANCEL
+        commands["account_id"] = accounts
+        commands["instrument_id"] = ALL_INSTRUMENTS
+        self.sequencer.submit_system(commands)
+
+
+def write_ready_file(path: str, server: GatewayServer) -> None:
+    """Tell a parent process where the server listens (atomically: write, then rename)."""
+    temporary = f"{path}.tmp{os.getpid()}"
+    with open(temporary, "w") as handle:
+        json.dump({"port": server.port, "metrics_port": server.metrics_port, "pid": os.getpid()}, handle)
+    os.replace(temporary, path)
+
+
+async def _serve(config: ServerConfig, ready_file: str | None) -> None:
+    server = GatewayServer(config)
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()
+        raise
+    if ready_file:
+        write_ready_file(ready_file, server)
+    await server.serve_until_stopped()
+
+
+def run_server(config: ServerConfig, ready_file: str | None = None) -> int:
+    """Run until SIGTERM or SIGINT, on uvloop."""
+    import uvloop
+
+    uvloop.run(_serve(config, ready_file))
+    return 0

@@ -1,0 +1,172 @@
+"""Typed configuration of ``matchcore serve``: one msgspec Struct, from a TOML file, then the
+environment (``MATCHCORE_*``), then command-line flags, validated at start.
+
+Precedence, lowest first: the defaults below, the TOML file (``--config FILE``), environment
+variables, flags. Every field carries its unit in its name. Sections of the TOML file are the
+nested structs::
+
+    listen_port = 7400
+    [limits]
+    max_sessions = 500
+    [engine]
+    max_accounts = 100000
+
+An environment variable names a field by its path in capitals, sections joined by ``__``:
+``MATCHCORE_LISTEN_PORT=7500``, ``MATCHCORE_LIMITS__MAX_SESSIONS=500``. Values are parsed
+as TOML values when they can be (numbers, booleans), else taken as strings.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from typing import Any, Mapping
+
+import msgspec
+
+from matchcore.core.config import EngineConfig
+from matchcore.gateway.server import GatewayLimits
+
+__all__ = ["ServerConfig", "ConfigError", "load_config", "ENV_PREFIX"]
+
+ENV_PREFIX = "MATCHCORE_"
+#: Environment variables that are not configuration fields (read elsewhere or ignored here).
+_ENV_IGNORED = {"MATCHCORE_DEBUG"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything ``matchcore serve`` can be told. Units are in the names."""
+
+    listen_host: str = "127.0.0.1"
+    #: the trading port; 0 = any free port (printed and logged at start)
+    listen_port: int = 7400
+    metrics_host: str = "127.0.0.1"
+    #: Prometheus metrics over HTTP; 0 = any free port, -1 = no metrics server
+    metrics_port: int = 9400
+    #: PostgreSQL address (also ``MATCHCORE_DSN``); None = the embedded server
+    dsn: str | None = None
+    #: the embedded server's data folder; None = its default
+    data_dir: str | None = None
+    #: TLS: a PEM certificate chain and its private key; both or neither
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    log_level: str = "info"
+    #: event frames kept in memory for recovery (all accounts together, 88 bytes each);
+    #: older events are re-made from the journal
+    recent_event_frames: int = 1 << 18
+    #: session clock: login timeout, heartbeats and idle timeouts are checked this often
+    clock_tick_ms: int = 50
+    #: input and output rings of the core (records, powers of two)
+    input_ring_records: int = 1 << 16
+    output_ring_records: int = 1 << 18
+    #: a core snapshot after this many commands (0 = never)
+    snapshot_every_commands: int = 1_000_000
+    #: journal rows: at most this many records (commands + events), waiting at most this long
+    journal_batch_records_max: int = 8192
+    journal_batch_delay_ms: float = 1.0
+    #: commands applied by the gateway's order-status view before it catches up anyway
+    order_view_lag_commands_max: int = 1 << 16
+    #: on SIGTERM/SIGINT: sessions get LOGOUT SERVER_SHUTDOWN, then this long to drain
+    shutdown_grace_ms: int = 2000
+    limits: GatewayLimits = GatewayLimits()
+    engine: EngineConfig = EngineConfig()
+
+    def validate(self) -> "ServerConfig":
+        """Raise ConfigError unless every value is usable; return self."""
+        checks = [
+            (0 <= self.listen_port <= 65535, "listen_port must be in [0, 65535]"),
+            (-1 <= self.metrics_port <= 65535, "metrics_port must be in [-1, 65535]"),
+            ((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together"),
+            (self.log_level.lower() in ("debug", "info", "warning", "error"),
+             "log_level must be debug, info, warning or error"),
+            (1 <= self.recent_event_frames <= 1 << 24, "recent_event_frames must be in [1, 2**24]"),
+            (1 <= self.clock_tick_ms <= 1000, "clock_tick_ms must be in [1, 1000]"),
+            (_power_of_two(self.input_ring_records), "input_ring_records must be a power of two"),
+            (_power_of_two(self.output_ring_records), "output_ring_records must be a power of two"),
+            (self.snapshot_every_commands >= 0, "snapshot_every_commands must be >= 0"),
+            (1 <= self.journal_batch_records_max <= 1 << 24,
+             "journal_batch_records_max must be in [1, 2**24]"),
+            (0 <= self.journal_batch_delay_ms <= 10_000, "journal_batch_delay_ms must be in [0, 10000]"),
+            (self.order_view_lag_commands_max >= 1, "order_view_lag_commands_max must be positive"),
+            (self.shutdown_grace_ms >= 0, "shutdown_grace_ms must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not os.path.isfile(path):
+                raise ConfigError(f"TLS file {path} does not exist")
+        try:
+            self.limits.validate()
+            self.engine.validate()
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+        return self
+
+
+def _power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """``MATCHCORE_A__B=v`` -> ``{"a": {"b": v}}`` (``MATCHCORE_DSN`` included)."""
+    tree: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_IGNORED:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = parse_value(text)
+    return tree
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | None = None, *, environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> ServerConfig:
+    """Defaults < TOML file ``path`` < environment < ``overrides`` (flags), validated.
+
+    ``overrides`` maps field paths to values; a dotted key (``"limits.max_sessions"``) names a
+    nested field. None values in ``overrides`` are skipped (a flag not given).
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                tree = tomllib.load(handle)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read the configuration file {path}: {error}") from error
+    tree = _merge(tree, _env_overrides(os.environ if environ is None else environ))
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    try:
+        config = msgspec.convert(tree, ServerConfig, strict=False)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"invalid configuration: {error}") from error
+    return config.validate()

@@ -1,0 +1,105 @@
+"""The PostgreSQL key registry: client public keys in a table the gateway owns.
+
+Only Ed25519 public keys are stored (32 bytes each), so nothing in the database lets anyone
+log in. A key belongs to one account; the admin right belongs to the key. Revoking keeps the
+row (``revoked_at``) so a key id is never reused. The table is created at start if missing
+(``ensure_schema``); it lives beside the journal, in the same database.
+
+Every login looks its key up in the table (no cache), so a revocation takes effect at the
+next login. ``matchcore keys add|list|revoke`` uses the same class.
+"""
+from __future__ import annotations
+
+import asyncpg
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from matchcore.gateway.auth import PUBLIC_KEY_SIZE, KeyRecord, KeyRegistry
+
+__all__ = ["PgKeyRegistry", "ensure_schema", "KEY_TABLE"]
+
+KEY_TABLE = "gateway_key"
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {KEY_TABLE} (
+    key_id      bigserial PRIMARY KEY,
+    account_id  bigint NOT NULL CHECK (account_id BETWEEN 0 AND 4294967295),
+    public_key  bytea NOT NULL UNIQUE CHECK (length(public_key) = {PUBLIC_KEY_SIZE}),
+    admin       boolean NOT NULL DEFAULT false,
+    label       text NOT NULL DEFAULT '',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+CREATE INDEX IF NOT EXISTS {KEY_TABLE}_account ON {KEY_TABLE} (account_id);
+"""
+_COLUMNS = "key_id, account_id, public_key, admin, revoked_at IS NOT NULL AS revoked"
+
+
+async def ensure_schema(connection: asyncpg.Connection) -> None:
+    """Create the key table if it is not there (idempotent, safe with concurrent starts)."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock(7400001)")
+        await connection.execute(_SCHEMA)
+
+
+def _record(row: asyncpg.Record) -> KeyRecord:
+    return KeyRecord(int(row["key_id"]), int(row["account_id"]), bytes(row["public_key"]),
+                     bool(row["admin"]), bool(row["revoked"]))
+
+
+class PgKeyRegistry(KeyRegistry):
+    """A ``KeyRegistry`` in PostgreSQL. ``await PgKeyRegistry.connect(dsn)``; ``close()``."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, pool_size: int = 2, timeout_s: float = 10.0) -> "PgKeyRegistry":
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=timeout_s,
+                                         server_settings={"application_name": "matchcore-keys"})
+        try:
+            async with pool.acquire() as connection:
+                await ensure_schema(connection)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def lookup(self, key_id: int) -> KeyRecord | None:
+        if not 0 < key_id < 1 << 63:
+            return None
+        row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM {KEY_TABLE} WHERE key_id = $1", key_id)
+        return None if row is None else _record(row)
+
+    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False,
+                  label: str = "") -> KeyRecord:
+        public_key = bytes(public_key)
+        if len(public_key) != PUBLIC_KEY_SIZE:
+            raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes")
+        Ed25519PublicKey.from_public_bytes(public_key)  # rejects what is not a key
+        if not 0 <= account_id <= 0xFFFFFFFF:
+            raise ValueError("account_id must fit u32")
+        row = await self._pool.fetchrow(
+            f"INSERT INTO {KEY_TABLE} (account_id, public_key, admin, label) VALUES ($1, $2, $3, $4) "
+            f"RETURNING {_COLUMNS}", account_id, public_key, admin, label)
+        return _record(row)
+
+    async def revoke(self, key_id: int) -> bool:
+        if not 0 < key_id < 1 << 63:
+            return False
+        row = await self._pool.fetchrow(
+            f"UPDATE {KEY_TABLE} SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 "
+            f"RETURNING key_id", key_id)
+        return row is not None
+
+    async def list(self, account_id: int | None = None) -> list[KeyRecord]:
+        if account_id is None:
+            rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM {KEY_TABLE} ORDER BY key_id")
+        else:
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM {KEY_TABLE} WHERE account_id = $1 ORDER BY key_id", account_id)
+        return [_record(row) for row in rows]

@@ -1,0 +1,70 @@
+"""Structured logs: one JSON object a line (msgspec), on standard error.
+
+Every record has ``ts`` (ISO 8601, UTC, microseconds), ``level``, ``logger`` and ``event``
+(the message); fields passed with ``extra={...}`` are added as they are. Nothing secret is
+ever passed: keys appear only as key ids and public-key fingerprints, DSNs only redacted.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import sys
+from typing import Any, TextIO
+
+import msgspec
+
+__all__ = ["JsonFormatter", "configure", "redact_dsn"]
+
+# Attributes every LogRecord has; anything else on a record came from ``extra``.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_encoder = msgspec.json.Encoder()
+
+
+def _default(value: Any) -> Any:
+    return repr(value)
+
+
+_fallback_encoder = msgspec.json.Encoder(enc_hook=_default)
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a LogRecord as one line of JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+            .isoformat(timespec="microseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        try:
+            return _encoder.encode(entry).decode()
+        except TypeError:
+            return _fallback_encoder.encode(entry).decode()
+
+
+def configure(level: str = "info", stream: TextIO | None = None) -> None:
+    """Send every ``matchcore.*`` logger (and the root) to ``stream`` as JSON lines."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def redact_dsn(dsn: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    head, sep, tail = dsn.partition("://")
+    if not sep or "@" not in tail:
+        return dsn
+    credentials, _, rest = tail.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{head}://{user}:***@{rest}"

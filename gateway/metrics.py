@@ -1,0 +1,154 @@
+"""Prometheus metrics of the server, served over HTTP on their own port (prometheus-client).
+
+The hot path never touches a prometheus-client object: counts are added per batch into numpy
+arrays (``np.bincount`` of kinds and reasons, bucket counts of latency histograms) and a
+custom collector turns them into metric families when Prometheus scrapes. Gauges (sessions,
+ring depths) are read at scrape time from the objects that own them.
+
+Metric names (all prefixed ``matchcore_``):
+
+- ``commands_total{kind}``: durable commands, by CommandKind
+- ``engine_rejects_total{reason}``: REJECTED and TRANSFER_REJECTED events, by RejectReason
+- ``session_rejects_total{reason}``: SESSION_REJECT sent by the gateway, by SessionReason
+- ``session_closes_total{reason}``: connections ended, by SessionReason
+- ``events_sent_total{source}``: event frames sent: live, or replayed from memory or journal
+- ``connections``, ``sessions``: open connections, logged-in sessions
+- ``ring_depth_records{ring}``: input and output ring of the core
+- ``journal_batch_commands``: histogram of commands per journal row
+- ``commit_latency_seconds``: histogram, per journal row: from the stamp of its newest command
+  to its release after the commit (core tail + batch cut + INSERT and commit)
+- ``ack_latency_seconds``: histogram, per command: from the gateway stamp (decode) to the
+  release of its events to the sessions (end-to-end inside the server, durable)
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from matchcore.core.codes import CommandKind, RejectReason
+from matchcore.gateway.protocol import SessionReason
+
+__all__ = ["Histogram", "GatewayMetrics", "LATENCY_BUCKETS_S", "BATCH_BUCKETS"]
+
+LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02,
+                     0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 4, 16, 64, 256, 1024, 2048, 4096, 8192, 16384)
+
+
+class Histogram:
+    """Cumulative-at-export bucket counts for many observations at once."""
+
+    __slots__ = ("bounds", "counts", "total", "observed")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = np.asarray(tuple(bounds), dtype=np.float64)
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last: +Inf
+        self.total = 0.0
+        self.observed = 0
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if len(values) == 0:
+            return
+        buckets = np.searchsorted(self.bounds, values, side="left")
+        self.counts += np.bincount(buckets, minlength=len(self.counts))
+        self.total += float(values.sum())
+        self.observed += len(values)
+
+    def observe(self, value: float) -> None:
+        self.counts[int(np.searchsorted(self.bounds, value, side="left"))] += 1
+        self.total += value
+        self.observed += 1
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        cumulative = np.cumsum(self.counts)
+        buckets = [(_bound_text(b), int(c)) for b, c in zip(self.bounds, cumulative[:-1])]
+        buckets.append(("+Inf", int(cumulative[-1])))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+
+
+def _bound_text(bound: float) -> str:
+    return repr(float(bound))
+
+
+class GatewayMetrics(Collector):
+    """The server's counters and histograms; register with a CollectorRegistry."""
+
+    def __init__(self) -> None:
+        self.commands_by_kind = np.zeros(64, dtype=np.int64)
+        self.rejects_by_reason = np.zeros(1 << 16, dtype=np.int64)
+        self.session_rejects_by_reason = np.zeros(256, dtype=np.int64)
+        self.session_closes_by_reason = np.zeros(256, dtype=np.int64)
+        self.events_sent = {"live": 0, "memory": 0, "journal": 0}
+        self.batch_commands = Histogram(BATCH_BUCKETS)
+        self.commit_latency_s = Histogram(LATENCY_BUCKETS_S)
+        self.ack_latency_s = Histogram(LATENCY_BUCKETS_S)
+        #: read at scrape time: () -> int
+        self.connections: Callable[[], int] = lambda: 0
+        self.sessions: Callable[[], int] = lambda: 0
+        self.ring_depths: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    # ------------------------------------------------------------------ recording
+
+    def batch_released(self, commands: np.ndarray, events: np.ndarray, now_ns: int) -> None:
+        """One durable journal row: counts by kind and reason, sizes and latencies."""
+        self.commands_by_kind += np.bincount(commands["kind"], minlength=64)[:64]
+        rejected = events["reason"][(events["kind"] == 65) | (events["kind"] == 70)]
+        if len(rejected):
+            self.rejects_by_reason += np.bincount(rejected, minlength=1 << 16)
+        self.batch_commands.observe(len(commands))
+        stamps = commands["timestamp_ns"]
+        self.commit_latency_s.observe(max(0, now_ns - int(stamps[-1])) / 1e9)
+        self.ack_latency_s.observe_many(np.maximum(now_ns - stamps, 0) / 1e9)
+
+    def session_reject(self, reason: int) -> None:
+        self.session_rejects_by_reason[reason & 0xFF] += 1
+
+    def session_closed(self, reason: int) -> None:
+        self.session_closes_by_reason[reason & 0xFF] += 1
+
+    # ------------------------------------------------------------------ export
+
+    def collect(self):
+        commands = CounterMetricFamily("matchcore_commands", "Durable commands, by kind", labels=["kind"])
+        for kind in CommandKind:
+            commands.add_metric([kind.name], int(self.commands_by_kind[kind]))
+        yield commands
+        yield _by_reason("matchcore_engine_rejects", "Engine rejects (REJECTED, TRANSFER_REJECTED), by reason",
+                         self.rejects_by_reason, RejectReason)
+        yield _by_reason("matchcore_session_rejects", "SESSION_REJECT sent by the gateway, by reason",
+                         self.session_rejects_by_reason, SessionReason)
+        yield _by_reason("matchcore_session_closes", "Connections ended, by reason",
+                         self.session_closes_by_reason, SessionReason)
+        sent = CounterMetricFamily("matchcore_events_sent", "Event frames sent, by source", labels=["source"])
+        for source, count in self.events_sent.items():
+            sent.add_metric([source], count)
+        yield sent
+        yield GaugeMetricFamily("matchcore_connections", "Open connections", value=self.connections())
+        yield GaugeMetricFamily("matchcore_sessions", "Logged-in sessions", value=self.sessions())
+        depth = GaugeMetricFamily("matchcore_ring_depth_records", "Records waiting in a ring of the core",
+                                  labels=["ring"])
+        input_depth, output_depth = self.ring_depths()
+        depth.add_metric(["input"], input_depth)
+        depth.add_metric(["output"], output_depth)
+        yield depth
+        yield self.batch_commands.family("matchcore_journal_batch_commands", "Commands per journal row")
+        yield self.commit_latency_s.family(
+            "matchcore_commit_latency_seconds", "Journal row: newest command's stamp to release after commit")
+        yield self.ack_latency_s.family(
+            "matchcore_ack_latency_seconds", "Command: gateway stamp to the release of its events (durable)")
+
+    def registry(self) -> CollectorRegistry:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        return registry
+
+
+def _by_reason(name: str, documentation: str, counts: np.ndarray, enum) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=["reason"])
+    for member in enum:
+        if member.value < len(counts) and (counts[member.value] or member.value):
+            family.add_metric([member.name], int(counts[member.value]))
+    return family

@@ -1,0 +1,225 @@
+"""Account event streams: who gets each durable event, its event sequence number, and recovery.
+
+Every account has one stream (docs/protocol.md 3.2): the events that concern it, in journal
+order, numbered 1, 2, 3, ... The numbering is a pure function of the journal, so it is the
+same after a restart: ``route`` decides the recipients of a batch from its commands and
+events alone, and ``AccountStreams.rebuild`` replays the journal through it at start.
+
+Recipients of an event (``route``):
+
+- the event's ``account_id`` (the order's owner, the account a transfer credits or debits);
+- a FILL's ``counter_account_id`` too (the maker);
+- for admin commands, the admin session that sent it. The gateway records the sender in the
+  command itself (``stamp_sender``), in a field the engine ignores for that kind: ``limit``
+  for ADD_ACCOUNT, DEPOSIT and WITHDRAW, ``account_id`` for the others (whose events then
+  name it). ADD_ACCOUNT's outcome goes to the sender only, not to the new account.
+
+Recent frames live in one bounded ring shared by all accounts (``recent_frames`` frames, each
+encoded once for its recipient and numbered), so memory does not grow with the number of
+accounts. Older events are read back from the journal: a sparse index per account (the
+account's event count before every ``INDEX_EVERY_EVENTS``-th event, with the journal row it
+falls in) tells where to start reading.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import AsyncIterator, Callable
+
+import numpy as np
+
+from matchcore.core.codes import CommandKind, EventKind
+from matchcore.core.records import EVENT_DTYPE
+from matchcore.gateway import _codec
+from matchcore.gateway.protocol import EVENT_FRAME_SIZE
+
+__all__ = ["route", "stamp_sender", "AccountStreams", "SENDER_IN_LIMIT", "NO_RECIPIENT"]
+
+#: Admin kinds whose sender is recorded in ``limit`` (``account_id`` is theirs to use).
+SENDER_IN_LIMIT = (CommandKind.ADD_ACCOUNT, CommandKind.DEPOSIT, CommandKind.WITHDRAW)
+#: Ring slots not holding a frame.
+NO_RECIPIENT = np.uint64(1 << 40)
+#: One index entry per this many events of an account.
+INDEX_EVERY_EVENTS = 4096
+
+_FIRST_ORDER_ENTRY = int(CommandKind.NEW_ORDER)
+
+
+def stamp_sender(commands: np.ndarray, sender_account_id: int) -> None:
+    """Record the admin session's account in its admin commands, in place (see module doc)."""
+    kinds = commands["kind"]
+    admin = kinds < _FIRST_ORDER_ENTRY
+    if not admin.any():
+        return
+    in_limit = admin & np.isin(kinds, SENDER_IN_LIMIT)
+    commands["limit"][in_limit] = sender_account_id
+    commands["account_id"][admin & ~in_limit] = sender_account_id
+
+
+def route(commands: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Recipients of a batch's events: ``(accounts, event_indexes)``, sorted by account, then
+    by event order, so each account's share is one run in stream order."""
+    if len(events) == 0:
+        empty = np.empty(0, np.int64)
+        return empty, empty
+    command_index = (events["seq"] - commands["seq"][0]).astype(np.int64)
+    command_kind = commands["kind"][command_index]
+    sender = commands["limit"][command_index].astype(np.int64) & 0xFFFFFFFF
+    primary = events["account_id"].astype(np.int64)
+    add_account = command_kind == CommandKind.ADD_ACCOUNT
+    primary[add_account] = sender[add_account]
+    secondary = np.where(events["kind"] == EventKind.FILL, events["counter_account_id"].astype(np.int64), -1)
+    transfer = (command_kind == CommandKind.DEPOSIT) | (command_kind == CommandKind.WITHDRAW)
+    secondary[transfer] = sender[transfer]
+    second = (secondary >= 0) & (secondary != primary)
+    count = len(events)
+    accounts = np.concatenate([primary, secondary[second]])
+    indexes = np.concatenate([np.arange(count, dtype=np.int64), np.flatnonzero(second)])
+    order = np.lexsort((indexes, accounts))
+    return accounts[order], indexes[order]
+
+
+def groups(accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of a sorted recipient array: (account, start, count) arrays."""
+    unique, starts, counts = np.unique(accounts, return_index=True, return_counts=True)
+    return unique, starts, counts
+
+
+class AccountStreams:
+    """Per-account event counters, the ring of recent frames, and the journal index."""
+
+    __slots__ = ("capacity", "last", "_frames", "_recipient", "_event_seq", "_position", "_index",
+                 "_scratch")
+
+    def __init__(self, recent_frames: int) -> None:
+        if recent_frames <= 0:
+            raise ValueError("recent_frames must be positive")
+        self.capacity = recent_frames
+        #: account -> its last event sequence number
+        self.last: dict[int, int] = {}
+        self._frames = np.zeros(recent_frames * EVENT_FRAME_SIZE, np.uint8)
+        self._recipient = np.full(recent_frames, NO_RECIPIENT, np.uint64)
+        self._event_seq = np.zeros(recent_frames, np.uint64)
+        self._position = 0
+        #: account -> [(events before, first seq of the journal row)], rising
+        self._index: dict[int, list[tuple[int, int]]] = {}
+        self._scratch = np.zeros(0, EVENT_DTYPE)
+
+    def last_event_seq(self, account_id: int) -> int:
+        return self.last.get(account_id, 0)
+
+    # ------------------------------------------------------------------ appending
+
+    def append(self, commands: np.ndarray, events: np.ndarray,
+               deliver: Callable[[int, int, int, memoryview], None] | None = None) -> int:
+        """Number a durable batch's events for their recipients, keep the frames, and call
+        ``deliver(account, first_event_seq, last_event_seq, frames)`` per account (``frames``
+        is valid only during the call). Returns the frames made."""
+        accounts, indexes = route(commands, events)
+        if len(accounts) == 0:
+            return 0
+        batch_first_seq = int(commands["seq"][0])
+        unique, starts, counts = groups(accounts)
+        ordered = events[indexes]
+        for account, start, count in zip(unique.tolist(), starts.tolist(), counts.tolist()):
+            before = self.last.get(account, 0)
+            self._index_note(account, before, count, batch_first_seq)
+            self.last[account] = before + count
+            done = 0
+            while done < count:
+                take = min(count - done, self.capacity)
+                position = self._claim(take)
+                first_event_seq = before + done + 1
+                self._write(ordered[start + done:start + done + take], account, first_event_seq, position)
+                if deliver is not None:
+                    view = memoryview(self._frames)[position * EVENT_FRAME_SIZE:(position + take) * EVENT_FRAME_SIZE]
+                    try:
+                        deliver(account, first_event_seq, first_event_seq + take - 1, view)
+                    finally:
+                        view.release()
+                done += take
+        return len(accounts)
+
+    def _index_note(self, account: int, before: int, count: int, batch_first_seq: int) -> None:
+        if before // INDEX_EVERY_EVENTS != (before + count) // INDEX_EVERY_EVENTS or before == 0:
+            self._index.setdefault(account, []).append((before, batch_first_seq))
+
+    def _claim(self, count: int) -> int:
+        """``count`` contiguous ring slots (wrapping to 0 when they do not fit before the end)."""
+        position = self._position
+        if position + count > self.capacity:
+            self._recipient[position:] = NO_RECIPIENT
+            position = 0
+        self._position = position + count
+        if self._position == self.capacity:
+            self._position = 0
+        return position
+
+    def _write(self, events: np.ndarray, account: int, first_event_seq: int, position: int) -> None:
+        count = len(events)
+        events = np.ascontiguousarray(events)
+        written = _codec.encode_events(events, self._frames, position * EVENT_FRAME_SIZE, account, first_event_seq)
+        assert written == count
+        self._recipient[position:position + count] = account
+        self._event_seq[position:position + count] = np.arange(first_event_seq, first_event_seq + count,
+                                                               dtype=np.uint64)
+
+    # ------------------------------------------------------------------ reading back
+
+    def recent(self, account_id: int, from_event_seq: int, max_frames: int) -> tuple[bytes, int] | None:
+        """Frames ``from_event_seq``.. (at most ``max_frames``) from memory, with the last event
+        seq they hold; None when the ring no longer holds ``from_event_seq``."""
+        last = self.last.get(account_id, 0)
+        if from_event_seq > last:
+            return b"", from_event_seq - 1
+        slots = np.flatnonzero(self._recipient == account_id)
+        if len(slots) == 0:
+            return None
+        seqs = self._event_seq[slots]
+        order = np.argsort(seqs, kind="stable")
+        slots, seqs = slots[order], seqs[order]
+        begin = int(np.searchsorted(seqs, from_event_seq))
+        if begin >= len(seqs) or int(seqs[begin]) != from_event_seq:
+            return None
+        chosen = slots[begin:begin + max_frames]
+        frames = self._frames.reshape(-1, EVENT_FRAME_SIZE)[chosen]
+        return frames.tobytes(), int(seqs[begin + len(chosen) - 1])
+
+    def journal_start(self, account_id: int, from_event_seq: int) -> tuple[int, int]:
+        """Where to start reading the journal for ``from_event_seq``: (events before, seq)."""
+        entries = self._index.get(account_id, [])
+        position = bisect.bisect_left(entries, (from_event_seq, 0)) - 1
+        if position < 0:
+            return 0, 1
+        return entries[position]
+
+    async def from_journal(self, batches: Callable[[int], AsyncIterator], account_id: int,
+                           from_event_seq: int, max_frames: int) -> tuple[bytes, int]:
+        """Frames ``from_event_seq``.. of ``account_id`` (at most ``max_frames``) re-made from
+        the journal; ``batches(from_seq)`` iterates journal rows."""
+        count, start_seq = self.journal_start(account_id, from_event_seq)
+        out = bytearray()
+        through = from_event_seq - 1
+        last = self.last.get(account_id, 0)
+        async for batch in batches(start_seq):
+            accounts, indexes = route(batch.commands, batch.events)
+            mine = indexes[accounts == account_id]
+            if len(mine) == 0:
+                continue
+            first = count + 1
+            count += len(mine)
+            if count < from_event_seq:
+                continue
+            skip = max(0, from_event_seq - first)
+            chosen = np.ascontiguousarray(batch.events[mine[skip:skip + max_frames - (through - from_event_seq + 1)]])
+            buffer = bytearray(len(chosen) * EVENT_FRAME_SIZE)
+            _codec.encode_events(chosen, buffer, 0, account_id, first + skip)
+            out += buffer
+            through = first + skip + len(chosen) - 1
+            if through - from_event_seq + 1 >= max_frames or through >= last:
+                break
+        return bytes(out), through
+
+    def rebuild_from(self, commands: np.ndarray, events: np.ndarray) -> None:
+        """Count (and keep in the ring) a journal row's events at start."""
+        self.append(commands, events, None)
+
