@@ -1,0 +1,320 @@
+"""``matchcore bench e2e`` and ``matchcore demo``: the whole system over loopback TCP.
+
+Processes: PostgreSQL (embedded, in a temporary folder, unless ``--dsn``), the server
+(``matchcore serve`` as a subprocess), and ``--clients`` load clients (``bench.loadgen``, one
+process each). Every figure counts only commands whose ack arrived, and an ack is sent only
+after the command's journal row is committed: all of them are durable.
+
+Steps: a fresh database; an admin key and one key per client registered in the key table
+(the private keys stay in this process and go to the clients through multiprocessing, never
+on a command line); the server starts; an admin session creates the assets, accounts and
+instruments and funds the accounts over the wire; the clients log in, wait at a barrier,
+then run ``warmup + seconds``; acks that arrive in the measured ``seconds`` count for
+``e2e_cmds_per_s``, and NEW_ORDERs sent in them give the ack latency histogram. The server
+then stops (SIGTERM: drain, journal, LOGOUT), and ``demo`` replays the journal with
+verification.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from matchcore.bench.loadgen import LATENCY_BUCKETS_US, LoadResult, LoadSpec, percentile_us, run_load_client
+from matchcore.bench.machine import machine_info, print_header
+
+__all__ = ["run_e2e_bench", "run_demo", "Venue"]
+
+INSTRUMENTS = 4
+BASE_ASSET, QUOTE_ASSET = 0, 1
+ADMIN_ACCOUNT = 0  # the fee account doubles as the operator's account
+FUNDS_MINOR = 10**15
+
+
+class Venue:
+    """PostgreSQL + a server subprocess + the keys of an admin and ``clients`` traders."""
+
+    def __init__(self, clients: int, *, dsn: str | None = None, data_dir: str | None = None,
+                 server_settings: dict | None = None, log_path: str | None = None) -> None:
+        self.clients = clients
+        self.server_settings = server_settings or {}
+        self._dsn_given = dsn
+        self._data_dir_given = data_dir
+        self.log_path = log_path
+        self.temp_dir: Path | None = None
+        self.embedded = None
+        self.cluster_dsn = ""
+        self.dsn = ""
+        self.database = ""
+        self.port = 0
+        self.keys: dict[int, tuple[int, bytes]] = {}  # account -> (key_id, raw private key)
+        self.process: subprocess.Popen | None = None
+
+    def start_database(self) -> None:
+        from matchcore.persistence.embedded import EmbeddedPostgres
+
+        if self._dsn_given:
+            self.cluster_dsn = self._dsn_given
+        else:
+            if self._data_dir_given:
+                folder = Path(self._data_dir_given)
+            else:
+                self.temp_dir = Path(tempfile.mkdtemp(prefix="matchcore-e2e-"))
+                self.temp_dir.chmod(0o755)  # as root, the server's OS user must enter it
+                folder = self.temp_dir / "pg"
+            self.embedded = EmbeddedPostgres(folder)
+            self.cluster_dsn = self.embedded.start()
+        self.database = f"mc_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
+        asyncio.run(_sql(self.cluster_dsn, f"CREATE DATABASE {self.database}"))
+        head, _, _ = self.cluster_dsn.rpartition("/")
+        self.dsn = f"{head}/{self.database}"
+
+    def register_keys(self) -> None:
+        asyncio.run(self._register_keys())
+
+    async def _register_keys(self) -> None:
+        from matchcore.gateway import auth
+        from matchcore.gateway.keystore import PgKeyRegistry
+
+        registry = await PgKeyRegistry.connect(self.dsn)
+        try:
+            for account in [ADMIN_ACCOUNT] + self.trader_accounts():
+                key = auth.generate_key()
+                record = await registry.add(account, key.public_key, admin=account == ADMIN_ACCOUNT,
+                                            label="e2e")
+                self.keys[account] = (record.key_id, key.private_bytes_raw())
+        finally:
+            await registry.close()
+
+    def trader_accounts(self) -> list[int]:
+        return list(range(1, self.clients + 1))
+
+    def start_server(self) -> None:
+        ready = Path(tempfile.mkdtemp(prefix="matchcore-ready-")) / "ready.json"
+        command = [sys.executable, "-m", "matchcore.gateway.cli", "serve", "--dsn", self.dsn, "--port", "0",
+                   "--metrics-port", "0", "--ready-file", str(ready), "--log-level", "warning"]
+        for key, value in self.server_settings.items():
+            command += ["--set", f"{key}={value}"]
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode} at start")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start within 60 s")
+            time.sleep(0.05)
+        self.port = json.loads(ready.read_text())["port"]
+        shutil.rmtree(ready.parent, ignore_errors=True)
+
+    async def set_up_market(self) -> None:
+        """Assets, accounts, instruments and deposits, through an admin session."""
+        from matchcore.gateway import auth
+        from matchcore.gateway import protocol as p
+        from matchcore.gateway.client import Client
+
+        key_id, raw = self.keys[ADMIN_ACCOUNT]
+        async with Client("127.0.0.1", self.port, account_id=ADMIN_ACCOUNT, key_id=key_id,
+                          private_key=auth.load_private_key(raw)) as admin:
+            requests = [p.AddAsset(BASE_ASSET, 0, 1), p.AddAsset(QUOTE_ASSET, 2, 2)]
+            requests += [p.AddAccount(account, 100 + account) for account in self.trader_accounts()]
+            requests += [p.AddInstrument(i, BASE_ASSET, QUOTE_ASSET, 1, 1, 1_000_000) for i in range(INSTRUMENTS)]
+            transfer_id = 1
+            for account in self.trader_accounts():
+                for asset in (BASE_ASSET, QUOTE_ASSET):
+                    requests.append(p.Deposit(account, asset, transfer_id, FUNDS_MINOR))
+                    transfer_id += 1
+            outcomes = await asyncio.gather(*(admin.request(r, timeout_s=30) for r in requests))
+            refused = [(r, o.reason) for r, o in zip(requests, outcomes) if not o.accepted]
+            if refused:
+                raise RuntimeError(f"market set-up refused: {refused[:3]}")
+
+    def stop_server(self, timeout_s: float = 60) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def close(self) -> None:
+        self.stop_server()
+        if self.embedded is not None:
+            with contextlib.suppress(Exception):
+                if self._data_dir_given:
+                    asyncio.run(_sql(self.cluster_dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+                self.embedded.stop("fast")
+        elif self.database:
+            with contextlib.suppress(Exception):
+                asyncio.run(_sql(self.cluster_dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+async def _sql(dsn: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def server_settings(clients: int) -> dict:
+    """Capacities for the benchmark: limits high enough that only the machine limits."""
+    return {"engine.max_accounts": clients + 16, "engine.max_assets": 4, "engine.max_instruments": INSTRUMENTS,
+            "engine.max_orders": 1 << 20, "engine.max_price_levels": 1024, "engine.max_transfers": 4 * clients + 64,
+            "limits.rate_messages_per_s": 10_000_000, "limits.burst_messages": 1_000_000,
+            "journal_batch_records_max": 16384, "journal_batch_delay_ms": 1.0,
+            "snapshot_every_commands": 0}
+
+
+def run_clients(venue: Venue, *, seconds: float, warmup_s: float, rate: float,
+                window_commands: int) -> list[LoadResult]:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(venue.clients + 1)
+    results = context.Queue()
+    processes = []
+    for account in venue.trader_accounts():
+        key_id, raw = venue.keys[account]
+        spec = LoadSpec("127.0.0.1", venue.port, account, key_id, raw, instruments=INSTRUMENTS,
+                        warmup_s=warmup_s, seconds=seconds, rate_per_s=rate / venue.clients if rate else 0.0,
+                        window_commands=window_commands, seed=account)
+        process = context.Process(target=run_load_client, args=(spec, barrier, results), daemon=True)
+        process.start()
+        processes.append(process)
+    barrier.wait(timeout=120)
+    collected = [results.get(timeout=warmup_s + seconds + 120) for _ in processes]
+    for process in processes:
+        process.join(30)
+    errors = [r.error for r in collected if r.error]
+    if errors:
+        raise RuntimeError(f"load clients failed: {errors[:3]}")
+    return collected
+
+
+def summarize(results: list[LoadResult], seconds: float) -> dict:
+    histogram = np.zeros(LATENCY_BUCKETS_US + 1, np.int64)
+    for result in results:
+        histogram += result.latency_histogram_us
+    acked_measured = sum(r.acked_measured for r in results)
+    return {
+        "e2e_cmds_per_s": acked_measured / seconds,
+        "ack_latency_us_p50": percentile_us(histogram, 0.50),
+        "ack_latency_us_p99": percentile_us(histogram, 0.99),
+        "ack_latency_us_p999": percentile_us(histogram, 0.999),
+        "latency_samples": int(histogram.sum()),
+        "commands_sent": sum(r.sent for r in results),
+        "commands_acked": sum(r.acked for r in results),
+        "engine_rejects": sum(r.rejected for r in results),
+        "session_rejects": sum(r.session_rejects for r in results),
+        "fills": sum(r.fills for r in results),
+    }
+
+
+def run_e2e_bench(*, clients: int = 4, seconds: float = 10.0, rate: float = 0.0, warmup_s: float = 2.0,
+                  as_json: bool = False, dsn: str | None = None, data_dir: str | None = None,
+                  window_commands: int = 20_000) -> dict:
+    parameters = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s, "rate": rate or "max",
+                  "window_commands": window_commands, "instruments": INSTRUMENTS}
+    if not as_json:
+        print_header("matchcore bench e2e", parameters)
+    venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=server_settings(clients))
+    try:
+        venue.start_database()
+        venue.register_keys()
+        venue.start_server()
+        asyncio.run(venue.set_up_market())
+        results = run_clients(venue, seconds=seconds, warmup_s=warmup_s, rate=rate, window_commands=window_commands)
+        exit_code = venue.stop_server()
+        summary = summarize(results, seconds)
+        summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
+        summary["server_exit_code"] = exit_code
+    finally:
+        venue.close()
+    result = {**summary, "parameters": parameters, "machine": machine_info()}
+    if as_json:
+        print(json.dumps(result, default=str))
+    else:
+        _print_summary(summary, rate)
+    return result
+
+
+def _print_summary(summary: dict, rate: float) -> None:
+    offered = f" at {rate:,.0f} commands/s offered" if rate else " at full load"
+    print(f"checksum: journal_last_seq={summary['journal_last_seq']} commands_acked={summary['commands_acked']} "
+          f"fills={summary['fills']}")
+    print(f"e2e:      {summary['e2e_cmds_per_s']:>12,.0f} durable commands/s acked{offered}")
+    print(f"ack latency (NEW_ORDER, us): p50 {summary['ack_latency_us_p50']:,.0f}  "
+          f"p99 {summary['ack_latency_us_p99']:,.0f}  p99.9 {summary['ack_latency_us_p999']:,.0f}  "
+          f"({summary['latency_samples']:,} samples)")
+
+
+def _journal_last_seq(dsn: str) -> int:
+    from matchcore.persistence.journal import AsyncJournal
+
+    async def read() -> int:
+        journal = await AsyncJournal.connect(dsn)
+        try:
+            return await journal.last_seq()
+        finally:
+            await journal.close()
+
+    return asyncio.run(read())
+
+
+def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = None, dsn: str | None = None) -> int:
+    """``matchcore demo``: see the module docstring; returns the process exit code."""
+    from matchcore.persistence import Journal
+    from matchcore.persistence.replay import replay
+
+    print_header("matchcore demo", {"clients": clients, "seconds": seconds,
+                                    "postgres": "given --dsn" if dsn else (data_dir or "embedded, temporary folder")})
+    venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=server_settings(clients))
+    try:
+        started = time.perf_counter()
+        venue.start_database()
+        venue.register_keys()
+        print(f"postgres: ready, database {venue.database}; {len(venue.keys)} keys registered "
+              f"(1 admin, {clients} traders)")
+        venue.start_server()
+        print(f"server:   listening on 127.0.0.1:{venue.port} (pid {venue.process.pid})")
+        asyncio.run(venue.set_up_market())
+        print(f"market:   2 assets, {clients} accounts, {INSTRUMENTS} instruments, accounts funded over the wire")
+        results = run_clients(venue, seconds=seconds, warmup_s=1.0, rate=0.0, window_commands=20_000)
+        exit_code = venue.stop_server()
+        print(f"server:   stopped (exit code {exit_code}): everything acknowledged is journaled")
+        summary = summarize(results, seconds)
+        summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
+        _print_summary(summary, 0.0)
+        verify_started = time.perf_counter()
+        with Journal(venue.dsn) as journal:
+            replayed = replay(journal, verify=True)
+        verify_s = time.perf_counter() - verify_started
+        print(f"replay:   {replayed.commands:,} commands from seq {replayed.snapshot_seq + 1} to {replayed.last_seq}, "
+              f"every event re-derived and equal to the journal ({verify_s:.1f} s); "
+              f"state_hash {replayed.engine.state_hash():016x}")
+        ok = exit_code == 0 and replayed.last_seq == summary["journal_last_seq"]
+        print(f"demo:     {'OK' if ok else 'FAILED'} in {time.perf_counter() - started:.1f} s")
+        return 0 if ok else 1
+    finally:
+        venue.close()
+
+
+if __name__ == "__main__":
+    run_e2e_bench(clients=int(os.environ.get("CLIENTS", "4")), seconds=float(os.environ.get("SECONDS", "5")))
