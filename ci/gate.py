@@ -1,0 +1,389 @@
+#!/usr/bin/env python3
+"""matchcore's performance regression gate: current figures against ci/baseline.json.
+
+    python ci/gate.py                     measure, compare, print a table; exit 1 on a regression
+    python ci/gate.py --update-baseline   measure and rewrite the baseline's values (thresholds,
+                                          directions and notes already in the file are kept)
+    python ci/gate.py --tree DIR          measure the extensions built in place in DIR
+                                          (``python setup.py build_ext --inplace``) instead of
+                                          the matchcore the interpreter imports
+
+Exit status: 0 every figure within its threshold; 1 a figure regressed beyond its threshold;
+2 the gate could not measure (valgrind missing, a workload failed, a symbol matched nothing).
+
+The machine is shared and noisy, so the gate does not compare raw times with stored times.
+Its figures are (see docs/benchmarks.md for each one's threshold and why):
+
+- instruction counts under ``valgrind --tool=callgrind``, collected only inside the hot
+  function (``--collect-atstart=no --toggle-collect=SYMBOL``) on fixed seeded workloads
+  (``bench/callgrind_workload.py``), per unit of work: deterministic, the same binary and
+  input give the same count on a busy or an idle machine;
+- for the engine, a cycle estimate from callgrind's cache and branch simulation with a fixed
+  cache geometry (Ir + 10 x L1 misses + 100 x last-level misses + 10 x mispredicted
+  branches, the formula of callgrind_annotate), so a change that adds few instructions but
+  touches more memory or branches less predictably still shows;
+- one wall-clock figure, as a ratio measured in the same run: Engine against ReferenceEngine
+  on the same commands, best of several runs each. Its threshold is wide; it catches gross
+  regressions (a per-command fall into Python), the counts catch the 10% ones.
+
+The three callgrind workloads run in parallel (about 20 s on 2 cores), then the ratio (about
+10 s). The latest figures are written to build/bench/gate-latest.json for ``bench/report.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_PATH = ROOT / "ci" / "baseline.json"
+LATEST_PATH = ROOT / "build" / "bench" / "gate-latest.json"
+WORKLOAD_MODULE = "matchcore.bench.callgrind_workload"
+WORKLOAD_PATH = ROOT / "bench" / "callgrind_workload.py"
+
+# Cache and branch simulation with a fixed cache geometry: the counts must not depend on the
+# host's caches. Weights of callgrind_annotate's cycle estimate (CEst), in cycles per event.
+SIMULATION_OPTIONS = ["--cache-sim=yes", "--branch-sim=yes", "--I1=32768,8,64",
+                      "--D1=32768,8,64", "--LL=4194304,16,64"]
+L1_MISS_CYCLES = 10
+LL_MISS_CYCLES = 100
+BRANCH_MISPREDICT_CYCLES = 10
+
+# Defaults for a figure new to the baseline; the baseline file is authoritative afterwards.
+FIGURES = {
+    "engine_apply_instructions_per_command": {
+        "unit": "instructions/command", "direction": "lower", "threshold_pct": 3.0,
+        "measured": "callgrind Ir inside Engine.apply_batch: mixed workload seed 1, 20,000 "
+                    "commands after 20,000 warm-up commands (bench/callgrind_workload.py)"},
+    "engine_apply_cycles_estimate_per_command": {
+        "unit": "estimated cycles/command", "direction": "lower", "threshold_pct": 5.0,
+        "measured": "same run, simulated caches (I1/D1 32 KiB 8-way, LL 4 MiB 16-way) and "
+                    "branch predictor: Ir + 10 x L1 misses + 100 x LL misses + 10 x "
+                    "mispredicted branches (callgrind_annotate's estimate, not real cycles)"},
+    "ring_push_pop_instructions_per_record": {
+        "unit": "instructions/record", "direction": "lower", "threshold_pct": 3.0,
+        "measured": "callgrind Ir inside Ring.try_push + Ring.pop_into, one thread, 262,144 "
+                    "records of 64 bytes in batches of 256, capacity 4,096"},
+    "codec_decode_instructions_per_message": {
+        "unit": "instructions/message", "direction": "lower", "threshold_pct": 3.0,
+        "measured": "callgrind Ir inside CommandDecoder.decode: 50,000 order-entry frames "
+                    "(70% new, 20% cancel, 10% replace) into a 4,096-record array"},
+    "engine_speedup_vs_reference": {
+        "unit": "x (Engine cmds/s / ReferenceEngine cmds/s)", "direction": "higher",
+        "threshold_pct": 50.0,
+        "measured": "wall clock, same run: best of 5 Engine runs of 200,000 mixed commands "
+                    "against best of 3 ReferenceEngine runs of their first 10,000"},
+}
+
+
+class GateError(Exception):
+    """The gate could not measure: exit status 2."""
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def child_environment(tree: Path | None, scratch: Path) -> dict:
+    """The environment of the workload processes: fixed hash seed; with a tree, its build."""
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    if tree is not None:
+        site = scratch / "site" / "matchcore"
+        site.mkdir(parents=True)
+        for folder in ("core", "gateway", "bench", "persistence"):
+            (site / folder).symlink_to(tree.resolve() / folder)
+        env["PYTHONPATH"] = str(scratch / "site")
+    return env
+
+
+def figure_symbols() -> dict[str, list[str]]:
+    """FIGURE_SYMBOLS of the workload module, read from this tree (no build or install needed)."""
+    spec = importlib.util.spec_from_file_location("_gate_workload", WORKLOAD_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.FIGURE_SYMBOLS
+
+
+def start_callgrind(figure: str, python: str, env: dict, scratch: Path, arguments: list[str],
+                    simulation: bool) -> tuple[subprocess.Popen, Path]:
+    out_path = scratch / f"callgrind.{figure}.out"
+    command = ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+               f"--callgrind-out-file={out_path}"]
+    command += [f"--toggle-collect={symbol}" for symbol in figure_symbols()[figure]]
+    command += SIMULATION_OPTIONS if simulation else []
+    command += [python, "-m", WORKLOAD_MODULE, figure, *arguments]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    return process, out_path
+
+
+def callgrind_totals(out_path: Path) -> dict[str, int]:
+    """Event name -> total count, from the summary line of a callgrind output file."""
+    names, values = None, None
+    for line in out_path.read_text().splitlines():
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        elif line.startswith(("summary:", "totals:")) and values is None:
+            values = [int(v) for v in line.split()[1:]]
+    if names is None or values is None:
+        raise GateError(f"{out_path} has no events/summary line")
+    return dict(zip(names, values))
+
+
+def finish_callgrind(figure: str, process: subprocess.Popen, out_path: Path) -> dict:
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise GateError(f"the {figure} workload failed under valgrind (exit "
+                        f"{process.returncode}):\n{stderr[-3000:]}")
+    report = json.loads(stdout.strip().splitlines()[-1])
+    totals = callgrind_totals(out_path)
+    if totals.get("Ir", 0) == 0:
+        raise GateError(f"{figure}: no instruction was collected, so the --toggle-collect "
+                        f"pattern matched no function. Find the measured function's C name "
+                        f"in core/_core.c or gateway/_codec.c and update FIGURE_SYMBOLS in "
+                        f"bench/callgrind_workload.py.")
+    report["totals"] = totals
+    return report
+
+
+def cycles_estimate(totals: dict[str, int]) -> int:
+    l1_misses = totals["I1mr"] + totals["D1mr"] + totals["D1mw"]
+    ll_misses = totals["ILmr"] + totals["DLmr"] + totals["DLmw"]
+    mispredicts = totals["Bcm"] + totals["Bim"]
+    return (totals["Ir"] + L1_MISS_CYCLES * l1_misses + LL_MISS_CYCLES * ll_misses
+            + BRANCH_MISPREDICT_CYCLES * mispredicts)
+
+
+def measure_counts(python: str, env: dict, scratch: Path) -> tuple[dict, dict, dict]:
+    """(figures, checksums, toolchain) of the three callgrind workloads, run in parallel."""
+    engine_input = scratch / "engine_apply.npz"
+    subprocess.run([python, "-m", WORKLOAD_MODULE, "prepare_engine_apply", str(engine_input)],
+                   env=env, check=True)
+    runs = {
+        "engine_apply": start_callgrind("engine_apply", python, env, scratch,
+                                        [str(engine_input)], True),
+        "ring_push_pop": start_callgrind("ring_push_pop", python, env, scratch, [], False),
+        "codec_decode": start_callgrind("codec_decode", python, env, scratch, [], False),
+    }
+    reports = {figure: finish_callgrind(figure, *run) for figure, run in runs.items()}
+    engine, ring, codec = reports["engine_apply"], reports["ring_push_pop"], reports["codec_decode"]
+    figures = {
+        "engine_apply_instructions_per_command": engine["totals"]["Ir"] / engine["units"],
+        "engine_apply_cycles_estimate_per_command": cycles_estimate(engine["totals"]) / engine["units"],
+        "ring_push_pop_instructions_per_record": ring["totals"]["Ir"] / ring["units"],
+        "codec_decode_instructions_per_message": codec["totals"]["Ir"] / codec["units"],
+    }
+    checksums = {
+        "engine_apply_instructions_per_command": engine["checksum"],
+        "engine_apply_cycles_estimate_per_command": engine["checksum"],
+        "ring_push_pop_instructions_per_record": ring["checksum"],
+        "codec_decode_instructions_per_message": codec["checksum"],
+    }
+    toolchain = {key: engine[key] for key in ("compiler", "cython", "python", "numpy")}
+    toolchain["valgrind"] = subprocess.run(["valgrind", "--version"], capture_output=True,
+                                           text=True).stdout.strip()
+    toolchain["binaries"] = engine["binaries"]
+    return figures, checksums, toolchain
+
+
+def measure_speedup(commands: int = 200_000, reference_commands: int = 10_000) -> dict:
+    """Engine vs ReferenceEngine, wall clock, same process: best of runs, interleaved."""
+    from matchcore.bench.workload import mixed_workload
+    from matchcore.core import Engine, commands as c
+    from matchcore.core.reference import ReferenceEngine
+
+    workload = mixed_workload(commands, seed=1)
+    setup = c.number(workload.setup.copy(), first_seq=1)
+    measured = c.number(workload.commands.copy(), first_seq=len(setup) + 1)
+    prefix = measured[:reference_commands]
+
+    def timed(engine_class, batch):
+        engine = engine_class(workload.config)
+        engine.apply(setup)
+        start = time.perf_counter()
+        events = engine.apply(batch)
+        return time.perf_counter() - start, events
+
+    engine_seconds, reference_seconds = [], []
+    for run in range(5):
+        engine_seconds.append(timed(Engine, measured)[0])
+        if run < 3:
+            seconds, reference_events = timed(ReferenceEngine, prefix)
+            reference_seconds.append(seconds)
+    if timed(Engine, prefix)[1].tobytes() != reference_events.tobytes():
+        raise AssertionError("Engine and ReferenceEngine disagree on the gate's workload")
+    engine_rate = commands / min(engine_seconds)
+    reference_rate = reference_commands / min(reference_seconds)
+    return {"engine_speedup_vs_reference": engine_rate / reference_rate,
+            "engine_cmds_per_s": engine_rate, "reference_cmds_per_s": reference_rate}
+
+
+def measure(python: str, tree: Path | None) -> dict:
+    """Every figure, with what it depends on. Raises GateError when something cannot run."""
+    if shutil.which("valgrind") is None:
+        raise GateError("valgrind is not installed; the gate's figures are callgrind counts "
+                        "(apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="matchcore-gate-") as scratch_name:
+        scratch = Path(scratch_name)
+        env = child_environment(tree, scratch)
+        started = time.perf_counter()
+        figures, checksums, toolchain = measure_counts(python, env, scratch)
+        counted = time.perf_counter()
+        speedup = subprocess.run([python, str(Path(__file__).resolve()), "--measure-speedup"],
+                                 env=env, capture_output=True, text=True)
+        if speedup.returncode != 0:
+            raise GateError(f"the speed-ratio measurement failed:\n{speedup.stderr[-3000:]}")
+        ratio = json.loads(speedup.stdout.strip().splitlines()[-1])
+    figures["engine_speedup_vs_reference"] = ratio["engine_speedup_vs_reference"]
+    return {"figures": figures, "checksums": checksums, "toolchain": toolchain,
+            "wall_clock": {"engine_cmds_per_s": ratio["engine_cmds_per_s"],
+                           "reference_cmds_per_s": ratio["reference_cmds_per_s"]},
+            "seconds": {"callgrind": counted - started, "ratio": time.perf_counter() - counted}}
+
+
+# ---------------------------------------------------------------- comparing
+
+
+def compare(baseline: dict, measured: dict) -> list[dict]:
+    """One row per figure: baseline, current, change, limit, verdict."""
+    rows = []
+    known = baseline.get("figures", {})
+    for name in sorted(set(known) | set(measured["figures"])):
+        current = measured["figures"].get(name)
+        spec = known.get(name)
+        row = {"figure": name, "current": current, "baseline": None, "change_pct": None,
+               "limit_pct": None, "verdict": "new"}
+        if spec is None:
+            rows.append(row)     # measured, not yet in the baseline: reported, never failed
+            continue
+        row["baseline"] = spec["value"]
+        sign = 1.0 if spec["direction"] == "lower" else -1.0
+        row["limit_pct"] = sign * spec["threshold_pct"]
+        if current is None:
+            row["verdict"] = "MISSING"
+            rows.append(row)
+            continue
+        change_pct = (current - spec["value"]) / spec["value"] * 100.0
+        row["change_pct"] = change_pct
+        worse_pct = sign * change_pct
+        if worse_pct > spec["threshold_pct"]:
+            row["verdict"] = "REGRESSED"
+        elif -worse_pct > spec["threshold_pct"]:
+            row["verdict"] = "improved"
+        else:
+            row["verdict"] = "ok"
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    def number(value):
+        return "-" if value is None else f"{value:,.1f}"
+
+    def percent(value):
+        return "-" if value is None else f"{value:+.2f}%"
+
+    header = ("figure", "baseline", "current", "change", "limit", "verdict")
+    lines = [[r["figure"], number(r["baseline"]), number(r["current"]),
+              percent(r["change_pct"]), percent(r["limit_pct"]), r["verdict"]] for r in rows]
+    widths = [max(len(str(line[i])) for line in [header, *lines]) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in
+                     enumerate(zip(header, widths)))]
+    out += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                      enumerate(zip(line, widths))) for line in lines]
+    return "\n".join(out)
+
+
+def toolchain_warnings(baseline: dict, measured: dict) -> list[str]:
+    """Counts depend on the compiler, Python and numpy: say so when they differ."""
+    warnings = []
+    old = baseline.get("toolchain", {})
+    for key in ("compiler", "cython", "python", "numpy", "valgrind"):
+        if key in old and old[key] != measured["toolchain"].get(key):
+            warnings.append(f"toolchain: {key} is {measured['toolchain'].get(key)!r}, the "
+                            f"baseline was measured with {old[key]!r}; counts may differ for "
+                            f"that reason alone")
+    for name, checksum in measured["checksums"].items():
+        old_checksum = baseline.get("figures", {}).get(name, {}).get("checksum")
+        if old_checksum is not None and old_checksum != checksum:
+            warnings.append(f"{name}: the workload's output changed (checksum {checksum}, "
+                            f"baseline {old_checksum}): behaviour changed, so the work counted "
+                            f"is not the same work")
+    return warnings
+
+
+def updated_baseline(baseline: dict, measured: dict) -> dict:
+    figures = {}
+    for name, value in measured["figures"].items():
+        spec = {"value": round(value, 1), **FIGURES[name]}
+        spec.update({k: v for k, v in baseline.get("figures", {}).get(name, {}).items()
+                     if k not in ("value", "checksum")})
+        if name in measured["checksums"]:
+            spec["checksum"] = measured["checksums"][name]
+        figures[name] = spec
+    toolchain = {k: v for k, v in measured["toolchain"].items() if k != "binaries"}
+    return {"about": "matchcore performance gate baseline. Compare: python ci/gate.py. "
+                     "Update: python ci/gate.py --update-baseline. Thresholds: docs/benchmarks.md.",
+            "toolchain": toolchain, "figures": figures}
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--update-baseline", action="store_true",
+                        help="rewrite the baseline's values with this run's figures")
+    parser.add_argument("--baseline", type=Path, default=BASELINE_PATH)
+    parser.add_argument("--tree", type=Path, help="a source tree built in place to measure")
+    parser.add_argument("--python", default=sys.executable, help="interpreter of the workloads")
+    parser.add_argument("--output", type=Path, default=LATEST_PATH, help="latest figures (JSON)")
+    parser.add_argument("--measure-speedup", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure_speedup:
+        print(json.dumps(measure_speedup()))
+        return 0
+    baseline = json.loads(args.baseline.read_text()) if args.baseline.exists() else {}
+    try:
+        measured = measure(args.python, args.tree)
+    except GateError as error:
+        print(f"gate: cannot measure: {error}", file=sys.stderr)
+        return 2
+    rows = compare(baseline, measured)
+    print(f"matchcore performance gate (baseline {args.baseline})")
+    print(f"measured: {measured['toolchain']['binaries']['core']}")
+    print(format_table(rows))
+    for warning in toolchain_warnings(baseline, measured):
+        print(f"warning: {warning}")
+    seconds = measured["seconds"]
+    print(f"took {seconds['callgrind']:.0f} s (callgrind) + {seconds['ratio']:.0f} s (ratio); "
+          f"wall clock: Engine {measured['wall_clock']['engine_cmds_per_s']:,.0f} cmds/s, "
+          f"ReferenceEngine {measured['wall_clock']['reference_cmds_per_s']:,.0f} cmds/s")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                       "baseline": str(args.baseline), "rows": rows,
+                                       **measured}, indent=1))
+    if args.update_baseline:
+        args.baseline.write_text(json.dumps(updated_baseline(baseline, measured), indent=2) + "\n")
+        print(f"baseline written: {args.baseline}")
+        return 0
+    failed = [row["figure"] for row in rows if row["verdict"] in ("REGRESSED", "MISSING")]
+    if failed:
+        print(f"FAIL: {', '.join(failed)} beyond threshold (see docs/benchmarks.md; if the "
+              f"change is intended, run: python ci/gate.py --update-baseline)")
+        return 1
+    improved = [row["figure"] for row in rows if row["verdict"] in ("improved", "new")]
+    if improved:
+        print(f"note: {', '.join(improved)} improved or new; lock in with --update-baseline")
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
