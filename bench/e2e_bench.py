@@ -59,6 +59,7 @@ class Venue:
         self.dsn = ""
         self.database = ""
         self.port = 0
+        self.metrics_port = 0
         self.keys: dict[int, tuple[int, bytes]] = {}  # account -> (key_id, raw private key)
         self.process: subprocess.Popen | None = None
 
@@ -116,7 +117,8 @@ class Venue:
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not start within 60 s")
             time.sleep(0.05)
-        self.port = json.loads(ready.read_text())["port"]
+        ready_info = json.loads(ready.read_text())
+        self.port, self.metrics_port = ready_info["port"], ready_info["metrics_port"]
         shutil.rmtree(ready.parent, ignore_errors=True)
 
     async def set_up_market(self) -> None:
@@ -140,6 +142,16 @@ class Venue:
             refused = [(r, o.reason) for r, o in zip(requests, outcomes) if not o.accepted]
             if refused:
                 raise RuntimeError(f"market set-up refused: {refused[:3]}")
+
+    def server_metrics(self) -> str:
+        """The server's Prometheus text, or "" when it cannot be read."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as answer:
+                return answer.read().decode()
+        except OSError:
+            return ""
 
     def stop_server(self, timeout_s: float = 60) -> int:
         if self.process is None or self.process.poll() is not None:

@@ -93,8 +93,7 @@ class GatewayServer:
         if recovered.last_seq != rebuilt_through:
             raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")
         # Nothing is submitted yet: the core thread idles, so the state can be copied.
-        self.dispatcher.order_view = OrderView(Engine.restore(self.service.engine.snapshot()),
-                                               config.order_view_lag_commands_max)
+        self.dispatcher.order_view = OrderView(Engine.restore(self.service.engine.snapshot()))
         self.sequencer = Sequencer(self.service)
         self.table = SessionTable(config.limits, self.sequencer, self.registry,
                                   last_event_seq_of=self.streams.last_event_seq,
@@ -224,6 +223,8 @@ class GatewayServer:
             self._clock.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+            if self.dispatcher.order_view is not None:
+                self.dispatcher.order_view.stop()
         now_ns = time.time_ns()
         for session in sessions:
             if session.state == SessionState.ACTIVE:

@@ -67,8 +67,6 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: journal rows: at most this many records (commands + events), waiting at most this long
     journal_batch_records_max: int = 8192
     journal_batch_delay_ms: float = 1.0
-    #: commands applied by the gateway's order-status view before it catches up anyway
-    order_view_lag_commands_max: int = 1 << 16
     #: on SIGTERM/SIGINT: sessions get LOGOUT SERVER_SHUTDOWN, then this long to drain
     shutdown_grace_ms: int = 2000
     limits: GatewayLimits = GatewayLimits()
@@ -90,7 +88,6 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             (1 <= self.journal_batch_records_max <= 1 << 24,
              "journal_batch_records_max must be in [1, 2**24]"),
             (0 <= self.journal_batch_delay_ms <= 10_000, "journal_batch_delay_ms must be in [0, 10000]"),
-            (self.order_view_lag_commands_max >= 1, "order_view_lag_commands_max must be positive"),
             (self.shutdown_grace_ms >= 0, "shutdown_grace_ms must be >= 0"),
         ]
         for ok, message in checks:

@@ -12,13 +12,15 @@ from the journal, a chunk at a time, pausing while the client's socket buffer is
 frames wait meanwhile (they are in the ring), so the client sees no gap and no repeat.
 
 ``OrderView`` answers ORDER_STATUS from released state only: a second Engine that applies
-the durable batches (lazily, at most ``lag_commands_max`` behind, and fully before a
-query), so an answer never shows what is not yet durable.
+the durable batches in a thread of its own, so an answer never shows what is not yet
+durable (and the replica costs the loop nothing but a queue put per batch).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from typing import AsyncIterator, Callable
 
@@ -38,36 +40,56 @@ _CATCH_UP_BUFFER_BYTES_MAX = 4 << 20
 
 
 class OrderView:
-    """Order state as of the released (durable) events: a replica Engine, applied lazily."""
+    """Order state as of the released (durable) events: a replica Engine that a thread of its
+    own keeps applying the released batches to (``Engine.apply`` runs without the GIL, so
+    the loop is not held up); a query waits until the replica has caught up."""
 
-    __slots__ = ("engine", "lag_commands_max", "_pending", "_pending_commands")
+    __slots__ = ("engine", "_queue", "_condition", "_submitted", "_applied", "_thread", "_error")
 
-    def __init__(self, engine: Engine, lag_commands_max: int) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.lag_commands_max = lag_commands_max
-        self._pending: list[np.ndarray] = []
-        self._pending_commands = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._condition = threading.Condition()
+        self._submitted = self._applied = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="matchcore-order-view", daemon=True)
+        self._thread.start()
 
     def released(self, commands: np.ndarray) -> None:
-        self._pending.append(commands)
-        self._pending_commands += len(commands)
-        if self._pending_commands >= self.lag_commands_max:
-            self.catch_up()
+        self._submitted += 1
+        self._queue.put(commands)
 
-    def catch_up(self) -> None:
-        if not self._pending:
-            return
-        commands = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self._pending, self._pending_commands = [], 0
-        self.engine.apply(np.ascontiguousarray(commands))
+    def _run(self) -> None:
+        while True:
+            commands = self._queue.get()
+            if commands is None:
+                return
+            try:
+                with self._condition:
+                    self.engine.apply(np.ascontiguousarray(commands))
+                    self._applied += 1
+                    self._condition.notify_all()
+            except BaseException as error:  # surfaced to the next query
+                self._error = error
+                return
 
-    def status(self, account_id: int, client_order_id: int, as_of_event_seq: int) -> p.OrderStatus:
-        self.catch_up()
-        order = self.engine.order(account_id, client_order_id)
+    def status(self, account_id: int, client_order_id: int, as_of_event_seq: int,
+               timeout_s: float = 5.0) -> p.OrderStatus | None:
+        """None when the replica cannot answer (it failed, or is far behind)."""
+        submitted = self._submitted
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._applied >= submitted or self._error is not None,
+                                            timeout_s) or self._error is not None:
+                return None
+            order = self.engine.order(account_id, client_order_id)
         if order is None:
             return p.OrderStatus(p.OrderState.NOT_OPEN, 0, 0, client_order_id, 0, 0, 0, as_of_event_seq)
         return p.OrderStatus(p.OrderState.OPEN, order["side"], order["instrument_id"], client_order_id,
                              order["order_id"], order["price"], order["leaves"], as_of_event_seq)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
 
 
 class Dispatcher:
