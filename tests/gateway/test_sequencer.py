@@ -1,0 +1,94 @@
+"""The sequencer: a full input ring holds commands (in arrival order) and pauses the socket, never
+drops; cancel-on-disconnect's MASS_CANCEL is never lost either."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from matchcore.core.codes import CommandKind
+from matchcore.gateway import auth, server
+from matchcore.gateway import protocol as p
+from matchcore.gateway.sequencer import Sequencer
+
+from .venue import FakeTransport
+
+ACCOUNT = 7
+
+
+class SmallCore:
+    """An input ring that takes ``room`` records until ``free`` is called."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.taken: list[np.ndarray] = []
+
+    def submit(self, commands: np.ndarray) -> int:
+        count = min(self.room, len(commands))
+        if count:
+            self.taken.append(commands[:count].copy())
+            self.room -= count
+        return count
+
+
+class PausableTransport(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+
+def _session(sink, limits=None) -> server.Session:
+    transport = PausableTransport()
+    session = server.Session(1, transport, limits or server.GatewayLimits(), sink, server.SessionSlots(10))
+    session.on_connect(0)
+    login = auth.signed_login(auth.generate_key(), account_id=ACCOUNT, key_id=1, nonce=session.nonce)
+    session.on_data(login.encode(), 1)
+    session.take_login()
+    session.complete_login(p.SessionReason.NONE, auth.KeyRecord(1, ACCOUNT, b"\0" * 32), 2)
+    transport.take()
+    return session
+
+
+def _orders(count: int, first_client_id: int = 1) -> bytes:
+    return b"".join(p.NewOrder(1, 1, 1, 1, ACCOUNT, 0, first_client_id + i, 100, 1, 0, 0).encode()
+                    for i in range(count))
+
+
+def test_a_full_ring_holds_commands_pauses_the_socket_and_keeps_their_order():
+    async def scenario():
+        core = SmallCore(room=3)
+        sequencer = Sequencer(core, retry_s=0.001)
+        session = _session(sequencer)
+        session.on_data(_orders(10), 10)
+        assert session.transport.paused and sequencer.held_records == 7
+        session.on_data(_orders(2, first_client_id=11), 11)  # arrives while held: buffered
+        assert session.transport.take() == []  # no BUSY, nothing refused
+        core.room = 100
+        await asyncio.sleep(0.02)
+        assert not session.transport.paused and sequencer.held_records == 0
+        ids = np.concatenate(core.taken)["client_id"].tolist()
+        assert ids == list(range(1, 13))
+
+    asyncio.run(scenario())
+
+
+def test_cancel_on_disconnect_is_held_not_dropped():
+    async def scenario():
+        core = SmallCore(room=0)
+        sequencer = Sequencer(core, retry_s=0.001)
+        session = _session(sequencer)
+        session.cancel_on_disconnect = True
+        session.on_connection_lost(20)
+        assert sequencer.held_records == 1
+        core.room = 1
+        await asyncio.sleep(0.02)
+        (taken,) = core.taken
+        assert taken["kind"][0] == CommandKind.MASS_CANCEL and taken["account_id"][0] == ACCOUNT
+
+    asyncio.run(scenario())
