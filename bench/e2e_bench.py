@@ -239,7 +239,7 @@ def summarize(results: list[LoadResult], seconds: float) -> dict:
     }
 
 
-def run_e2e_bench(*, clients: int = 4, seconds: float = 10.0, rate: float = 0.0, warmup_s: float = 2.0,
+def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0, warmup_s: float = 2.0,
                   as_json: bool = False, dsn: str | None = None, data_dir: str | None = None,
                   window_commands: int = 20_000) -> dict:
     parameters = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s, "rate": rate or "max",

@@ -238,7 +238,9 @@ class GatewayServer:
             if session.state == SessionState.ACTIVE:
                 session.cancel_on_disconnect = False
                 session._close(p.SessionReason.SERVER_SHUTDOWN, now_ns)
-        await asyncio.sleep(min(self.config.shutdown_grace_ms, 200) / 1000)
+        deadline = time.monotonic() + self.config.shutdown_grace_ms / 1000
+        while time.monotonic() < deadline and self.table is not None and self.table.sessions:  # until flushed
+            await asyncio.sleep(0.01)
         if self._journal is not None:
             await self._journal.close()
         if self.registry is not None:

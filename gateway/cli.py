@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e2e = benches.add_parser("e2e", help="durable commands/s and ack latency over TCP, server and "
                                          "clients in separate processes")
-    e2e.add_argument("--clients", type=int, default=4, help="load client processes")
+    e2e.add_argument("--clients", type=int, default=2, help="load client processes")
     e2e.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after warm-up)")
     e2e.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds, not measured")
     e2e.add_argument("--rate", type=float, default=0.0,
