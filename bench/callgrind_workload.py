@@ -7,6 +7,8 @@ and then calls the measured function on a fixed input; the gate runs it as
         python -m matchcore.bench.callgrind_workload <figure> [input.npz]
 
 so only the instructions executed inside ``SYMBOL`` (and everything it calls) are counted.
+The engine's input is generated beforehand, outside valgrind, by
+``python -m matchcore.bench.callgrind_workload prepare_engine_apply input.npz``.
 The same binary and the same input give the same count on any machine, which is what makes
 the figure usable as a regression gate on a noisy shared machine. The script prints one JSON
 object: how many units (commands, records, messages) the measured calls processed and a

@@ -22,6 +22,8 @@ between a small and a large capacity with everything else equal (fixed costs can
 - ``peak_rss_bytes``: the whole process's peak RSS (Python, numpy, the engine, the command
   chunks) holding ``orders`` resting orders; the same with ``large_orders`` (default
   10,000,000), and whether that fits in 2 GiB.
+- ``snapshot_bytes_per_resting_order``: ``Engine.snapshot()`` of the filled engine, per
+  order (what a snapshot row in PostgreSQL costs), taken after the RSS readings.
 
 Targets (issue 6): <= 128 bytes per resting order; 10,000,000 resting orders in <= 2 GiB.
 Caveats: RSS counts pages, so a slope is exact only to a page per table (negligible at
@@ -45,6 +47,7 @@ FILL_ACCOUNTS = 1_000
 FILL_INSTRUMENTS = 8
 FILL_LEVELS_PER_SIDE = 1_000
 CHUNK_COMMANDS = 65_536
+ACCOUNT_CHUNK_COMMANDS = 1_000
 MID_PRICE_TICKS = 1_000_000
 FUNDS = 10**15
 
@@ -93,7 +96,7 @@ def _resting_orders(start: int, stop: int, first_seq: int) -> np.ndarray:
     return out
 
 
-def _child_orders(max_orders: int, fill: int) -> dict:
+def _child_orders(max_orders: int, fill: int, snapshot: int = 0) -> dict:
     from matchcore.core import Engine, EngineConfig, commands as c
     from matchcore.core.codes import EventKind
 
@@ -118,9 +121,12 @@ def _child_orders(max_orders: int, fill: int) -> dict:
     fill_seconds = time.perf_counter() - started
     if engine.live_order_count() != fill:
         raise AssertionError(f"{engine.live_order_count()} orders rest, expected {fill}")
-    return {"rss_start": rss_start, "rss_built": rss_built, "rss_filled": _status_bytes("VmRSS"),
-            "peak_rss": _status_bytes("VmHWM"), "resting_orders": fill,
-            "fill_seconds": fill_seconds}
+    result = {"rss_start": rss_start, "rss_built": rss_built, "rss_filled": _status_bytes("VmRSS"),
+              "peak_rss": _status_bytes("VmHWM"), "resting_orders": fill,
+              "fill_seconds": fill_seconds}
+    if snapshot:   # after the RSS readings: the snapshot's bytes are not the engine's
+        result["snapshot_bytes"] = len(engine.snapshot())
+    return result
 
 
 def _child_accounts(max_accounts: int) -> dict:
@@ -131,8 +137,10 @@ def _child_accounts(max_accounts: int) -> dict:
     rss_start = _status_bytes("VmRSS")
     engine = Engine(EngineConfig(max_accounts=max_accounts, max_orders=1024, max_instruments=1,
                                  max_price_levels=16, max_transfers=16))
-    for start in range(1, max_accounts, CHUNK_COMMANDS):
-        chunk = np.zeros(min(max_accounts, start + CHUNK_COMMANDS) - start, COMMAND_DTYPE)
+    # Chunks of one size for every capacity: apply() keeps its largest event buffer (2 MiB
+    # or more) for reuse, which would otherwise count as per-account memory.
+    for start in range(1, max_accounts, ACCOUNT_CHUNK_COMMANDS):
+        chunk = np.zeros(min(max_accounts, start + ACCOUNT_CHUNK_COMMANDS) - start, COMMAND_DTYPE)
         chunk["seq"] = np.arange(start, start + len(chunk))
         chunk["kind"] = CommandKind.ADD_ACCOUNT
         chunk["account_id"] = chunk["seq"]
@@ -171,7 +179,7 @@ def _slope(small: dict, large: dict, small_count: int, large_count: int) -> floa
 def measure(orders: int, large_orders: int) -> dict:
     small_orders = max(orders // 10, 1024)
     orders_small = _run_child("orders", str(small_orders), str(small_orders))
-    orders_full = _run_child("orders", str(orders), str(orders))
+    orders_full = _run_child("orders", str(orders), str(orders), "1")
     accounts_small, accounts_large = _run_child("accounts", "1000"), _run_child("accounts", "1000000")
     levels_small, levels_large = _run_child("levels", "1024"), _run_child("levels", "65536")
     result = {
@@ -184,6 +192,8 @@ def measure(orders: int, large_orders: int) -> dict:
         "peak_rss_bytes": orders_full["peak_rss"],
         "engine_built_then_filled_rss_growth_bytes": orders_full["rss_filled"] - orders_full["rss_built"],
         "fill_orders_per_s": orders / orders_full["fill_seconds"],
+        "snapshot_bytes": orders_full["snapshot_bytes"],
+        "snapshot_bytes_per_resting_order": orders_full["snapshot_bytes"] / orders,
     }
     if large_orders:
         large = _run_child("orders", str(large_orders), str(large_orders))
@@ -226,6 +236,8 @@ def format_report(result: dict) -> str:
         f"bytes per price level:       {result['bytes_per_price_level']:8.1f}  (per book side)",
         f"peak RSS, {result['resting_orders']:,} resting orders: "
         f"{result['peak_rss_bytes'] / 2**20:,.0f} MiB (whole process)",
+        f"snapshot: {result['snapshot_bytes'] / 2**20:,.1f} MiB, "
+        f"{result['snapshot_bytes_per_resting_order']:.1f} bytes per resting order",
         f"filling then grew RSS by {result['engine_built_then_filled_rss_growth_bytes'] / 2**20:,.1f} "
         f"MiB: tables are faulted in when the engine is built",
     ]
