@@ -39,6 +39,10 @@ CANCEL_LAG_ORDERS = 64
 CANCEL_SHARE = 0.45
 AGGRESSIVE_SHARE = 0.10
 CHUNK_COMMANDS = 512
+#: the sending period in rate mode (libuv timers have millisecond resolution: less is 0)
+RATE_TICK_S = 0.001
+#: commands made and encoded at once; sending is then a slice of bytes
+BLOCK_COMMANDS = 16_384
 EVENT_SIZE = p.EVENT_FRAME_SIZE
 
 
@@ -156,7 +160,10 @@ class _LoadClient:
         self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
         self.measure_from_ns = 0
         self.measure_to_ns = 1 << 62
-        self.out = bytearray(CHUNK_COMMANDS * 64)
+        self.block = b""
+        self.block_offsets = np.zeros(1, np.int64)  # byte offset of each command, and the end
+        self.block_order_index = np.zeros(0, np.int64)
+        self.block_position = 0
         self.transport: asyncio.Transport | None = None
         self.finished = False
 
@@ -254,16 +261,33 @@ class _LoadClient:
         if self.buffer:
             self.on_data(b"")
 
+    def _refill(self) -> None:
+        commands, order_index = self.workload.chunk(BLOCK_COMMANDS)
+        out = bytearray(BLOCK_COMMANDS * 64)
+        encoded, size = _codec.encode_commands(commands, out, 0)
+        assert encoded == BLOCK_COMMANDS
+        sizes = np.asarray([p.FRAME_SIZES[int(k)] for k in range(256) if k in p.FRAME_SIZES], np.int64)
+        table = np.zeros(256, np.int64)
+        table[[k for k in range(256) if k in p.FRAME_SIZES]] = sizes
+        self.block_offsets = np.concatenate([[0], np.cumsum(table[commands["kind"]])])
+        assert self.block_offsets[-1] == size
+        self.block = bytes(out[:size])
+        self.block_order_index = order_index
+        self.block_position = 0
+        last = int(order_index.max(initial=-1))
+        if last >= len(self.sent_ns):
+            self.sent_ns = np.concatenate([self.sent_ns, np.zeros(max(len(self.sent_ns), last + 1), np.int64)])
+
     def _send(self, count: int) -> None:
-        commands, order_index = self.workload.chunk(count)
-        encoded, size = _codec.encode_commands(commands, self.out, 0)
-        assert encoded == count
-        made = order_index[order_index >= 0]
-        if len(made) and made[-1] >= len(self.sent_ns):
-            self.sent_ns = np.concatenate([self.sent_ns, np.zeros(max(len(self.sent_ns), 1 << 16), np.int64)])
-        self.sent_ns[made] = time.perf_counter_ns()
-        self.transport.write(bytes(self.out[:size]))
-        self.result.sent += count
+        if self.block_position >= len(self.block_order_index):
+            self._refill()
+        begin = self.block_position
+        end = min(begin + count, len(self.block_order_index))
+        made = self.block_order_index[begin:end]
+        self.sent_ns[made[made >= 0]] = time.perf_counter_ns()
+        self.transport.write(self.block[self.block_offsets[begin]:self.block_offsets[end]])
+        self.block_position = end
+        self.result.sent += end - begin
 
     async def run(self) -> LoadResult:
         spec = self.spec
@@ -281,21 +305,22 @@ class _LoadClient:
             if spec.rate_per_s:
                 due = int((now_ns - start_ns) / 1e9 * spec.rate_per_s) - result.sent
                 room = min(room, due)
-            if room >= min(CHUNK_COMMANDS, 64) or (spec.rate_per_s and room > 0):
+            if spec.rate_per_s:
+                # what is due now, then a timer tick (about 1 ms): no busy loop of tiny writes
+                while room > 0:
+                    self._send(min(room, CHUNK_COMMANDS))
+                    room -= CHUNK_COMMANDS
+                await asyncio.sleep(RATE_TICK_S)
+                continue
+            if room >= 64:
                 self._send(min(room, CHUNK_COMMANDS))
-                if self.transport.get_write_buffer_size() > 1 << 20:
-                    await asyncio.sleep(0.0005)
-                else:
-                    await asyncio.sleep(0)
+                await asyncio.sleep(0.0005 if self.transport.get_write_buffer_size() > 1 << 20 else 0)
                 continue
             self.window_open.clear()
-            if spec.rate_per_s:
-                await asyncio.sleep(0.0005)
-            else:
-                try:
-                    await asyncio.wait_for(self.window_open.wait(), 0.05)
-                except asyncio.TimeoutError:
-                    pass
+            try:
+                await asyncio.wait_for(self.window_open.wait(), 0.05)
+            except asyncio.TimeoutError:
+                pass
         result.measured_s = spec.seconds
         deadline = time.monotonic() + 10
         while result.acked < result.sent and time.monotonic() < deadline and not self.lost.done():
