@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# The README's test command: installs everything into .venv, then runs the whole suite
-# (unit, property, integration against a real embedded PostgreSQL) and the benchmarks in
-# their tiny CI size.
+# The README's test command: installs everything into .venv, then runs the benchmarks in their
+# tiny CI size (so none can rot), the performance gate (callgrind instruction counts against
+# ci/baseline.json, see docs/benchmarks.md) and the whole test suite (unit, property,
+# integration and end to end against a real embedded PostgreSQL). Any failure fails the run.
 source "$(dirname "$0")/env.sh"
+python -m pytest -q -p no:cacheprovider --benchmark-disable bench
+python ci/gate.py
 python -m pytest -q tests "$@"

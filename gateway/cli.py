@@ -178,6 +178,38 @@ def _dsn(args: argparse.Namespace) -> str:
     return EmbeddedPostgres(args.data_dir).start()
 
 
+def _bench_memory(args: argparse.Namespace) -> int:
+    from matchcore.bench.memory_bench import run_memory_bench
+
+    run_memory_bench(args.orders, args.json, large_orders=args.large_orders)
+    return 0
+
+
+def _bench_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from matchcore.bench.report import GATE_LATEST, REPORT_PATH, run_report
+
+    output = Path(args.output) if args.output else REPORT_PATH
+    gate_latest = Path(args.gate_latest) if args.gate_latest else GATE_LATEST
+    print(run_report(output, quick=args.quick, gate_latest=gate_latest, skip=set(args.skip)))
+    print(f"written: {output}")
+    return 0
+
+
+def _bench_gate(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    gate = Path(args.root) / "ci" / "gate.py"
+    if not gate.is_file():
+        print(f"matchcore bench gate: no {gate}; run it in a matchcore checkout or pass --root",
+              file=sys.stderr)
+        return 2
+    command = [sys.executable, str(gate)] + (["--update-baseline"] if args.update_baseline else [])
+    return subprocess.run(command).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -224,6 +256,25 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--data-dir", default=None, help="embedded server's data folder (default: a temp folder)")
     e2e.add_argument("--json", action="store_true", help="print one JSON object")
     e2e.set_defaults(handler=_bench_e2e)
+    memory = benches.add_parser("memory", help="bytes per resting order, account and price level; peak RSS")
+    memory.add_argument("--orders", type=int, default=1_000_000, help="resting orders")
+    memory.add_argument("--large-orders", type=int, default=10_000_000,
+                        help="resting orders of the 2 GiB check (0: skip it)")
+    memory.add_argument("--json", action="store_true", help="print one JSON object")
+    memory.set_defaults(handler=_bench_memory)
+    report = benches.add_parser("report", help="a Markdown page: latest figures against the baseline and the targets")
+    report.add_argument("--output", default=None, help="the page (default: build/bench/report.md)")
+    report.add_argument("--gate-latest", default=None,
+                        help="the gate's latest figures (default: build/bench/gate-latest.json)")
+    report.add_argument("--quick", action="store_true", help="tiny sizes, not representative")
+    report.add_argument("--skip", nargs="*", default=[], help="stages not to run (core ring pipeline "
+                        "codec journal replay journal_disk e2e memory)")
+    report.set_defaults(handler=_bench_report)
+    gate = benches.add_parser("gate", help="the CI performance gate: callgrind counts and a speed "
+                                           "ratio against ci/baseline.json")
+    gate.add_argument("--update-baseline", action="store_true", help="record this run as the baseline")
+    gate.add_argument("--root", default=".", help="the matchcore checkout holding ci/gate.py")
+    gate.set_defaults(handler=_bench_gate)
 
     def database_options(command):
         command.add_argument("--dsn", default=None, help="PostgreSQL address (or MATCHCORE_DSN; "
