@@ -208,6 +208,15 @@ class AsyncJournal:
             raise ChecksumError(seq, f"snapshot at seq {seq} fails its checksum")
         return Snapshot(seq, state, int(row["state_hash"]) % _UINT64, row["written_at"])
 
+    async def prune_snapshots(self, keep: int) -> int:
+        """Delete all but the ``keep`` newest snapshots; returns how many were deleted."""
+        if keep < 1:
+            raise ValueError(f"keep={keep} must be at least 1")
+        status = await self._connection.execute(
+            "DELETE FROM snapshot WHERE seq < (SELECT seq FROM snapshot ORDER BY seq DESC "
+            "OFFSET $1 LIMIT 1)", keep - 1)
+        return int(status.split()[-1])
+
     async def write_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value under ``key`` (replacing any earlier one)."""
         await self._connection.execute(

@@ -39,6 +39,9 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     output_capacity_records: int = 1 << 18
     #: a snapshot after this many commands (0: never)
     snapshot_every_commands: int = 1_000_000
+    #: snapshots kept in the database, newest first (0: keep all). Older ones only speed up
+    #: replays to past seqs; the journal alone rebuilds any state.
+    snapshots_kept: int = 8
     writer: WriterConfig = WriterConfig()
 
 
@@ -137,6 +140,8 @@ class CoreService:
             await self._journal.write_snapshot(self.released_seq, self.engine.snapshot(),
                                                self.engine.state_hash())
             self.snapshots_written += 1
+            if self.config.snapshots_kept:
+                await self._journal.prune_snapshots(self.config.snapshots_kept)
         await self._journal.close()
         self.pipeline = None
 
@@ -171,5 +176,7 @@ class CoreService:
         try:
             await self._journal.write_snapshot(seq, state, state_hash)
             self.snapshots_written += 1
+            if self.config.snapshots_kept:
+                await self._journal.prune_snapshots(self.config.snapshots_kept)
         finally:
             self._snapshot_task = None

@@ -21,13 +21,15 @@ def workload(commands=30_000, seed=11):
     return mixed_workload(commands, seed=seed, accounts=100, instruments=3)
 
 
-async def serve(dsn, w, stream, *, snapshot_every=10_000, released=None):
+async def serve(dsn, w, stream, *, snapshot_every=10_000, released=None, kept=8, chunk=None):
     service = CoreService(dsn, w.config, config=ServiceConfig(
-        snapshot_every_commands=snapshot_every, writer=WriterConfig(max_batch_records=2048)),
+        snapshot_every_commands=snapshot_every, snapshots_kept=kept,
+        writer=WriterConfig(max_batch_records=2048)),
         on_release=None if released is None else released.append)
     recovered = await service.start()
-    await service.submit_all(stream)
-    await service.wait_released(service.next_seq - 1)
+    for start in range(0, len(stream), chunk or len(stream)):
+        await service.submit_all(stream[start:start + (chunk or len(stream))])
+        await service.wait_released(service.next_seq - 1)
     live_hash = service.engine.state_hash()
     await service.stop()
     return service, recovered, live_hash
@@ -61,6 +63,15 @@ def test_round_trip_replay_and_restart(db_dsn):
     # restart: recovery from the newest snapshot, numbering continues, replay verifies
     service2, recovered2, live_hash2 = uvloop.run(serve(db_dsn, w, stream[20_000:], released=[]))
     assert recovered2.last_seq == 20_000 and recovered2.snapshot_seq > 0
+
+    async def snapshot_count():
+        connection = await asyncpg.connect(db_dsn)
+        try:
+            return await connection.fetchval("SELECT count(*) FROM snapshot")
+        finally:
+            await connection.close()
+
+    assert asyncio.run(snapshot_count()) <= ServiceConfig().snapshots_kept + 1
     everything = Engine(w.config)
     everything.apply(c.number(stream.copy()))
     assert live_hash2 == everything.state_hash()
@@ -93,3 +104,22 @@ def test_tampered_events_are_named_by_replay(db_dsn):
         with pytest.raises(ReplayMismatchError) as error:
             replay(journal)
     assert error.value.seq == bad_seq
+
+
+def test_old_snapshots_are_pruned(db_dsn):
+    w = workload(commands=12_000)
+    service, _, live_hash = uvloop.run(serve(db_dsn, w, w.all(), snapshot_every=1_000, kept=2,
+                                                         chunk=500))
+    assert service.snapshots_written >= 5
+
+    async def snapshot_seqs():
+        connection = await asyncpg.connect(db_dsn)
+        try:
+            return [r["seq"] for r in await connection.fetch("SELECT seq FROM snapshot ORDER BY seq")]
+        finally:
+            await connection.close()
+
+    seqs = asyncio.run(snapshot_seqs())
+    assert len(seqs) == 2 and seqs[-1] == service.released_seq
+    with Journal(db_dsn) as journal:
+        assert replay(journal).engine.state_hash() == live_hash
