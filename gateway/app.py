@@ -237,7 +237,7 @@ class GatewayServer:
         for session in sessions:
             if session.state == SessionState.ACTIVE:
                 session.cancel_on_disconnect = False
-                session._close(p.SessionReason.SERVER_SHUTDOWN, now_ns)
+                session.logout(p.SessionReason.SERVER_SHUTDOWN, now_ns)
         deadline = time.monotonic() + self.config.shutdown_grace_ms / 1000
         while time.monotonic() < deadline and self.table is not None and self.table.sessions:  # until flushed
             await asyncio.sleep(0.01)

@@ -460,6 +460,10 @@ class Session:
         if size is not None and self.state == SessionState.ACTIVE and size() > self.limits.output_buffer_bytes_max:
             self._close(SessionReason.SLOW_CONSUMER, now_ns, send_logout=False)
 
+    def logout(self, reason: SessionReason, now_ns: int) -> None:
+        """End the session from the server's side: LOGOUT with ``reason``, then close."""
+        self._close(reason, now_ns)
+
     def _close(self, reason: SessionReason, now_ns: int, send_logout: bool = True) -> None:
         if self.state == SessionState.CLOSED:
             return
