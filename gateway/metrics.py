@@ -94,10 +94,12 @@ class GatewayMetrics(Collector):
 
     def batch_released(self, commands: np.ndarray, events: np.ndarray, now_ns: int) -> None:
         """One durable journal row: counts by kind and reason, sizes and latencies."""
-        self.commands_by_kind += np.bincount(commands["kind"], minlength=64)[:64]
+        kinds = np.bincount(commands["kind"])[:64]
+        self.commands_by_kind[:len(kinds)] += kinds
         rejected = events["reason"][(events["kind"] == 65) | (events["kind"] == 70)]
         if len(rejected):
-            self.rejects_by_reason += np.bincount(rejected, minlength=1 << 16)
+            reasons = np.bincount(rejected)
+            self.rejects_by_reason[:len(reasons)] += reasons
         self.batch_commands.observe(len(commands))
         stamps = commands["timestamp_ns"]
         self.commit_latency_s.observe(max(0, now_ns - int(stamps[-1])) / 1e9)
