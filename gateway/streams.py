@@ -38,6 +38,7 @@ __all__ = ["route", "stamp_sender", "AccountStreams", "SENDER_IN_LIMIT", "NO_REC
 SENDER_IN_LIMIT = (CommandKind.ADD_ACCOUNT, CommandKind.DEPOSIT, CommandKind.WITHDRAW)
 #: Ring slots not holding a frame.
 NO_RECIPIENT = np.uint64(1 << 40)
+_EVENT_BYTES = np.dtype((np.void, EVENT_DTYPE.itemsize))
 #: One index entry per this many events of an account.
 INDEX_EVERY_EVENTS = 4096
 
@@ -74,8 +75,16 @@ def route(commands: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndar
     count = len(events)
     accounts = np.concatenate([primary, secondary[second]])
     indexes = np.concatenate([np.arange(count, dtype=np.int64), np.flatnonzero(second)])
-    order = np.lexsort((indexes, accounts))
-    return accounts[order], indexes[order]
+    # one sort of (account, index) packed in 64 bits: accounts are u32, indexes < 2**31
+    keys = np.sort((accounts << 32) | indexes)
+    return keys >> 32, keys & 0xFFFFFFFF
+
+
+def take_events(events: np.ndarray, indexes: np.ndarray) -> np.ndarray:
+    """``events[indexes]`` as one copy of 96-byte items (numpy's structured-dtype path is
+    several times slower)."""
+    raw = np.ascontiguousarray(events).view(_EVENT_BYTES)
+    return raw[indexes].view(EVENT_DTYPE)
 
 
 def groups(accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,7 +128,7 @@ class AccountStreams:
             return 0
         batch_first_seq = int(commands["seq"][0])
         unique, starts, counts = groups(accounts)
-        ordered = events[indexes]
+        ordered = take_events(events, indexes)
         for account, start, count in zip(unique.tolist(), starts.tolist(), counts.tolist()):
             before = self.last.get(account, 0)
             self._index_note(account, before, count, batch_first_seq)
@@ -210,7 +219,7 @@ class AccountStreams:
             if count < from_event_seq:
                 continue
             skip = max(0, from_event_seq - first)
-            chosen = np.ascontiguousarray(batch.events[mine[skip:skip + max_frames - (through - from_event_seq + 1)]])
+            chosen = take_events(batch.events, mine[skip:skip + max_frames - (through - from_event_seq + 1)])
             buffer = bytearray(len(chosen) * EVENT_FRAME_SIZE)
             _codec.encode_events(chosen, buffer, 0, account_id, first + skip)
             out += buffer
