@@ -8,8 +8,9 @@ The path of one order, as DESIGN.md draws it::
            -> Dispatcher.on_release -> AccountStreams (number, encode once) -> sockets
 
 Start: the key table is created if missing, every account's event counter is rebuilt from
-the journal (the numbering is a function of the journal), the core recovers (snapshot +
-verified replay), a replica engine for order status is copied from it, then the port opens.
+the newest checkpoint and the journal rows after it (the numbering is a function of the
+journal; ``checkpoints``), the core recovers (snapshot + verified replay), a replica engine
+for order status is copied from it, then the port opens.
 Stop (SIGTERM, SIGINT): the port closes, sessions stop being read, cancel-on-disconnect
 runs for the sessions that asked for it, everything submitted is journaled and its events
 sent, then each session gets LOGOUT SERVER_SHUTDOWN.
@@ -25,12 +26,13 @@ import signal
 import ssl
 import time
 
+import asyncpg
 import numpy as np
 
 from matchcore.core import Engine
 from matchcore.core.codes import ALL_INSTRUMENTS, CommandKind
 from matchcore.core.records import COMMAND_DTYPE
-from matchcore.gateway import auth
+from matchcore.gateway import auth, checkpoints
 from matchcore.gateway import protocol as p
 from matchcore.gateway.config import ServerConfig
 from matchcore.gateway.dispatch import Dispatcher, OrderView
@@ -70,6 +72,9 @@ class GatewayServer:
         self._metrics_server = None
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._checkpoint_connection: asyncpg.Connection | None = None
+        self._checkpoint_task: asyncio.Task | None = None
+        self._checkpointed_seq = 0
 
     # ------------------------------------------------------------------ start
 
@@ -82,6 +87,8 @@ class GatewayServer:
         self.dsn = config.dsn or await asyncio.get_running_loop().run_in_executor(None, self._start_embedded)
         self.registry = await PgKeyRegistry.connect(self.dsn)
         self._journal = await AsyncJournal.connect(self.dsn, apply=True)
+        self._checkpoint_connection = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": "matchcore-gateway"})
         rebuilt_through = await self._rebuild_streams()
         self.dispatcher = Dispatcher(self.streams, self.metrics, self._journal_batches,
                                      replay_chunk_frames=config.limits.replay_chunk_frames)
@@ -90,8 +97,7 @@ class GatewayServer:
             snapshot_every_commands=config.snapshot_every_commands,
             writer=WriterConfig(max_batch_records=config.journal_batch_records_max,
                                 max_batch_delay_s=config.journal_batch_delay_ms / 1000))
-        self.service = CoreService(self.dsn, config.engine, config=service_config,
-                                   on_release=self.dispatcher.on_release)
+        self.service = CoreService(self.dsn, config.engine, config=service_config, on_release=self._on_release)
         recovered = await self.service.start()
         if recovered.last_seq != rebuilt_through:
             raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")
@@ -128,15 +134,41 @@ class GatewayServer:
         return dsn
 
     async def _rebuild_streams(self) -> int:
-        """Every account's event counter (and the recent frames) from the journal."""
+        """Every account's event counter (and the recent frames): the newest checkpoint, then
+        the journal rows after it."""
         started = time.perf_counter()
-        last_seq, rows = 0, 0
-        async for batch in self._journal.batches(1):
+        await checkpoints.ensure_schema(self._checkpoint_connection)
+        journal_last_seq = await self._journal.last_seq()
+        checkpoint = await checkpoints.read_latest(self._checkpoint_connection, journal_last_seq)
+        last_seq = 0
+        if checkpoint is not None:
+            last_seq, accounts, counts = checkpoint
+            self.streams.load_counters(accounts, counts)
+        checkpoint_seq, rows = last_seq, 0
+        async for batch in self._journal.batches(last_seq + 1):
             self.streams.rebuild_from(batch.commands, batch.events)
             last_seq, rows = batch.last_seq, rows + 1
-        _log.info("event streams rebuilt", extra={"journal_rows": rows, "last_seq": last_seq,
+        self._checkpointed_seq = last_seq
+        _log.info("event streams rebuilt", extra={"checkpoint_seq": checkpoint_seq, "journal_rows": rows,
+                                                  "last_seq": last_seq,
                                                   "seconds": round(time.perf_counter() - started, 3)})
         return last_seq
+
+    def _on_release(self, batch) -> None:
+        self.dispatcher.on_release(batch)
+        every = self.config.stream_checkpoint_every_commands
+        if every and batch.last_seq - self._checkpointed_seq >= every and self._checkpoint_task is None:
+            self._checkpoint_task = asyncio.get_running_loop().create_task(
+                self._write_checkpoint(batch.last_seq, *self.streams.counters()))
+
+    async def _write_checkpoint(self, seq: int, accounts, counts) -> None:
+        try:
+            await checkpoints.write(self._checkpoint_connection, seq, accounts, counts)
+            self._checkpointed_seq = seq
+        except Exception:  # a later checkpoint, or a longer start, makes up for it
+            _log.exception("stream checkpoint not written", extra={"seq": seq})
+        finally:
+            self._checkpoint_task = None
 
     def _journal_batches(self, from_seq: int):
         return self._journal.batches(from_seq)
@@ -241,6 +273,7 @@ class GatewayServer:
         deadline = time.monotonic() + self.config.shutdown_grace_ms / 1000
         while time.monotonic() < deadline and self.table is not None and self.table.sessions:  # until flushed
             await asyncio.sleep(0.01)
+        await self._final_checkpoint()
         if self._journal is not None:
             await self._journal.close()
         if self.registry is not None:
@@ -251,6 +284,16 @@ class GatewayServer:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded.stop)
         _log.info("stopped", extra={"released_seq": self.service.released_seq if self.service else 0})
         self._stopped.set()
+
+    async def _final_checkpoint(self) -> None:
+        if self._checkpoint_task is not None:
+            await self._checkpoint_task
+        if self._checkpoint_connection is None:
+            return
+        released = self.service.released_seq if self.service is not None else 0
+        if self.dispatcher is not None and released > self._checkpointed_seq:
+            await self._write_checkpoint(released, *self.streams.counters())
+        await self._checkpoint_connection.close()
 
     def _cancel_on_shutdown(self, sessions: list[Session]) -> None:
         accounts = sorted({s.account_id for s in sessions

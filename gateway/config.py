@@ -67,6 +67,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: journal rows: at most this many records (commands + events), waiting at most this long
     journal_batch_records_max: int = 8192
     journal_batch_delay_ms: float = 1.0
+    #: a checkpoint of the account event counters after this many commands (0 = only at stop)
+    stream_checkpoint_every_commands: int = 1_000_000
     #: on SIGTERM/SIGINT: sessions get LOGOUT SERVER_SHUTDOWN, then this long to drain
     shutdown_grace_ms: int = 2000
     limits: GatewayLimits = GatewayLimits()
@@ -89,6 +91,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
              "journal_batch_records_max must be in [1, 2**24]"),
             (0 <= self.journal_batch_delay_ms <= 10_000, "journal_batch_delay_ms must be in [0, 10000]"),
             (self.shutdown_grace_ms >= 0, "shutdown_grace_ms must be >= 0"),
+            (self.stream_checkpoint_every_commands >= 0, "stream_checkpoint_every_commands must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -116,6 +116,18 @@ class AccountStreams:
     def last_event_seq(self, account_id: int) -> int:
         return self.last.get(account_id, 0)
 
+    def counters(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every account's last event sequence number: (accounts, counts), by account."""
+        accounts = np.fromiter(self.last.keys(), np.uint32, len(self.last))
+        counts = np.fromiter(self.last.values(), np.uint64, len(self.last))
+        order = np.argsort(accounts)
+        return accounts[order], counts[order]
+
+    def load_counters(self, accounts: np.ndarray, counts: np.ndarray) -> None:
+        """Start from a checkpoint's counters (before any append)."""
+        assert not self.last, "counters are loaded before any event"
+        self.last = dict(zip(accounts.tolist(), counts.tolist()))
+
     # ------------------------------------------------------------------ appending
 
     def append(self, commands: np.ndarray, events: np.ndarray,

@@ -5,6 +5,7 @@ journal."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 from matchcore.core.codes import CancelReason, EventKind, RejectReason, Side
@@ -77,6 +78,8 @@ def test_after_a_restart_and_a_kill_the_streams_come_back_from_the_journal(serve
     assert server.stop() == 0
     server.settings["recent_event_frames"] = 4  # nearly nothing in memory: replay reads the journal
     server.start()
+    rebuilt = [json.loads(line) for line in server.log().splitlines() if '"event streams rebuilt"' in line]
+    assert rebuilt[-1]["checkpoint_seq"] > 0 and rebuilt[-1]["journal_rows"] == 0  # from the stop's checkpoint
     assert run(_stream_of(server, ALICE)) == before
     run(trade())
     expected_before_kill = run(_stream_of(server, BOB))
