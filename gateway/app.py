@@ -143,7 +143,7 @@ class GatewayServer:
         last_seq = 0
         if checkpoint is not None:
             last_seq, accounts, counts = checkpoint
-            self.streams.load_counters(accounts, counts)
+            self.streams.load_counters(accounts, counts, last_seq)
         checkpoint_seq, rows = last_seq, 0
         async for batch in self._journal.batches(last_seq + 1):
             self.streams.rebuild_from(batch.commands, batch.events)

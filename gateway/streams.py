@@ -123,10 +123,12 @@ class AccountStreams:
         order = np.argsort(accounts)
         return accounts[order], counts[order]
 
-    def load_counters(self, accounts: np.ndarray, counts: np.ndarray) -> None:
-        """Start from a checkpoint's counters (before any append)."""
+    def load_counters(self, accounts: np.ndarray, counts: np.ndarray, seq: int) -> None:
+        """Start from a checkpoint's counters as of command ``seq`` (before any append); the
+        journal index starts there too (older events: read from seq 1)."""
         assert not self.last, "counters are loaded before any event"
         self.last = dict(zip(accounts.tolist(), counts.tolist()))
+        self._index = {account: [(count, seq + 1)] for account, count in self.last.items()}
 
     # ------------------------------------------------------------------ appending
 

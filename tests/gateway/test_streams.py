@@ -57,3 +57,15 @@ def test_metrics_count_by_kind_and_reason():
     kinds = {s.labels["kind"]: s.value for s in text["matchcore_commands"].samples if s.name.endswith("_total")}
     assert kinds["NEW_ORDER"] == 2 and kinds["DEPOSIT"] == 2
     assert metrics.ack_latency_s.observed == len(commands)
+
+
+def test_counters_round_trip_through_a_checkpoint():
+    commands, events = _batch()
+    streams = AccountStreams(recent_frames=64)
+    streams.append(commands, events)
+    accounts, counts = streams.counters()
+    restored = AccountStreams(recent_frames=64)
+    restored.load_counters(accounts, counts, int(commands["seq"][-1]))
+    assert restored.last == streams.last
+    assert restored.journal_start(ALICE, 4) == (3, int(commands["seq"][-1]) + 1)
+    assert restored.journal_start(ALICE, 2) == (0, 1)
