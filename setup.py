@@ -18,6 +18,7 @@ PACKAGE_DIRS = {
     "matchcore.gateway": "gateway",
     "matchcore.persistence": "persistence",
     "matchcore.bench": "bench",
+    "matchcore.client": "client",
 }
 
 
@@ -45,6 +46,7 @@ setup(
     package_data={
         "matchcore.core": ["*.pxd", "*.pyx", "*.pxi", "*.h", "*.pyi", "py.typed"],
         "matchcore.gateway": ["*.pxd", "*.pyx", "*.pxi", "*.h", "*.pyi", "py.typed"],
+        "matchcore.client": ["py.typed"],
     },
     ext_modules=cythonize(
         EXTENSIONS,
