@@ -42,7 +42,7 @@ cdef extern from *:
 cdef enum:
     PIPELINE_SLOT_BYTES = 96
     PIPELINE_INPUT_BATCH_RECORDS = 256
-    PIPELINE_SPIN_COUNT = 2000
+    PIPELINE_SPIN_COUNT = 64
     PIPELINE_IDLE_SLEEP_NS = 50000
 
 # Why the core thread stopped. Numbers are never reused.

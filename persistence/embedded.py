@@ -81,6 +81,10 @@ SERVER_SETTINGS: dict[str, str] = {
     "checkpoint_timeout": "15min",
     "checkpoint_completion_target": "0.9",
     "wal_compression": "off",
+    # A new 16 MB WAL segment is otherwise zero-filled on the commit path: at ~20 MB/s of
+    # journal that is a ~10 ms commit stall every second until min_wal_size worth of segments
+    # exist to be recycled. ext4 and xfs allocate on write; durability is unchanged.
+    "wal_init_zero": "off",
     "fsync": "on",
     "synchronous_commit": "on",
     "full_page_writes": "on",

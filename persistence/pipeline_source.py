@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -36,10 +37,11 @@ def complete_prefix(slots: np.ndarray) -> int:
 class PipelineSource:
     """Batches of whole commands from a running Pipeline; ``close`` ends them."""
 
-    __slots__ = ("_pipeline", "_carry", "_closed", "_woken", "_loop")
+    __slots__ = ("_pipeline", "_carry", "_closed", "_woken", "_loop", "_busy")
 
-    def __init__(self, pipeline) -> None:
+    def __init__(self, pipeline, busy: Callable[[], bool] | None = None) -> None:
         self._pipeline = pipeline
+        self._busy = busy
         self._carry = _EMPTY
         self._closed = False
         self._woken = asyncio.Event()
@@ -48,6 +50,10 @@ class PipelineSource:
 
     def _on_wake(self) -> None:
         self._pipeline.clear_wakeup()
+        self._woken.set()
+
+    def wake(self) -> None:
+        """Re-check now (the writer became free)."""
         self._woken.set()
 
     def close(self) -> None:
@@ -71,7 +77,8 @@ class PipelineSource:
                     complete = complete_prefix(slots)
                     first_at = first_at or time.monotonic()
             if complete and (len(slots) >= max_records or
-                             time.monotonic() - first_at >= max_delay_s):
+                             time.monotonic() - first_at >= max_delay_s or
+                             (self._busy is not None and not self._busy())):
                 break
             if self._closed and not self._pipeline.running and self._pipeline.output_depth == 0:
                 if complete == 0:

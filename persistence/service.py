@@ -49,11 +49,15 @@ class CoreService:
     """Commands in, durable events out. One instance per journal."""
 
     def __init__(self, dsn: str, engine_config: EngineConfig, *, config: ServiceConfig | None = None,
-                 on_release: Callable[[Batch], object] | None = None):
+                 on_release: Callable[[Batch], object] | None = None,
+                 on_commit: Callable[[Batch, float], object] | None = None):
+        """``on_release(batch)``: after each batch's commit, in seq order. ``on_commit(batch,
+        latency_s)``: just before it, with the writer's own commit latency (for metrics)."""
         self.dsn = dsn
         self.engine_config = engine_config.validate()
         self.config = config or ServiceConfig()
         self.on_release = on_release
+        self.on_commit = on_commit
         self.engine: Engine | None = None
         self.pipeline: Pipeline | None = None
         self.released_seq = 0
@@ -81,8 +85,9 @@ class CoreService:
                                  output_capacity=self.config.output_capacity_records,
                                  next_seq=recovered.last_seq + 1)
         self.pipeline.start()
-        self._source = PipelineSource(self.pipeline)
-        self._writer = JournalWriter(self.dsn, self._source, self._released, config=self.config.writer)
+        self._source = PipelineSource(self.pipeline, busy=lambda: self._writer.writing)
+        self._writer = JournalWriter(self.dsn, self._source, self._released, config=self.config.writer,
+                                     on_commit=self._committed)
         await self._writer.connect()
         self._writer_task = asyncio.create_task(self._writer.run(), name="matchcore-journal-writer")
         self._schedule_snapshot_after(recovered.last_seq)
@@ -146,6 +151,11 @@ class CoreService:
         self.pipeline = None
 
     # ------------------------------------------------------------------ release and snapshots
+
+    def _committed(self, batch: Batch, latency_s: float) -> None:
+        self._source.wake()  # group commit: the next batch may be cut now
+        if self.on_commit is not None:
+            self.on_commit(batch, latency_s)
 
     def _released(self, batch: Batch) -> None:
         self.released_seq = batch.last_seq

@@ -139,7 +139,7 @@ class JournalWriter:
     """Drains a BatchSource into the journal; see the module doc for the path of a batch."""
 
     __slots__ = ("_dsn", "_source", "_release", "config", "stats", "_on_commit", "_on_retry",
-                 "_connection", "_last_seq")
+                 "_connection", "_last_seq", "writing")
 
     def __init__(
         self,
@@ -163,6 +163,9 @@ class JournalWriter:
         self._on_retry = on_retry
         self._connection: asyncpg.Connection | None = None
         self._last_seq: int | None = None
+        #: a batch is on the wire; a source may use it to cut the next batch only when the
+        #: writer is free (group commit) instead of after a fixed delay
+        self.writing = False
 
     @property
     def last_seq(self) -> int | None:
@@ -186,7 +189,11 @@ class JournalWriter:
                     return
                 # Form and checksum the next batch while this one is on the wire.
                 next_batch = asyncio.ensure_future(self._prepare_next())
-                await self._write(batch)
+                self.writing = True
+                try:
+                    await self._write(batch)
+                finally:
+                    self.writing = False
         finally:
             # On an error the writer stops; a batch taken by the prefetch is not written, and
             # recovery starts from the journal, which holds exactly what was released.
