@@ -97,7 +97,8 @@ class GatewayServer:
             snapshot_every_commands=config.snapshot_every_commands,
             writer=WriterConfig(max_batch_records=config.journal_batch_records_max,
                                 max_batch_delay_s=config.journal_batch_delay_ms / 1000))
-        self.service = CoreService(self.dsn, config.engine, config=service_config, on_release=self._on_release)
+        self.service = CoreService(self.dsn, config.engine, config=service_config, on_release=self._on_release,
+                                   on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s))
         recovered = await self.service.start()
         if recovered.last_seq != rebuilt_through:
             raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")

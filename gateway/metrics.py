@@ -15,8 +15,8 @@ Metric names (all prefixed ``matchcore_``):
 - ``connections``, ``sessions``: open connections, logged-in sessions
 - ``ring_depth_records{ring}``: input and output ring of the core
 - ``journal_batch_commands``: histogram of commands per journal row
-- ``commit_latency_seconds``: histogram, per journal row: from the stamp of its newest command
-  to its release after the commit (core tail + batch cut + INSERT and commit)
+- ``commit_latency_seconds``: histogram, per journal row: the writer's INSERT until PostgreSQL
+  acknowledged the commit (CoreService's on_commit hook)
 - ``ack_latency_seconds``: histogram, per command: from the gateway stamp (decode) to the
   release of its events to the sessions (end-to-end inside the server, durable)
 """
@@ -102,7 +102,6 @@ class GatewayMetrics(Collector):
             self.rejects_by_reason[:len(reasons)] += reasons
         self.batch_commands.observe(len(commands))
         stamps = commands["timestamp_ns"]
-        self.commit_latency_s.observe(max(0, now_ns - int(stamps[-1])) / 1e9)
         self.ack_latency_s.observe_many(np.maximum(now_ns - stamps, 0) / 1e9)
 
     def session_reject(self, reason: int) -> None:
@@ -138,7 +137,7 @@ class GatewayMetrics(Collector):
         yield depth
         yield self.batch_commands.family("matchcore_journal_batch_commands", "Commands per journal row")
         yield self.commit_latency_s.family(
-            "matchcore_commit_latency_seconds", "Journal row: newest command's stamp to release after commit")
+            "matchcore_commit_latency_seconds", "Journal row: the writer's INSERT until its commit returned")
         yield self.ack_latency_s.family(
             "matchcore_ack_latency_seconds", "Command: gateway stamp to the release of its events (durable)")
 
