@@ -8,7 +8,6 @@ byte (what recovery and ``matchcore replay --verify`` do).
 """
 from __future__ import annotations
 
-import asyncio
 import time
 
 import asyncpg

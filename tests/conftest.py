@@ -70,3 +70,26 @@ def funded_market(engine_cls, config: EngineConfig | None = None, *, tick_size=1
 @pytest.fixture
 def market(engine_cls):
     return funded_market(engine_cls)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A private PostgreSQL for the whole session, from the pip-installed package matchcore
+    embeds, in a temporary folder; tests that stop it must start it again. Not pytest's
+    tmp_path: its parent is 0700, and as root the server runs as another OS user that must
+    enter the folder."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from matchcore.persistence.embedded import EmbeddedPostgres
+
+    base = Path(tempfile.mkdtemp(prefix="matchcore-tests-"))
+    base.chmod(0o755)
+    server = EmbeddedPostgres(base / "pg")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,7 +1,6 @@
 """Fixtures of the end-to-end suite: one embedded PostgreSQL per session, real server processes.
 
-``pg_server`` is a private PostgreSQL in a temporary folder (chmod 0755: as root the server
-runs as another OS user that must enter it). ``ServerProcess`` runs ``matchcore serve`` as a
+``pg_server`` (tests/conftest.py) is the session's private PostgreSQL. ``ServerProcess`` runs ``matchcore serve`` as a
 subprocess on a fresh database, with keys registered for an admin (account 0) and three
 traders; ``market`` sets up assets, accounts, an instrument and deposits over the wire.
 """
@@ -35,19 +34,6 @@ BASE, QUOTE, INSTRUMENT = 0, 1, 0
 FUNDS = 10**12
 ENGINE_SETTINGS = {"engine.max_accounts": 16, "engine.max_assets": 4, "engine.max_instruments": 4,
                    "engine.max_orders": 4096, "engine.max_price_levels": 256, "engine.max_transfers": 256}
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
-    base = Path(tempfile.mkdtemp(prefix="matchcore-e2e-"))
-    base.chmod(0o755)
-    server = EmbeddedPostgres(base / "pg")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def run(coroutine):

@@ -1,17 +1,13 @@
-"""Fixtures of the integration suite: a private PostgreSQL per session, a fresh database per test.
-
-The server comes from the same pip-installed package matchcore embeds (``EmbeddedPostgres``)
-and lives in a temporary folder; no test assumes a server is already running.
+"""Fixtures of the integration suite: a fresh database per test on the session's private
+PostgreSQL (``pg_server`` in tests/conftest.py, started from the same pip-installed package
+matchcore embeds); no test assumes a server is already running.
 """
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -21,22 +17,6 @@ import uvloop
 from matchcore.persistence.embedded import EmbeddedPostgres
 
 _T = TypeVar("_T")
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[EmbeddedPostgres]:
-    """A private server for the whole session; tests that stop it must start it again."""
-    # Not pytest's tmp_path: its parent is 0700, and when the suite runs as root the server
-    # runs as another OS user that must enter the folder.
-    base = Path(tempfile.mkdtemp(prefix="matchcore-it-"))
-    base.chmod(0o755)
-    server = EmbeddedPostgres(base / "pg")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def database_dsn(server_dsn: str, database: str) -> str:
