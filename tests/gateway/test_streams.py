@@ -2,7 +2,6 @@
 the admin sender recorded in the command."""
 from __future__ import annotations
 
-import numpy as np
 
 from matchcore.core import Engine, EngineConfig
 from matchcore.core import commands as c

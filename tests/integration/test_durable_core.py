@@ -10,7 +10,6 @@ import uvloop
 
 from matchcore.bench.workload import mixed_workload
 from matchcore.core import Engine, commands as c
-from matchcore.core._core import split_output
 from matchcore.persistence import Journal
 from matchcore.persistence.replay import ReplayMismatchError, replay
 from matchcore.persistence.service import CoreService, ServiceConfig
