@@ -85,14 +85,31 @@ class PipelineSource:
                     self._carry = slots
                     return None
                 break
-            await self._wait(None if first_at is None else max_delay_s - (time.monotonic() - first_at))
+            remaining_s = None if first_at is None else max_delay_s - (time.monotonic() - first_at)
+            if complete and self._busy is not None and not self._closed:
+                # Whole commands are here and the writer is busy: nothing to do until its
+                # commit returns (wake) or the delay bound. New records can wait in the ring;
+                # watching them would only keep the loop from handling that commit.
+                await self._wait_for_writer(remaining_s)
+            else:
+                await self._wait(remaining_s)
         self._carry = slots[complete:]
         commands, events, _ = split_output(slots[:complete])
         return Batch(commands, events)
 
+    async def _wait_for_writer(self, timeout_s: float) -> None:
+        self._woken.clear()
+        if timeout_s <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._woken.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+
     async def _wait(self, timeout_s: float | None) -> None:
         self._woken.clear()
         if self._pipeline.arm_wakeup() > 0:
+            await asyncio.sleep(0)  # always let the loop run: the commit reply may be waiting
             return
         if timeout_s is not None and timeout_s <= 0:
             return
