@@ -107,9 +107,11 @@ def replay(journal, until_seq: int | None = None, *, verify: bool = True,
     or before it, for a blocking ``Journal``. Read book depth, balances and orders from it."""
     config = config or config_from_meta(journal.read_meta(CONFIG_META_KEY))
     snapshot = journal.latest_snapshot(before_seq=until_seq)
-    engine, start = engine_from_snapshot(snapshot, config)
+    start = 0 if snapshot is None else snapshot.seq
+    # rows start arriving while the engine allocates its tables (tens of ms for large configs)
     rows = _prefetched(journal.batches(from_seq=start + 1, to_seq=until_seq))
     try:
+        engine, start = engine_from_snapshot(snapshot, config)
         last, commands, batches = apply_batches(engine, rows, start, until_seq, verify)
     finally:
         rows.close()  # now, while the journal's loop runs; not later from the garbage collector
@@ -120,47 +122,62 @@ _PREFETCH_BATCHES = 8
 _END = object()
 
 
-def _prefetched(rows: Iterator[Batch]) -> Iterator[Batch]:
+def _prefetched(rows: Iterator[Batch]) -> "_Prefetch":
+    return _Prefetch(rows)
+
+
+class _Prefetch:
     """Fetch and checksum the next rows in a thread while the engine applies (without the
-    GIL) the current ones. At most _PREFETCH_BATCHES rows wait in memory."""
-    ready: queue.Queue = queue.Queue(_PREFETCH_BATCHES)
-    stop = threading.Event()
+    GIL) the current ones. At most _PREFETCH_BATCHES rows wait in memory. The thread starts
+    at construction, not at the first ``next``; ``close`` stops and joins it."""
 
-    def fetch() -> None:
+    def __init__(self, rows: Iterator[Batch]):
+        self._rows = rows
+        self._ready: queue.Queue = queue.Queue(_PREFETCH_BATCHES)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fetch, name="matchcore-replay-fetch", daemon=True)
+        self._thread.start()
+
+    def _fetch(self) -> None:
         try:
-            for batch in rows:
-                while not stop.is_set():
-                    try:
-                        ready.put(batch, timeout=0.05)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            for batch in self._rows:
+                if not self._put(batch):
                     break
-            ready.put(_END)
+            self._put(_END)
         except BaseException as error:  # handed to the consumer, raised there
-            ready.put(error)
+            self._put(error)
         finally:
-            rows.close()
+            self._rows.close()
 
-    thread = threading.Thread(target=fetch, name="matchcore-replay-fetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = ready.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
             try:
-                ready.get(timeout=0.05)
+                self._ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> "_Prefetch":
+        return self
+
+    def __next__(self) -> Batch:
+        item = self._ready.get()
+        if item is _END:
+            self._ready.put(_END)  # later calls end too
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._ready.get(timeout=0.05)
             except queue.Empty:
                 pass
-        thread.join()
+        self._thread.join()
 
 
 async def replay_async(journal, config: EngineConfig | None = None, *, verify: bool = True) -> ReplayResult:
