@@ -31,7 +31,7 @@ def pump(pipeline, commands: np.ndarray, chunk: int = 8192, drain_max: int = 1 <
     total = len(commands)
     submitted = 0
     seen_commands = 0
-    crc = 0
+    checksum = 0
     slots_count = 0
     start = time.perf_counter()
     while seen_commands < total:
@@ -43,13 +43,13 @@ def pump(pipeline, commands: np.ndarray, chunk: int = 8192, drain_max: int = 1 <
             seen_commands += int(np.count_nonzero(slots[:, KIND_OFFSET] < 64))
             # a cheap checksum: the sum of the slots' 64-bit words (vectorized; crc32 here
             # cost the consumer half its time). Order is proven by tests/unit/test_pipeline.py.
-            crc = (crc + int(slots.view(np.uint64).sum(dtype=np.uint64))) & (2**64 - 1)
+            checksum = (checksum + int(slots.view(np.uint64).sum(dtype=np.uint64))) & (2**64 - 1)
             slots_count += len(slots)
             if collect is not None:
                 collect.append(slots)
         elif submitted >= total:
             time.sleep(0)
-    return time.perf_counter() - start, crc, slots_count
+    return time.perf_counter() - start, checksum, slots_count
 
 
 def run_pipeline_bench(commands: int = 2_000_000, seed: int = 1, repeats: int = 3,
@@ -70,10 +70,10 @@ def run_pipeline_bench(commands: int = 2_000_000, seed: int = 1, repeats: int = 
         engine.apply(setup)
         pipeline = Pipeline(engine, next_seq=len(setup) + 1)
         pipeline.start()
-        seconds, crc, slots = pump(pipeline, measured)
+        seconds, checksum, slots = pump(pipeline, measured)
         pipeline.stop()
         rates.append(commands / seconds)
-        checksums.add((crc, slots))
+        checksums.add((checksum, slots))
     if len(checksums) != 1:
         raise AssertionError("pipeline runs produced different outputs")
     stamped = c.number(measured.copy(), first_seq=len(setup) + 1)
@@ -85,16 +85,16 @@ def run_pipeline_bench(commands: int = 2_000_000, seed: int = 1, repeats: int = 
         direct.apply(stamped)
         apply_rates.append(commands / (time.perf_counter() - start))
     apply_rate = statistics.median(apply_rates)
-    (crc, slots), = checksums
+    (checksum, slots), = checksums
     result = {
-        "commands": commands, "seed": seed, "output_slots": slots, "output_checksum": f"{crc:016x}",
+        "commands": commands, "seed": seed, "output_slots": slots, "output_checksum": f"{checksum:016x}",
         "pipeline_cmds_per_s": statistics.median(rates), "pipeline_cmds_per_s_runs": rates,
         "engine_apply_cmds_per_s": apply_rate, "machine": machine_info(),
     }
     if as_json:
         print(json.dumps(result))
     else:
-        print(f"checksum: slots={slots} checksum={crc:016x}")
+        print(f"checksum: slots={slots} checksum={checksum:016x}")
         print(f"pipeline:     {result['pipeline_cmds_per_s']:>14,.0f} commands/s (median of {repeats})")
         print(f"Engine.apply: {apply_rate:>14,.0f} commands/s (same workload, one thread, no rings)")
     return result

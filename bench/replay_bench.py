@@ -12,10 +12,9 @@ from __future__ import annotations
 import statistics
 import time
 
-import asyncpg
 import uvloop
 
-from matchcore.bench.journal_bench import _server
+from matchcore.bench.journal_bench import _fresh_database, _server
 from matchcore.bench.workload import mixed_workload
 from matchcore.persistence import Journal
 from matchcore.persistence.replay import replay
@@ -37,22 +36,12 @@ async def _load(dsn: str, workload) -> dict:
     return {"service_cmds_per_s": len(stream) / elapsed, "state_hash": f"{live_hash:016x}"}
 
 
-async def _fresh(admin_dsn: str, name: str) -> str:
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await connection.execute(f"CREATE DATABASE {name}")
-    finally:
-        await connection.close()
-    return admin_dsn.rpartition("/")[0] + "/" + name
-
-
 def run_replay_bench(commands: int = 1_000_000, seed: int = 1, dsn: str | None = None,
                      repeats: int = 3) -> dict:
     """Load the mixed workload through CoreService, then replay it ``repeats`` times (median)."""
     workload = mixed_workload(commands, seed=seed)
     with _server(dsn, None) as admin_dsn:
-        bench_dsn = uvloop.run(_fresh(admin_dsn, "matchcore_replay_bench"))
+        bench_dsn = uvloop.run(_fresh_database(admin_dsn, "matchcore_replay_bench"))
         loaded = uvloop.run(_load(bench_dsn, workload))
         seconds = []
         with Journal(bench_dsn) as journal:

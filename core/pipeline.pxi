@@ -59,7 +59,11 @@ import time as _time
 
 import numpy as _np
 
+from matchcore.core.records import KIND_OFFSET as _KIND_OFFSET
+
 OUTPUT_SLOT_BYTES = PIPELINE_SLOT_BYTES
+_EMPTY_SLOTS = _np.empty((0, PIPELINE_SLOT_BYTES), dtype=_np.uint8)
+_EMPTY_SLOTS.flags.writeable = False
 
 
 class CoreThreadError(RuntimeError):
@@ -366,15 +370,18 @@ cdef class Pipeline:
 
     def drain(self, Py_ssize_t max_records=1 << 16):
         """Up to max_records output slots as a (n, 96) uint8 array (copy); see split_output."""
-        out = _np.empty((max_records, PIPELINE_SLOT_BYTES), dtype=_np.uint8)
-        cdef uint8_t[:, ::1] view = out
-        cdef uint64_t count
         if max_records <= 0:
             raise ValueError("max_records must be positive")
-        with nogil:
-            count = ring_pop_copy(self._output, &view[0, 0], max_records)
+        # Size the copy by what is there (only this consumer removes records, so the depth is
+        # a floor): an idle poll allocates nothing, a busy one no more than it returns.
+        cdef uint64_t count = min(<uint64_t>max_records, ring_depth(self._output))
         if count == 0:
             self.check()
+            return _EMPTY_SLOTS
+        out = _np.empty((count, PIPELINE_SLOT_BYTES), dtype=_np.uint8)
+        cdef uint8_t[:, ::1] view = out
+        with nogil:
+            count = ring_pop_copy(self._output, &view[0, 0], count)
         return out[:count]
 
     def arm_wakeup(self) -> int:
@@ -430,10 +437,9 @@ def split_output(slots):
     """Split drained (n, 96) slots into (commands, events, command_index_of_each_event).
 
     commands: COMMAND_DTYPE array; events: EVENT_DTYPE array (copies)."""
-    from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE, KIND_OFFSET
-    kinds = slots[:, KIND_OFFSET]
-    is_command = kinds < 64
-    commands = _np.ascontiguousarray(slots[is_command, :sizeof(Command)]).view(COMMAND_DTYPE).reshape(-1)
-    events = _np.ascontiguousarray(slots[~is_command]).view(EVENT_DTYPE).reshape(-1)
-    owner = _np.cumsum(is_command)[~is_command] - 1
+    is_command = slots[:, _KIND_OFFSET] < 64
+    is_event = ~is_command
+    commands = _np.ascontiguousarray(slots[is_command, :sizeof(Command)]).view(_ENGINE_COMMAND_DTYPE).reshape(-1)
+    events = _np.ascontiguousarray(slots[is_event]).view(_ENGINE_EVENT_DTYPE).reshape(-1)
+    owner = _np.cumsum(is_command)[is_event] - 1
     return commands, events, owner

@@ -3,6 +3,8 @@ exports and the benchmarks (``bench``)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 
@@ -59,7 +61,7 @@ def _replay(args: argparse.Namespace) -> int:
     from matchcore.persistence import Journal
     from matchcore.persistence.replay import replay
 
-    with Journal(_dsn(args)) as journal:
+    with _database(args) as dsn, Journal(dsn) as journal:
         result = replay(journal, until_seq=args.to, verify=args.verify)
     print(f"replayed {result.commands} commands in {result.batches} batches "
           f"(from snapshot at seq {result.snapshot_seq}) to seq {result.last_seq}")
@@ -72,7 +74,7 @@ def _export_trades(args: argparse.Namespace) -> int:
 
     from matchcore.persistence import Journal
 
-    with Journal(_dsn(args)) as journal:
+    with _database(args) as dsn, Journal(dsn) as journal:
         trades = journal.trades(args.from_seq, args.to)
     if args.out.endswith(".npy"):
         np.save(args.out, trades)
@@ -111,16 +113,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     import asyncio
 
-    return asyncio.run(_keys_async(args))
+    with _database(args) as dsn:
+        return asyncio.run(_keys_async(args, dsn))
 
 
-async def _keys_async(args: argparse.Namespace) -> int:
-    import os
-
+async def _keys_async(args: argparse.Namespace, dsn: str) -> int:
     from matchcore.gateway import auth
     from matchcore.gateway.keystore import PgKeyRegistry
 
-    registry = await PgKeyRegistry.connect(_dsn(args))
+    registry = await PgKeyRegistry.connect(dsn)
     try:
         if args.keys == "add":
             key = auth.generate_key()
@@ -167,15 +168,18 @@ def _bench_e2e(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dsn(args: argparse.Namespace) -> str:
-    import os
-
+@contextlib.contextmanager
+def _database(args: argparse.Namespace):
+    """The DSN of --dsn or MATCHCORE_DSN, else of the embedded server (stopped after, if this
+    command started it)."""
     dsn = args.dsn or os.environ.get("MATCHCORE_DSN")
     if dsn:
-        return dsn
+        yield dsn
+        return
     from matchcore.persistence.embedded import EmbeddedPostgres
 
-    return EmbeddedPostgres(args.data_dir).start()
+    with EmbeddedPostgres(args.data_dir) as server:
+        yield server.dsn
 
 
 def _bench_memory(args: argparse.Namespace) -> int:
@@ -342,7 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    from matchcore.persistence.errors import PersistenceError
+
+    try:
+        return args.handler(args)
+    except PersistenceError as error:  # typed and already explained: one line, no traceback
+        print(f"matchcore {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

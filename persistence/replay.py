@@ -15,7 +15,7 @@ import numpy as np
 
 from matchcore.core import Engine, EngineConfig
 from matchcore.persistence.batch import Batch
-from matchcore.persistence.errors import JournalIntegrityError
+from matchcore.persistence.errors import JournalIntegrityError, PersistenceError
 
 __all__ = ["ReplayMismatchError", "ReplayResult", "apply_batches", "engine_from_snapshot",
            "replay", "CONFIG_META_KEY"]
@@ -40,7 +40,10 @@ class ReplayResult:
         self.snapshot_seq = snapshot_seq
 
 
-def config_from_meta(value: dict) -> EngineConfig:
+def config_from_meta(value: dict | None) -> EngineConfig:
+    if value is None:
+        raise PersistenceError(f"the journal holds no engine config (meta key {CONFIG_META_KEY!r}): "
+                               "it was never written by a matchcore core")
     return EngineConfig(**value).validate()
 
 
@@ -109,7 +112,7 @@ def replay(journal, until_seq: int | None = None, *, verify: bool = True,
     snapshot = journal.latest_snapshot(before_seq=until_seq)
     start = 0 if snapshot is None else snapshot.seq
     # rows start arriving while the engine allocates its tables (tens of ms for large configs)
-    rows = _prefetched(journal.batches(from_seq=start + 1, to_seq=until_seq))
+    rows = _Prefetch(journal.batches(from_seq=start + 1, to_seq=until_seq))
     try:
         engine, start = engine_from_snapshot(snapshot, config)
         last, commands, batches = apply_batches(engine, rows, start, until_seq, verify)
@@ -120,10 +123,6 @@ def replay(journal, until_seq: int | None = None, *, verify: bool = True,
 
 _PREFETCH_BATCHES = 8
 _END = object()
-
-
-def _prefetched(rows: Iterator[Batch]) -> "_Prefetch":
-    return _Prefetch(rows)
 
 
 class _Prefetch:

@@ -10,7 +10,9 @@ import uvloop
 
 from matchcore.bench.workload import mixed_workload
 from matchcore.core import Engine, commands as c
+from matchcore.core.records import EVENT_DTYPE
 from matchcore.persistence import Journal
+from matchcore.persistence.batch import batch_checksum
 from matchcore.persistence.replay import ReplayMismatchError, replay
 from matchcore.persistence.service import CoreService, ServiceConfig
 from matchcore.persistence.writer import WriterConfig
@@ -86,9 +88,8 @@ def test_tampered_events_are_named_by_replay(db_dsn):
         connection = await asyncpg.connect(db_dsn)
         try:
             row = await connection.fetchrow("SELECT first_seq, events FROM journal ORDER BY first_seq OFFSET 1 LIMIT 1")
-            events = np.frombuffer(row["events"], dtype=__import__("matchcore.core.records", fromlist=["x"]).EVENT_DTYPE).copy()
+            events = np.frombuffer(row["events"], dtype=EVENT_DTYPE).copy()
             events[3]["quantity"] += 1
-            from matchcore.persistence.batch import batch_checksum
             commands = await connection.fetchval("SELECT commands FROM journal WHERE first_seq = $1", row["first_seq"])
             last = await connection.fetchval("SELECT last_seq FROM journal WHERE first_seq = $1", row["first_seq"])
             checksum = batch_checksum(row["first_seq"], last, commands, events.tobytes())
