@@ -66,17 +66,28 @@ cdef size_t _engine_pow2_at_least(size_t n) noexcept nogil:
 
 
 
-cdef void* _engine_table_allocate(size_t count, size_t size) noexcept nogil:
-    """A zeroed table of count records, every page faulted in now rather than in the hot
-    path; big tables are 2 MiB aligned and advised for transparent huge pages, which keeps
-    random probes of the order index and pool from missing the TLB. NULL when short."""
+cdef void* _engine_table_allocate(size_t count, size_t size, bint prefault) noexcept nogil:
+    """A zeroed table of count records; big tables are advised for transparent huge pages,
+    which keeps random probes of the order index and pool from missing the TLB. NULL when
+    short. With prefault, every page is faulted in now rather than in the hot path (and big
+    tables are 2 MiB aligned); without it, the pages of a fresh mapping are left to the
+    kernel to fault in, zeroed, on first touch: cheap to build, for engines (replays) that
+    touch a small part of their capacity and do not mind a page fault on the command path."""
     if count == 0:
         count = 1
     if count > (<size_t>-1) // size:
         return NULL
     cdef size_t total_bytes = count * size
-    cdef size_t alignment = MC_HUGE_PAGE_BYTES if total_bytes >= MC_HUGE_PAGE_BYTES else 64
     cdef void* table = NULL
+    cdef size_t start
+    if not prefault:
+        table = calloc(count, size)  # glibc maps big blocks fresh: zero, and not written
+        if table != NULL and total_bytes >= 2 * MC_HUGE_PAGE_BYTES:
+            start = (<size_t>table + MC_HUGE_PAGE_BYTES - 1) & ~(<size_t>MC_HUGE_PAGE_BYTES - 1)
+            madvise(<void*>start, (<size_t>table + total_bytes - start)
+                    & ~(<size_t>MC_HUGE_PAGE_BYTES - 1), MADV_HUGEPAGE)
+        return table
+    cdef size_t alignment = MC_HUGE_PAGE_BYTES if total_bytes >= MC_HUGE_PAGE_BYTES else 64
     if posix_memalign(&table, alignment, total_bytes) != 0:
         return NULL
     if alignment == MC_HUGE_PAGE_BYTES:
@@ -147,7 +158,10 @@ cdef class Engine:
     """Applies command records and returns event records, exactly like ``ReferenceEngine``.
 
     ``Engine(config)`` allocates every table from the config's capacities up front; an
-    impossible config raises MemoryError here, never later. ``apply`` runs without the GIL
+    impossible config raises MemoryError here, never later. By default every page is faulted
+    in at once, so the command path never takes a page fault (what a live core wants);
+    ``prefault=False`` leaves that to first touch, which makes a large engine cheap to build
+    for a replay that touches little of it. ``apply`` runs without the GIL
     and makes no Python object per command. Queries (``balance``, ``order``, ``depth``...),
     ``state_hash``, ``snapshot`` and ``restore`` behave as the reference's do.
     """
@@ -192,7 +206,7 @@ cdef class Engine:
     cdef bint broken                 # a command lost events: the engine refuses more
     cdef bint applying               # apply() runs (without the GIL): no second one
 
-    def __init__(self, config: _EngineConfig | None = None):
+    def __init__(self, config: _EngineConfig | None = None, *, bint prefault=True):
         if self.orders != NULL:
             raise RuntimeError("Engine is already initialized")
         config = (config or _EngineConfig()).validate()
@@ -206,13 +220,14 @@ cdef class Engine:
         self.fee_account = config.fee_account_id
         self.next_order_id = 1
         self.next_trade_id = 1
-        self._allocate()
+        self._allocate(prefault)
         self.accounts[self.fee_account].exists = 1
         self.account_count = 1
 
-    cdef _allocate(self):
-        """Every table, zeroed and faulted in: after this the command path never allocates
-        (the caller's event buffer aside) and never takes a page fault on engine state."""
+    cdef _allocate(self, bint prefault):
+        """Every table, zeroed (and with prefault, faulted in): after this the command path
+        never allocates (the caller's event buffer aside) and, with prefault, never takes a
+        page fault on engine state."""
         cdef size_t index_slots = _engine_pow2_at_least(2 * <size_t>self.max_orders)
         cdef size_t transfer_slots = _engine_pow2_at_least(2 * <size_t>self.max_transfers)
         self.level_stride = <size_t>self.max_price_levels + ENGINE_LEVEL_PADDING
@@ -229,17 +244,21 @@ cdef class Engine:
             raise MemoryError(f"{self.config!r} needs {total_bytes} bytes, more than this "
                               f"machine's memory")
         with nogil:
-            self.orders = <Order*>_engine_table_allocate(order_slots, sizeof(Order))
-            self.free_orders = <uint32_t*>_engine_table_allocate(order_slots, sizeof(uint32_t))
-            self.index = <IndexSlot*>_engine_table_allocate(index_slots, sizeof(IndexSlot))
-            self.accounts = <Account*>_engine_table_allocate(self.max_accounts, sizeof(Account))
-            self.assets = <Asset*>_engine_table_allocate(self.max_assets, sizeof(Asset))
-            self.balances = <Balance*>_engine_table_allocate(balance_slots, sizeof(Balance))
-            self.instruments = <Instrument*>_engine_table_allocate(self.max_instruments,
-                                                                   sizeof(Instrument))
-            self.levels = <Level*>_engine_table_allocate(level_slots, sizeof(Level))
-            self.transfers = <TransferSlot*>_engine_table_allocate(transfer_slots,
-                                                                   sizeof(TransferSlot))
+            self.orders = <Order*>_engine_table_allocate(order_slots, sizeof(Order), prefault)
+            self.free_orders = <uint32_t*>_engine_table_allocate(order_slots, sizeof(uint32_t),
+                                                                 prefault)
+            self.index = <IndexSlot*>_engine_table_allocate(index_slots, sizeof(IndexSlot),
+                                                            prefault)
+            self.accounts = <Account*>_engine_table_allocate(self.max_accounts, sizeof(Account),
+                                                             prefault)
+            self.assets = <Asset*>_engine_table_allocate(self.max_assets, sizeof(Asset), prefault)
+            self.balances = <Balance*>_engine_table_allocate(balance_slots, sizeof(Balance),
+                                                             prefault)
+            self.instruments = <Instrument*>_engine_table_allocate(
+                self.max_instruments, sizeof(Instrument), prefault)
+            self.levels = <Level*>_engine_table_allocate(level_slots, sizeof(Level), prefault)
+            self.transfers = <TransferSlot*>_engine_table_allocate(
+                transfer_slots, sizeof(TransferSlot), prefault)
         if (self.orders == NULL or self.free_orders == NULL or self.index == NULL
                 or self.accounts == NULL or self.assets == NULL or self.balances == NULL
                 or self.instruments == NULL or self.levels == NULL or self.transfers == NULL):
@@ -429,8 +448,9 @@ cdef class Engine:
             raise AssertionError(f"inconsistent state: {error}") from error
 
     @classmethod
-    def restore(cls, data) -> Engine:
-        """An engine in the state of a snapshot; SnapshotError when the bytes are not one."""
+    def restore(cls, data, *, bint prefault=True) -> Engine:
+        """An engine in the state of a snapshot; SnapshotError when the bytes are not one.
+        ``prefault`` as for ``Engine()``."""
         reader = _EngineSnapshotReader(data)
         try:
             config, next_order_id, next_trade_id = reader.header()
@@ -438,7 +458,7 @@ cdef class Engine:
             raise _EngineSnapshotError(f"snapshot config is invalid: {error}") from error
         if next_order_id < 1 or next_trade_id < 1:
             raise _EngineSnapshotError("snapshot id counters must be positive")
-        cdef Engine engine = Engine(config)
+        cdef Engine engine = Engine(config, prefault=prefault)
         engine.next_order_id = next_order_id
         engine.next_trade_id = next_trade_id
         engine.accounts[engine.fee_account].exists = 0

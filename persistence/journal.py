@@ -123,24 +123,58 @@ class AsyncJournal:
         return int(await self._connection.fetchval(_LAST_SEQ) or 0)
 
     async def batches(self, from_seq: int | None = None, to_seq: int | None = None, *,
-                      verify: bool = True) -> AsyncIterator[Batch]:
-        """Whole rows covering ``from_seq..to_seq`` (default: all), in seq order, checked."""
+                      verify: bool = True, read_ahead: bool = False) -> AsyncIterator[Batch]:
+        """Whole rows covering ``from_seq..to_seq`` (default: all), in seq order, checked.
+
+        With ``read_ahead`` the next page's query is in flight while the caller works on this
+        page, so the connection is busy until the iteration ends or is closed: only for a
+        caller that has the connection to itself and closes the iterator (``aclosing``)."""
+        lower = FIRST_SEQ if from_seq is None else max(from_seq, FIRST_SEQ)
+        async for rows in self._pages(from_seq, to_seq, read_ahead):
+            for row in rows:
+                batch = Batch.from_row(*row, verify=verify)
+                if batch.last_seq >= lower:
+                    yield batch
+
+    async def _pages(self, from_seq: int | None, to_seq: int | None,
+                     read_ahead: bool) -> AsyncIterator[list[asyncpg.Record]]:
+        """The rows covering ``from_seq..to_seq`` a page at a time (keyset pagination on the
+        primary key), each row checked to start right after the one before; checksums are
+        the caller's. With ``read_ahead``, the next page is asked for before this one is
+        handed out; closing the iterator waits for that query, so the connection is free."""
         lower = FIRST_SEQ if from_seq is None else max(from_seq, FIRST_SEQ)
         upper = _INT64_MAX if to_seq is None else min(to_seq, _INT64_MAX)
         start = await self._connection.fetchval(_START_ROW, lower)
         cursor = lower if start is None else int(start)
         expected: int | None = None  # the seq the next row must start with
-        while cursor <= upper:
-            rows = await self._connection.fetch(_PAGE, cursor, upper, PAGE_ROWS)
-            for row in rows:
-                _check_continues(row["first_seq"], row["last_seq"], expected, lower)
-                batch = Batch.from_row(*row, verify=verify)
-                expected = batch.last_seq + 1
-                if batch.last_seq >= lower:
-                    yield batch
-            if len(rows) < PAGE_ROWS:
-                return
-            cursor = int(rows[-1]["first_seq"]) + 1
+        fetch = self._connection.fetch
+        pending: asyncio.Future | None = None
+        try:
+            rows = await fetch(_PAGE, cursor, upper, PAGE_ROWS) if cursor <= upper else []
+            while True:
+                more = len(rows) == PAGE_ROWS
+                if more:
+                    cursor = int(rows[-1]["first_seq"]) + 1
+                    more = cursor <= upper
+                if more and read_ahead:
+                    pending = asyncio.ensure_future(fetch(_PAGE, cursor, upper, PAGE_ROWS))
+                for row in rows:
+                    _check_continues(row["first_seq"], row["last_seq"], expected, lower)
+                    expected = row["last_seq"] + 1
+                if rows:
+                    yield rows
+                if not more:
+                    return
+                if pending is not None:
+                    rows, pending = await pending, None
+                else:
+                    rows = await fetch(_PAGE, cursor, upper, PAGE_ROWS)
+        finally:
+            if pending is not None:  # let the query finish: the connection is then free
+                try:
+                    await pending
+                except Exception:
+                    pass
 
     async def commands(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
         """The commands ``from_seq..to_seq`` in one array (a copy)."""
@@ -310,15 +344,23 @@ class Journal:
 
     def batches(self, from_seq: int | None = None, to_seq: int | None = None, *,
                 verify: bool = True) -> Iterator[Batch]:
-        iterator = self._journal.batches(from_seq, to_seq, verify=verify)
+        """As AsyncJournal.batches. A page of rows crosses from the loop's thread per call,
+        with the next page already asked for; the checksums are computed in the caller's
+        thread (zlib releases the GIL), so they overlap the next page's arrival."""
+        lower = FIRST_SEQ if from_seq is None else max(from_seq, FIRST_SEQ)
+        pages = self._journal._pages(from_seq, to_seq, True)
         try:
             while True:
                 try:
-                    yield self._call(iterator.__anext__())
+                    rows = self._call(pages.__anext__())
                 except StopAsyncIteration:
                     return
+                for row in rows:
+                    batch = Batch.from_row(*row, verify=verify)
+                    if batch.last_seq >= lower:
+                        yield batch
         finally:
-            self._call(iterator.aclose())
+            self._call(pages.aclose())
 
     def commands(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
         return self._call(self._journal.commands(from_seq, to_seq))

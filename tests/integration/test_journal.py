@@ -25,6 +25,7 @@ from matchcore.persistence import (
     apply_schema,
     insert_batch,
 )
+from matchcore.persistence.journal import PAGE_ROWS
 from matchcore.persistence.synthetic import synthetic_chunk
 
 FAST_RETRY = dict(retry_delay_initial_s=0.005, retry_delay_max_s=0.1)
@@ -102,6 +103,13 @@ def test_round_trip_exact(db_dsn: str, run_on_loop: Callable) -> None:
         fills = events[events["kind"] == EventKind.FILL]
         assert len(fills) > 1_000
         assert journal.trades().tobytes() == fills.tobytes()
+        # a reader that stops mid-way (the next page's query in flight) frees the connection
+        assert len(stored) > PAGE_ROWS + 1
+        partial = journal.batches()
+        assert [next(partial).first_seq for _ in range(PAGE_ROWS + 1)] == \
+            [b.first_seq for b in stored[:PAGE_ROWS + 1]]
+        partial.close()
+        assert journal.last_seq() == 60_000
         history = journal.account_history(7)
         assert history.commands.tobytes() == commands[commands["account_id"] == 7].tobytes()
         mine = (events["account_id"] == 7) | (events["counter_account_id"] == 7)
