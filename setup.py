@@ -29,7 +29,7 @@ def extension(name: str, source: str) -> Extension:
     return Extension(
         name,
         [source],
-        include_dirs=[numpy.get_include(), "core", "gateway"],
+        include_dirs=[numpy.get_include(), "core", "gateway", "persistence"],
         define_macros=macros,
         extra_compile_args=["-O3", "-std=c11"] if not DEBUG else ["-O0", "-g"],
     )
@@ -38,6 +38,7 @@ def extension(name: str, source: str) -> Extension:
 EXTENSIONS = [
     extension("matchcore.core._core", "core/_core.pyx"),
     extension("matchcore.gateway._codec", "gateway/_codec.pyx"),
+    extension("matchcore.persistence._checksum", "persistence/_checksum.pyx"),
 ]
 
 setup(
@@ -46,6 +47,7 @@ setup(
     package_data={
         "matchcore.core": ["*.pxd", "*.pyx", "*.pxi", "*.h", "*.pyi", "py.typed"],
         "matchcore.gateway": ["*.pxd", "*.pyx", "*.pxi", "*.h", "*.pyi", "py.typed"],
+        "matchcore.persistence": ["*.pyx", "*.h", "*.pyi"],
         "matchcore.client": ["py.typed"],
     },
     ext_modules=cythonize(
@@ -57,7 +59,7 @@ setup(
             "cdivision": True,
             "initializedcheck": DEBUG,
         },
-        include_path=["core", "gateway"],
+        include_path=["core", "gateway", "persistence"],
     ),
     zip_safe=False,
 )

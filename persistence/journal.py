@@ -44,7 +44,8 @@ FIRST_SEQ = 1
 #: Rows fetched per round trip when iterating (a row holds up to a few MB).
 PAGE_ROWS = 16
 
-_ROW_COLUMNS = "first_seq, last_seq, command_count, event_count, commands, events, checksum"
+_ROW_COLUMNS = ("first_seq, last_seq, command_count, event_count, commands, events, checksum, "
+                "checksum_kind")
 _START_ROW = "SELECT max(first_seq) FROM journal WHERE first_seq <= $1"
 _PAGE = (f"SELECT {_ROW_COLUMNS} FROM journal WHERE first_seq >= $1 AND first_seq <= $2 "
          f"ORDER BY first_seq LIMIT $3")

@@ -24,7 +24,7 @@ from typing import Callable
 import asyncpg
 import msgspec
 
-from matchcore.persistence.batch import Batch
+from matchcore.persistence.batch import CRC32C, Batch
 from matchcore.persistence.batch_queue import BatchSource
 from matchcore.persistence.errors import (
     ConflictingBatchError,
@@ -52,12 +52,14 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _INSERT = """
-INSERT INTO journal (first_seq, last_seq, command_count, event_count, commands, events, checksum)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO journal (first_seq, last_seq, command_count, event_count, commands, events, checksum,
+                     checksum_kind)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (first_seq) DO NOTHING
 RETURNING 1
 """
-_STORED = "SELECT last_seq, command_count, event_count, checksum FROM journal WHERE first_seq = $1"
+_STORED = ("SELECT last_seq, command_count, event_count, checksum, checksum_kind FROM journal "
+           "WHERE first_seq = $1")
 _LAST_SEQ = "SELECT last_seq FROM journal ORDER BY first_seq DESC LIMIT 1"
 
 
@@ -119,18 +121,18 @@ async def insert_batch(connection: asyncpg.Connection, batch: Batch,
     """
     inserted = await connection.fetchval(
         _INSERT, batch.first_seq, batch.last_seq, batch.command_count, batch.event_count,
-        batch.commands, batch.events, batch.checksum, timeout=timeout_s)
+        batch.commands, batch.events, batch.checksum, CRC32C, timeout=timeout_s)
     if inserted is not None:
         return True
     stored = await connection.fetchrow(_STORED, batch.first_seq, timeout=timeout_s)
-    expected = (batch.last_seq, batch.command_count, batch.event_count, batch.checksum)
+    expected = (batch.last_seq, batch.command_count, batch.event_count, batch.checksum, CRC32C)
     if stored is None:
         raise JournalIntegrityError(batch.first_seq, f"journal row {batch.first_seq} conflicted "
                                     f"on insert but cannot be read back")
     if tuple(stored) != expected:
         raise ConflictingBatchError(
             batch.first_seq,
-            f"journal row {batch.first_seq} holds (last_seq, commands, events, checksum) "
+            f"journal row {batch.first_seq} holds (last_seq, commands, events, checksum, kind) "
             f"{tuple(stored)}, the batch written has {expected}")
     return False
 

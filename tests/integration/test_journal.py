@@ -25,7 +25,10 @@ from matchcore.persistence import (
     apply_schema,
     insert_batch,
 )
+from matchcore.persistence.batch import CRC32, CRC32C, batch_checksum
 from matchcore.persistence.journal import PAGE_ROWS
+from matchcore.persistence.schema import _CREATE_VERSION_TABLE as SCHEMA_VERSION_TABLE
+from matchcore.persistence.schema import MIGRATIONS
 from matchcore.persistence.synthetic import synthetic_chunk
 
 FAST_RETRY = dict(retry_delay_initial_s=0.005, retry_delay_max_s=0.1)
@@ -312,6 +315,47 @@ def test_newer_schema_is_refused(db_dsn: str, run: Callable) -> None:
             await writer.run()
 
     run(scenario())
+
+
+def test_rows_written_before_crc32c_still_verify(db_dsn: str, run: Callable) -> None:
+    """A version-1 journal (zlib CRC-32 rows) migrated to version 2: the old rows read back
+    checked with CRC-32 (a flipped byte is still caught), new rows are written with CRC-32C."""
+    rng = np.random.default_rng(9)
+    old = [Batch(*synthetic_chunk(rng, 1, 300)), Batch(*synthetic_chunk(rng, 301, 200))]
+    new = Batch(*synthetic_chunk(rng, 501, 250))
+
+    async def scenario() -> None:
+        connection = await asyncpg.connect(db_dsn)
+        version, description, sql = MIGRATIONS[0]
+        await connection.execute(SCHEMA_VERSION_TABLE)
+        await connection.execute(sql)
+        await connection.execute("INSERT INTO schema_version (version, description) "
+                                 "VALUES ($1, $2)", version, description)
+        for batch in old:  # as the version-1 writer wrote them
+            await connection.execute(
+                "INSERT INTO journal (first_seq, last_seq, command_count, event_count, commands, "
+                "events, checksum) VALUES ($1, $2, $3, $4, $5, $6, $7)", batch.first_seq,
+                batch.last_seq, batch.command_count, batch.event_count, batch.commands,
+                batch.events, batch_checksum(batch.first_seq, batch.last_seq, batch.commands,
+                                             batch.events, CRC32))
+        assert await apply_schema(connection) == 1
+        assert await insert_batch(connection, new) is True
+        assert await insert_batch(connection, new) is False  # a retry, recognized
+        kinds = await connection.fetch("SELECT checksum_kind FROM journal ORDER BY first_seq")
+        assert [row[0] for row in kinds] == [CRC32, CRC32, CRC32C]
+        await connection.close()
+
+    run(scenario())
+    with Journal(db_dsn) as journal:
+        read = list(journal.batches())
+        assert [b.commands.tobytes() for b in read] == [b.commands.tobytes() for b in old + [new]]
+        assert [b.events.tobytes() for b in read] == [b.events.tobytes() for b in old + [new]]
+    run(execute(db_dsn, "UPDATE journal SET commands = set_byte(commands, 5, get_byte(commands, 5)"
+                        " # 4) WHERE first_seq = 301"))
+    with Journal(db_dsn) as journal:
+        with pytest.raises(ChecksumError) as caught:
+            list(journal.batches())
+        assert caught.value.seq == 301
 
 
 def test_snapshots_and_meta(db_dsn: str, run: Callable) -> None:
