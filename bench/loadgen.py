@@ -20,6 +20,7 @@ socket to the arrival of its ACCEPTED, in microseconds, into a 1-us-bucket histo
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 
@@ -44,6 +45,8 @@ RATE_TICK_S = 0.001
 #: commands made and encoded at once; sending is then a slice of bytes
 BLOCK_COMMANDS = 16_384
 EVENT_SIZE = p.EVENT_FRAME_SIZE
+_FRAME_SIZE_BY_KIND = np.zeros(256, np.int64)
+_FRAME_SIZE_BY_KIND[list(p.FRAME_SIZES)] = list(p.FRAME_SIZES.values())
 
 
 @dataclasses.dataclass
@@ -164,6 +167,7 @@ class _LoadClient:
         self.block_offsets = np.zeros(1, np.int64)  # byte offset of each command, and the end
         self.block_order_index = np.zeros(0, np.int64)
         self.block_position = 0
+        self.ready_blocks: collections.deque = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.finished = False
 
@@ -261,22 +265,31 @@ class _LoadClient:
         if self.buffer:
             self.on_data(b"")
 
-    def _refill(self) -> None:
+    def _make_block(self) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """The next BLOCK_COMMANDS commands, encoded: (frames, byte offset of each command
+        and the end, NEW_ORDER index of each command or -1)."""
         commands, order_index = self.workload.chunk(BLOCK_COMMANDS)
         out = bytearray(BLOCK_COMMANDS * 64)
         encoded, size = _codec.encode_commands(commands, out, 0)
         assert encoded == BLOCK_COMMANDS
-        sizes = np.asarray([p.FRAME_SIZES[int(k)] for k in range(256) if k in p.FRAME_SIZES], np.int64)
-        table = np.zeros(256, np.int64)
-        table[[k for k in range(256) if k in p.FRAME_SIZES]] = sizes
-        self.block_offsets = np.concatenate([[0], np.cumsum(table[commands["kind"]])])
-        assert self.block_offsets[-1] == size
-        self.block = bytes(out[:size])
-        self.block_order_index = order_index
-        self.block_position = 0
+        offsets = np.concatenate([[0], np.cumsum(_FRAME_SIZE_BY_KIND[commands["kind"]])])
+        assert offsets[-1] == size
         last = int(order_index.max(initial=-1))
         if last >= len(self.sent_ns):
             self.sent_ns = np.concatenate([self.sent_ns, np.zeros(max(len(self.sent_ns), last + 1), np.int64)])
+        return bytes(out[:size]), offsets, order_index
+
+    def prepare(self, commands: int) -> None:
+        """Make and encode ``commands`` (rounded up to whole blocks) now, so that sending them
+        later costs no pause of the loop (a block takes ~3 ms to make here: acks arriving
+        meanwhile would wait, and count as latency)."""
+        while len(self.ready_blocks) * BLOCK_COMMANDS < commands:
+            self.ready_blocks.append(self._make_block())
+
+    def _refill(self) -> None:
+        block = self.ready_blocks.popleft() if self.ready_blocks else self._make_block()
+        self.block, self.block_offsets, self.block_order_index = block
+        self.block_position = 0
 
     def _send(self, count: int) -> None:
         if self.block_position >= len(self.block_order_index):
@@ -292,6 +305,8 @@ class _LoadClient:
     async def run(self) -> LoadResult:
         spec = self.spec
         await self.login()
+        if spec.rate_per_s:  # what the run will send, made before it starts (5% spare)
+            self.prepare(int(spec.rate_per_s * (spec.warmup_s + spec.seconds) * 1.05))
         start_ns = time.perf_counter_ns()
         self.measure_from_ns = start_ns + int(spec.warmup_s * 1e9)
         self.measure_to_ns = self.measure_from_ns + int(spec.seconds * 1e9)

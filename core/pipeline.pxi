@@ -8,8 +8,12 @@
 # command next to its events and can tell whether it holds all of them. The kind byte at
 # offset 16 tells the slots apart (commands 1-63, events 64-127).
 #
-# Waiting. The core thread spins briefly, then sleeps PIPELINE_IDLE_SLEEP_NS, when the input is
-# empty or the output is full; it never blocks on Python. Backpressure: a full output ring
+# Waiting. With the input empty, the core thread spins briefly, then blocks on an eventfd of its
+# own (`core_waiting` set, the ring re-checked, then poll with a PIPELINE_IDLE_WAIT_MS bound):
+# submit() writes that fd once when the flag is set, and stop/pause/abort write it too. An idle
+# core then costs nothing, and does not wake (and preempt the loop or PostgreSQL on a small
+# machine) every few tens of microseconds. With the output full it spins, then sleeps
+# PIPELINE_IDLE_SLEEP_NS at a time; it never blocks on Python. Backpressure: a full output ring
 # stalls the core thread, the input ring then fills, and submit() returns fewer records than
 # offered. The consumer (an asyncio task) is woken without busy-spinning the loop through an
 # eventfd: it sets `consumer_waiting`, re-checks the ring, and only then waits on the fd; the
@@ -21,6 +25,15 @@ from engine cimport EventBuffer, event_buffer_clear, event_buffer_free, event_bu
 
 cdef extern from "unistd.h" nogil:
     ssize_t c_write "write" (int fd, const void* buf, size_t count)
+    ssize_t c_read "read" (int fd, void* buf, size_t count)
+
+cdef extern from "poll.h" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int c_poll "poll" (pollfd* fds, unsigned long nfds, int timeout)
+    short POLLIN
 
 cdef extern from *:
     """
@@ -44,6 +57,7 @@ cdef enum:
     PIPELINE_INPUT_BATCH_RECORDS = 256
     PIPELINE_SPIN_COUNT = 64
     PIPELINE_IDLE_SLEEP_NS = 50000
+    PIPELINE_IDLE_WAIT_MS = 10
 
 # Why the core thread stopped. Numbers are never reused.
 cdef enum CoreExit:
@@ -75,6 +89,8 @@ cdef struct CoreControl:
     int abort_requested         # set by Python: leave even while waiting for output space
     int consumer_waiting        # set by the consumer before it sleeps on the eventfd
     int wake_fd                 # eventfd written to wake the consumer
+    int core_waiting            # set by the core thread before it blocks on core_wake_fd
+    int core_wake_fd            # eventfd written to wake the core thread
     int pause_requested         # set by Python: park between batches (for a snapshot)
     int paused                  # set by the core thread while parked
     uint64_t last_applied_seq   # seq of the last command applied (read while parked)
@@ -93,6 +109,39 @@ cdef inline void core_idle(uint64_t* spins) noexcept nogil:
     pause.tv_sec = 0
     pause.tv_nsec = PIPELINE_IDLE_SLEEP_NS
     nanosleep(&pause, NULL)
+
+
+cdef void core_wait_input(RecordRing* input, CoreControl* control, uint64_t* spins) noexcept nogil:
+    """The input is empty: spin a little (a burst may follow), then block until submit (or
+    stop, pause, abort) writes the core's eventfd, or PIPELINE_IDLE_WAIT_MS pass."""
+    cdef const uint8_t* first
+    cdef pollfd waiter
+    cdef uint64_t counter
+    spins[0] += 1
+    if spins[0] < PIPELINE_SPIN_COUNT:
+        mc_cpu_relax()
+        return
+    mc_store_release_int(&control.core_waiting, 1)
+    mc_full_fence()  # the flag must be visible before we look at the ring (submit: the reverse)
+    if (ring_peek(input, 1, &first) == 0 and not mc_load_acquire_int(&control.stop_requested)
+            and not mc_load_acquire_int(&control.pause_requested)
+            and not mc_load_acquire_int(&control.abort_requested)):
+        waiter.fd = control.core_wake_fd
+        waiter.events = POLLIN
+        waiter.revents = 0
+        c_poll(&waiter, 1, PIPELINE_IDLE_WAIT_MS)
+        c_read(control.core_wake_fd, &counter, 8)  # non-blocking: empties the counter
+    mc_store_release_int(&control.core_waiting, 0)
+    spins[0] = 0
+
+
+cdef inline void core_wake_core(CoreControl* control, bint always) noexcept nogil:
+    """Producer side: wake the core thread if it is blocked (always: whatever the flag)."""
+    cdef uint64_t one = 1
+    mc_full_fence()  # the publish must be visible before we look at the flag
+    if always or (mc_load_acquire_int(&control.core_waiting)
+                  and mc_exchange_int(&control.core_waiting, 0)):
+        c_write(control.core_wake_fd, &one, 8)
 
 
 cdef inline void core_wake_consumer(CoreControl* control) noexcept nogil:
@@ -169,7 +218,7 @@ cdef int core_loop(Engine engine, RecordRing* input, RecordRing* output,
             if mc_load_acquire_int(&control.stop_requested):
                 break
             core_wake_consumer(control)
-            core_idle(&spins)
+            core_wait_input(input, control, &spins)
             continue
         spins = 0
         for index in range(count):
@@ -235,6 +284,7 @@ cdef class Pipeline:
         memset(&self._control, 0, sizeof(CoreControl))
         self.wake_fd = _os.eventfd(0, _os.EFD_NONBLOCK | _os.EFD_CLOEXEC)
         self._control.wake_fd = self.wake_fd
+        self._control.core_wake_fd = _os.eventfd(0, _os.EFD_NONBLOCK | _os.EFD_CLOEXEC)
         self.next_seq = next_seq
         self._control.last_applied_seq = next_seq - 1
         self._exit = CORE_EXIT_STOPPED
@@ -244,6 +294,7 @@ cdef class Pipeline:
         if self._thread is not None and self._thread.is_alive():
             mc_store_release_int(&self._control.abort_requested, 1)
             mc_store_release_int(&self._control.stop_requested, 1)
+            core_wake_core(&self._control, True)
             self._thread.join()
         if self._input != NULL:
             ring_destroy(self._input)
@@ -251,6 +302,8 @@ cdef class Pipeline:
             ring_destroy(self._output)
         if self.wake_fd > 0:
             _os.close(self.wake_fd)
+        if self._control.core_wake_fd > 0:
+            _os.close(self._control.core_wake_fd)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -277,9 +330,11 @@ cdef class Pipeline:
         if self._thread is None:
             return
         mc_store_release_int(&self._control.stop_requested, 1)
+        core_wake_core(&self._control, True)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             mc_store_release_int(&self._control.abort_requested, 1)
+            core_wake_core(&self._control, True)
             self._thread.join()
         self._thread = None
         self._raise_if_failed()
@@ -309,6 +364,7 @@ cdef class Pipeline:
         if not self.running:
             return self._control.last_applied_seq
         mc_store_release_int(&self._control.pause_requested, 1)
+        core_wake_core(&self._control, True)
         deadline = _time.monotonic() + timeout_s
         while not mc_load_acquire_int(&self._control.paused):
             if not self.running:
@@ -352,6 +408,8 @@ cdef class Pipeline:
                     self.next_seq += 1
                 ring_publish(self._input, run)
                 written += run
+            if written:
+                core_wake_core(&self._control, False)
         return written
 
     def submit_all(self, commands, double timeout_s=30.0) -> None:

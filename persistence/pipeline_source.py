@@ -64,26 +64,50 @@ class PipelineSource:
     def detach(self) -> None:
         self._loop.remove_reader(self._pipeline.wake_fd)
 
+    def ready_batch(self, max_records: int) -> Batch | None:
+        """The whole commands the core has produced by now (at most ``max_records`` records,
+        except one command with more events), without waiting; None when there are none.
+        The writer's group commit: what arrived during a commit is the next batch."""
+        slots = self._carry
+        slots, complete = self._fill(slots, complete_prefix(slots), max_records)
+        return self._cut(slots, complete) if complete else self._keep(slots)
+
+    def _fill(self, slots: np.ndarray, complete: int, max_records: int) -> tuple[np.ndarray, int]:
+        """Drain what fits after ``slots``; (slots, how many leading slots are whole commands).
+        Without one whole command yet, drain past the bound: one command's events may."""
+        room = max_records - len(slots) if complete else max(max_records, 1 << 12)
+        if room > 0:
+            fresh = self._pipeline.drain(room)
+            if len(fresh):
+                slots = np.concatenate([slots, fresh]) if len(slots) else fresh
+                complete = complete_prefix(slots)
+        return slots, complete
+
+    def _keep(self, slots: np.ndarray) -> None:
+        self._carry = slots
+        return None
+
+    def _cut(self, slots: np.ndarray, complete: int) -> Batch:
+        self._carry = slots[complete:]
+        commands, events, _ = split_output(slots[:complete])
+        return Batch(commands, events)
+
     async def next_batch(self, max_records: int, max_delay_s: float) -> Batch | None:
         slots = self._carry
         complete = complete_prefix(slots)
         first_at = time.monotonic() if len(slots) else None
         while True:
-            room = max_records - len(slots) if complete else max(max_records, 1 << 12)
-            if room > 0:
-                fresh = self._pipeline.drain(room)
-                if len(fresh):
-                    slots = np.concatenate([slots, fresh]) if len(slots) else fresh
-                    complete = complete_prefix(slots)
-                    first_at = first_at or time.monotonic()
+            had = len(slots)
+            slots, complete = self._fill(slots, complete, max_records)
+            if len(slots) > had:
+                first_at = first_at or time.monotonic()
             if complete and (len(slots) >= max_records or
                              time.monotonic() - first_at >= max_delay_s or
                              (self._busy is not None and not self._busy())):
                 break
             if self._closed and not self._pipeline.running and self._pipeline.output_depth == 0:
                 if complete == 0:
-                    self._carry = slots
-                    return None
+                    return self._keep(slots)
                 break
             remaining_s = None if first_at is None else max_delay_s - (time.monotonic() - first_at)
             if complete and self._busy is not None and not self._closed:
@@ -93,9 +117,7 @@ class PipelineSource:
                 await self._wait_for_writer(remaining_s)
             else:
                 await self._wait(remaining_s)
-        self._carry = slots[complete:]
-        commands, events, _ = split_output(slots[:complete])
-        return Batch(commands, events)
+        return self._cut(slots, complete)
 
     async def _wait_for_writer(self, timeout_s: float) -> None:
         self._woken.clear()

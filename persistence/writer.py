@@ -181,21 +181,33 @@ class JournalWriter:
 
     async def run(self) -> None:
         """Write batches until the source ends. Raises on a non-transient error."""
-        next_batch: asyncio.Future[Batch | None] | None = None
         try:
             await self.connect()
+            ready_batch = getattr(self._source, "ready_batch", None)
+            if ready_batch is not None:
+                await self._run_group_commit(ready_batch)
+            else:
+                await self._run_prefetching()
+        finally:
+            await self._disconnect()
+
+    async def _run_prefetching(self) -> None:
+        """Batches bounded by records and delay: the next one is formed (and checksummed)
+        while this one is on the wire."""
+        next_batch: asyncio.Future[Batch | None] | None = None
+        try:
             next_batch = asyncio.ensure_future(self._prepare_next())
             while True:
                 batch = await next_batch
                 if batch is None:
                     return
-                # Form and checksum the next batch while this one is on the wire.
                 next_batch = asyncio.ensure_future(self._prepare_next())
                 self.writing = True
                 try:
                     await self._write(batch)
                 finally:
                     self.writing = False
+                self._release(batch)
         finally:
             # On an error the writer stops; a batch taken by the prefetch is not written, and
             # recovery starts from the journal, which holds exactly what was released.
@@ -204,7 +216,32 @@ class JournalWriter:
                     next_batch.cancel()
                 elif not next_batch.cancelled():
                     next_batch.exception()  # retrieved: no "never retrieved" warning
-            await self._disconnect()
+
+    async def _run_group_commit(self, ready_batch: Callable[[int], Batch | None]) -> None:
+        """Group commit: the next batch is what the source holds when a commit returns (or,
+        if nothing, the first whole commands to arrive). Its INSERT goes out before the
+        committed batch is released, so the release (the gateway's dispatch) runs while
+        PostgreSQL works on the next commit instead of delaying it."""
+        loop = asyncio.get_running_loop()
+        batch = await self._prepare_next()
+        committed: Batch | None = None  # committed, its release not yet scheduled
+        while batch is not None:
+            write = asyncio.ensure_future(self._write(batch))  # its first step sends the INSERT
+            if committed is not None:
+                loop.call_soon(self._release, committed)  # after that step: ready queue is FIFO
+                committed = None
+            self.writing = True
+            try:
+                await write
+            finally:
+                self.writing = False
+            following = ready_batch(self.config.max_batch_records)
+            if following is None:
+                self._release(batch)
+                batch = await self._prepare_next()
+            else:
+                following.checksum
+                committed, batch = batch, following
 
     async def _prepare_next(self) -> Batch | None:
         batch = await self._source.next_batch(
@@ -214,6 +251,8 @@ class JournalWriter:
         return batch
 
     async def _write(self, batch: Batch) -> None:
+        """Insert and commit ``batch`` (retrying while errors are transient); the caller
+        releases it."""
         self._check_continues(batch)
         started_s = time.perf_counter()
         inserted = await self._retrying(
@@ -228,7 +267,6 @@ class JournalWriter:
         stats.conflicts_resolved += 0 if inserted else 1
         if self._on_commit is not None:
             self._on_commit(batch, latency_s)
-        self._release(batch)
 
     def _check_continues(self, batch: Batch) -> None:
         assert self._last_seq is not None
