@@ -226,7 +226,9 @@ class _LoadClient:
             measured = sent >= self.measure_from_ns
             latency_us = (now_ns - sent[measured]) // 1000
             np.clip(latency_us, 0, LATENCY_BUCKETS_US, out=latency_us)
-            result.latency_histogram_us += np.bincount(latency_us, minlength=LATENCY_BUCKETS_US + 1)
+            # in place: a bincount the histogram's size (200,001 buckets) per read was a
+            # quarter of this client's time, and the client shares the machine it measures
+            np.add.at(result.latency_histogram_us, latency_us, 1)
         if ack_count:
             self.window_open.set()
 
