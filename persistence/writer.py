@@ -233,6 +233,9 @@ class JournalWriter:
             self.writing = True
             try:
                 await write
+            except BaseException:
+                write.cancel()  # we are cancelled: so is the write (a no-op once it is done)
+                raise
             finally:
                 self.writing = False
             following = ready_batch(self.config.max_batch_records)

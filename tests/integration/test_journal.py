@@ -119,6 +119,46 @@ def test_round_trip_exact(db_dsn: str, run_on_loop: Callable) -> None:
         assert history.events.tobytes() == events[mine].tobytes()
 
 
+class ReadySource:
+    """A source with group commit: every queued chunk is ready at once."""
+
+    def __init__(self, chunks: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        self.batches = [Batch(c, e) for c, e in chunks]
+
+    async def next_batch(self, max_records: int, max_delay_s: float) -> Batch | None:
+        return self.ready_batch(max_records)
+
+    def ready_batch(self, max_records: int) -> Batch | None:
+        return self.batches.pop(0) if self.batches else None
+
+
+def test_group_commit_releases_after_commit_while_the_next_row_is_written(db_dsn: str,
+                                                                           run: Callable) -> None:
+    """Each row is released in order, after its commit, and (when another row was ready)
+    only once that row's INSERT is on the wire: the release overlaps the next commit."""
+    chunks = make_chunks(seed=4, command_count=5_000, chunk_max=400)
+    seen: list[tuple[int, int, bool]] = []
+
+    async def scenario() -> None:
+        writer: JournalWriter | None = None
+
+        def release(batch: Batch) -> None:
+            seen.append((batch.last_seq, writer.last_seq, writer.writing))
+
+        writer = JournalWriter(db_dsn, ReadySource(chunks), release)
+        await asyncio.wait_for(writer.run(), 60)
+
+    run(scenario())
+    last_seqs = [int(c[-1]["seq"]) for c, _ in chunks]
+    assert [released for released, _, _ in seen] == last_seqs
+    # the writer had committed at least this row when it was released
+    assert all(committed >= released for released, committed, _ in seen)
+    # every row but the last was released while the next one was being written
+    assert [writing for _, _, writing in seen] == [True] * (len(seen) - 1) + [False]
+    with Journal(db_dsn) as journal:
+        assert journal.commands().tobytes() == joined(chunks)[0].tobytes()
+
+
 def test_retry_is_idempotent_and_conflicts_are_errors(db_dsn: str, run: Callable) -> None:
     commands, events = synthetic_chunk(np.random.default_rng(2), 1, 500)
     batch = Batch(commands, events)
