@@ -253,8 +253,10 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
         venue.start_server()
         asyncio.run(venue.set_up_market())
         results = run_clients(venue, seconds=seconds, warmup_s=warmup_s, rate=rate, window_commands=window_commands)
+        server_side = server_breakdown(venue.server_metrics())
         exit_code = venue.stop_server()
         summary = summarize(results, seconds)
+        summary["server"] = server_side
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
         summary["server_exit_code"] = exit_code
     finally:
@@ -267,6 +269,40 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
     return result
 
 
+#: bucket bounds (ms) at which the server's histograms are read for the breakdown
+BREAKDOWN_MS = (1, 2, 5, 10)
+
+
+def server_breakdown(metrics_text: str) -> dict:
+    """From the server's own histograms (whole run, warm-up included): the share of journal
+    rows committed within each of BREAKDOWN_MS (INSERT to commit), of commands released within
+    them (gateway stamp to release), and the mean commands per row. Empty without metrics."""
+    buckets: dict[str, dict[float, float]] = {}
+    sums: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if "_bucket{" in name and 'le="' in name:
+            family = name.split("_bucket{", 1)[0]
+            bound = name.split('le="', 1)[1].split('"', 1)[0]
+            buckets.setdefault(family, {})[float("inf") if bound == "+Inf" else float(bound)] = float(value)
+        elif name.endswith(("_sum", "_count")) and "{" not in name:
+            sums[name] = float(value)
+
+    def within(family: str) -> dict[str, float]:
+        counts = buckets.get(family, {})
+        total = counts.get(float("inf"), 0.0)
+        if not total:
+            return {}
+        return {f"{ms}ms": counts.get(ms / 1000, float("nan")) / total for ms in BREAKDOWN_MS}
+
+    rows = sums.get("matchcore_journal_batch_commands_count", 0.0)
+    return {"commit_within": within("matchcore_commit_latency_seconds"),
+            "release_within": within("matchcore_ack_latency_seconds"),
+            "commands_per_row": sums.get("matchcore_journal_batch_commands_sum", 0.0) / rows if rows else None}
+
+
 def _print_summary(summary: dict, rate: float) -> None:
     offered = f" at {rate:,.0f} commands/s offered" if rate else " at full load"
     print(f"checksum: journal_last_seq={summary['journal_last_seq']} commands_acked={summary['commands_acked']} "
@@ -275,6 +311,14 @@ def _print_summary(summary: dict, rate: float) -> None:
     print(f"ack latency (NEW_ORDER, us): p50 {summary['ack_latency_us_p50']:,.0f}  "
           f"p99 {summary['ack_latency_us_p99']:,.0f}  p99.9 {summary['ack_latency_us_p999']:,.0f}  "
           f"({summary['latency_samples']:,} samples)")
+    server = summary.get("server") or {}
+    if server.get("commit_within") and server.get("release_within"):
+        def shares(name: str) -> str:
+            return " ".join(f"{limit} {share:.2%}" for limit, share in server[name].items())
+        per_row = server.get("commands_per_row")
+        print(f"server:   journal rows committed within {shares('commit_within')}; commands released "
+              f"within {shares('release_within')}" + (f"; {per_row:,.0f} commands a row" if per_row else "")
+              + " (its own histograms, whole run)")
 
 
 def _journal_last_seq(dsn: str) -> int:
@@ -309,9 +353,11 @@ def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = N
         asyncio.run(venue.set_up_market())
         print(f"market:   2 assets, {clients} accounts, {INSTRUMENTS} instruments, accounts funded over the wire")
         results = run_clients(venue, seconds=seconds, warmup_s=1.0, rate=0.0, window_commands=20_000)
+        server_side = server_breakdown(venue.server_metrics())
         exit_code = venue.stop_server()
         print(f"server:   stopped (exit code {exit_code}): everything acknowledged is journaled")
         summary = summarize(results, seconds)
+        summary["server"] = server_side
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
         _print_summary(summary, 0.0)
         verify_started = time.perf_counter()
