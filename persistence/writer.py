@@ -223,12 +223,20 @@ class JournalWriter:
         committed batch is released, so the release (the gateway's dispatch) runs while
         PostgreSQL works on the next commit instead of delaying it."""
         loop = asyncio.get_running_loop()
+        failed: list[BaseException] = []  # an error of a release run by the loop
+
+        def release_later(batch: Batch) -> None:
+            try:
+                self._release(batch)
+            except BaseException as error:  # raised by the writer as soon as it resumes
+                failed.append(error)
+
         batch = await self._prepare_next()
         committed: Batch | None = None  # committed, its release not yet scheduled
         while batch is not None:
             write = asyncio.ensure_future(self._write(batch))  # its first step sends the INSERT
             if committed is not None:
-                loop.call_soon(self._release, committed)  # after that step: ready queue is FIFO
+                loop.call_soon(release_later, committed)  # after that step: ready queue is FIFO
                 committed = None
             self.writing = True
             try:
@@ -238,6 +246,8 @@ class JournalWriter:
                 raise
             finally:
                 self.writing = False
+            if failed:
+                raise failed[0]
             following = ready_batch(self.config.max_batch_records)
             if following is None:
                 self._release(batch)

@@ -159,6 +159,22 @@ def test_group_commit_releases_after_commit_while_the_next_row_is_written(db_dsn
         assert journal.commands().tobytes() == joined(chunks)[0].tobytes()
 
 
+def test_group_commit_stops_on_a_release_error(db_dsn: str, run: Callable) -> None:
+    """A release that raises stops the writer (fail-stop), even when the loop ran it."""
+    chunks = make_chunks(seed=5, command_count=2_000, chunk_max=300)
+
+    def release(batch: Batch) -> None:
+        if batch.first_seq > 1:
+            raise RuntimeError(f"dispatch failed at {batch.first_seq}")
+
+    async def scenario() -> None:
+        writer = JournalWriter(db_dsn, ReadySource(chunks), release)
+        with pytest.raises(RuntimeError, match="dispatch failed"):
+            await asyncio.wait_for(writer.run(), 60)
+
+    run(scenario())
+
+
 def test_retry_is_idempotent_and_conflicts_are_errors(db_dsn: str, run: Callable) -> None:
     commands, events = synthetic_chunk(np.random.default_rng(2), 1, 500)
     batch = Batch(commands, events)
