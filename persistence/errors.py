@@ -38,7 +38,9 @@ class SchemaVersionError(PersistenceError):
                 message = (f"the database has schema version {found}, newer than version {known} "
                            f"that this code knows: upgrade matchcore before running against it")
             else:
-                message = f"the database has schema version {found}; this code needs {known}"
+                message = (f"the database has schema version {found}; this code needs {known}: "
+                           f"starting the server (matchcore serve) brings it up to date, or "
+                           f"Journal(dsn, apply=True) from Python")
         super().__init__(message)
 
 
