@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json as json_module
-import os
-import platform
 import statistics
 import sys
-from importlib import metadata
+
+from matchcore.bench.machine import machine_info
 
 RING_RECORDS_PER_S_TARGET = 40_000_000
 RECORD_SIZE_BYTES = 64
@@ -37,34 +36,6 @@ def expected_checksum(records_total: int, record_size_bytes: int) -> int:
     pattern_sum = (words - 1) * PATTERN_MULTIPLIER * sequence_sum
     offsets_sum = records_total * (words - 1) * words // 2
     return (sequence_sum + pattern_sum + offsets_sum) & WORD_MASK
-
-
-def machine() -> dict:
-    """What the figures were measured on."""
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    cpu_model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": metadata.version("numpy"),
-        "matchcore": _version("matchcore"),
-    }
-
-
-def _version(distribution: str) -> str:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def measure(records: int, batch: int, capacity: int, record_size_bytes: int) -> dict:
@@ -97,7 +68,7 @@ def run_ring_bench(records: int, batch: int, json: bool, *, capacity: int = CAPA
     rates = [records * 1e9 / result["elapsed_ns"] for result in results]
     report = {
         "benchmark": "ring",
-        "machine": machine(),
+        "machine": machine_info(),
         "parameters": parameters,
         "checksum": results[0]["checksum"],
         "ring_records_per_s": statistics.median(rates),

@@ -27,7 +27,7 @@ from matchcore.gateway.protocol import (
 )
 
 __all__ = [
-    "PUBLIC_KEY_SIZE", "PrivateKey", "KeyRecord", "KeyRegistry", "MemoryKeyRegistry",
+    "PUBLIC_KEY_SIZE", "PrivateKey", "KeyRecord", "KeyRegistry", "MemoryKeyRegistry", "checked_new_key",
     "generate_key", "load_private_key", "new_nonce", "fingerprint", "sign_login", "signed_login",
     "verify_signature", "authenticate",
 ]
@@ -143,6 +143,18 @@ class KeyRecord:
                 f"fingerprint={self.fingerprint}, admin={self.admin}, revoked={self.revoked})")
 
 
+def checked_new_key(account_id: int, public_key: bytes) -> bytes:
+    """What every registry's ``add`` checks: an Ed25519 public key (as bytes) and a u32
+    account id; ValueError otherwise."""
+    public_key = bytes(public_key)
+    if len(public_key) != PUBLIC_KEY_SIZE:
+        raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes")
+    Ed25519PublicKey.from_public_bytes(public_key)  # rejects what is not a key
+    if not 0 <= account_id <= 0xFFFFFFFF:
+        raise ValueError("account_id must fit u32")
+    return public_key
+
+
 class KeyRegistry(abc.ABC):
     """Where the server looks keys up. Only public keys are stored. Methods are async so a
     database-backed registry fits the same interface."""
@@ -179,12 +191,7 @@ class MemoryKeyRegistry(KeyRegistry):
         return self._keys.get(key_id)
 
     async def add(self, account_id: int, public_key: bytes, *, admin: bool = False) -> KeyRecord:
-        public_key = bytes(public_key)
-        if len(public_key) != PUBLIC_KEY_SIZE:
-            raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes")
-        Ed25519PublicKey.from_public_bytes(public_key)  # rejects what is not a key
-        if not 0 <= account_id <= 0xFFFFFFFF:
-            raise ValueError("account_id must fit u32")
+        public_key = checked_new_key(account_id, public_key)
         if len(self._keys) >= self._max_keys:
             raise OverflowError(f"the registry holds its maximum of {self._max_keys} keys")
         record = KeyRecord(len(self._keys) + 1, account_id, public_key, admin)

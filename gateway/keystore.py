@@ -11,9 +11,8 @@ next login. ``matchcore keys add|list|revoke`` uses the same class.
 from __future__ import annotations
 
 import asyncpg
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from matchcore.gateway.auth import PUBLIC_KEY_SIZE, KeyRecord, KeyRegistry
+from matchcore.gateway.auth import PUBLIC_KEY_SIZE, KeyRecord, KeyRegistry, checked_new_key
 
 __all__ = ["PgKeyRegistry", "ensure_schema", "KEY_TABLE"]
 
@@ -77,12 +76,7 @@ class PgKeyRegistry(KeyRegistry):
 
     async def add(self, account_id: int, public_key: bytes, *, admin: bool = False,
                   label: str = "") -> KeyRecord:
-        public_key = bytes(public_key)
-        if len(public_key) != PUBLIC_KEY_SIZE:
-            raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_SIZE} bytes")
-        Ed25519PublicKey.from_public_bytes(public_key)  # rejects what is not a key
-        if not 0 <= account_id <= 0xFFFFFFFF:
-            raise ValueError("account_id must fit u32")
+        public_key = checked_new_key(account_id, public_key)
         row = await self._pool.fetchrow(
             f"INSERT INTO {KEY_TABLE} (account_id, public_key, admin, label) VALUES ($1, $2, $3, $4) "
             f"RETURNING {_COLUMNS}", account_id, public_key, admin, label)

@@ -1,7 +1,6 @@
 """TLS end to end, the metrics endpoint, JSON log lines without secrets, configuration errors at start."""
 from __future__ import annotations
 
-import datetime
 import json
 import ssl
 import subprocess
@@ -10,33 +9,13 @@ import urllib.request
 
 from matchcore.core.codes import Side
 
+from ..tls import write_self_signed
 from .conftest import ALICE, INSTRUMENT, ServerProcess, env_without_matchcore, run
-
-
-def _self_signed(folder) -> tuple[str, str]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
 
 
 def test_tls_metrics_and_logs(pg_server, work_dir):
     server = ServerProcess(pg_server, work_dir)
-    server.tls = _self_signed(work_dir)
+    server.tls = write_self_signed(work_dir)
     server.start()
     try:
         context = ssl.create_default_context(cafile=server.tls[0])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ssl
 
 import pytest
@@ -16,6 +15,7 @@ from matchcore.gateway import protocol as p  # noqa: E402
 from matchcore.gateway.client import Client, ConnectionLost, LoginRefused  # noqa: E402
 from matchcore.gateway.protocol import SessionReason  # noqa: E402
 
+from ..tls import write_self_signed  # noqa: E402
 from .venue import EngineSink  # noqa: E402
 
 ADMIN, ALICE, BOB = 1, 7, 8
@@ -227,29 +227,8 @@ def test_garbage_on_one_connection_does_not_disturb_another():
     venue_test(scenario)
 
 
-def _self_signed() -> tuple[bytes, bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 def test_tls(tmp_path):
-    cert, key = _self_signed()
-    (tmp_path / "cert.pem").write_bytes(cert)
-    (tmp_path / "key.pem").write_bytes(key)
+    write_self_signed(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
     client_context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))

@@ -7,23 +7,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from matchcore.bench.ring_bench import expected_checksum  # the words ring_transfer writes
 from matchcore.core._core import Ring, ring_transfer
-
-# The record pattern ring_transfer writes: word 0 = s, word k >= 1 = s * MULTIPLIER + k.
-PATTERN_MULTIPLIER = 0x9E3779B97F4A7C15
-WORD_MASK = 2**64 - 1
 
 CAPACITIES = [2, 4, 8, 64, 1024]
 RECORD_SIZES = [8, 64, 96]
-
-
-def expected_checksum(records_total: int, record_size: int) -> int:
-    """Sum of every word of records 0..records_total-1, mod 2**64, computed independently."""
-    words = record_size // 8
-    sequence_sum = records_total * (records_total - 1) // 2
-    pattern_sum = (words - 1) * PATTERN_MULTIPLIER * sequence_sum
-    offsets_sum = records_total * (words - 1) * words // 2
-    return (sequence_sum + pattern_sum + offsets_sum) & WORD_MASK
 
 
 batch_sizes = st.lists(st.integers(1, 2100), min_size=1, max_size=8)

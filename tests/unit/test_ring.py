@@ -7,21 +7,9 @@ import time
 import numpy as np
 import pytest
 
+from matchcore.bench.ring_bench import expected_checksum  # the words ring_transfer writes
 from matchcore.core._core import Ring, ring_layout, ring_transfer
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
-
-# The record pattern ring_transfer writes: word 0 = s, word k >= 1 = s * MULTIPLIER + k.
-PATTERN_MULTIPLIER = 0x9E3779B97F4A7C15
-WORD_MASK = 2**64 - 1
-
-
-def expected_checksum(records_total: int, record_size: int) -> int:
-    """Sum of every word of records 0..records_total-1, mod 2**64, computed independently."""
-    words = record_size // 8
-    sequence_sum = records_total * (records_total - 1) // 2
-    pattern_sum = (words - 1) * PATTERN_MULTIPLIER * sequence_sum
-    offsets_sum = records_total * (words - 1) * words // 2
-    return (sequence_sum + pattern_sum + offsets_sum) & WORD_MASK
 
 
 def numbered(first: int, count: int, dtype=COMMAND_DTYPE) -> np.ndarray:
