@@ -165,14 +165,13 @@ class Venue:
 
     def close(self) -> None:
         self.stop_server()
-        if self.embedded is not None:
-            with contextlib.suppress(Exception):
-                if self._data_dir_given:
-                    asyncio.run(_sql(self.cluster_dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
-                self.embedded.stop("fast")
-        elif self.database:
+        # the bench's database goes, unless the whole (temporary) cluster goes with the folder
+        if self.database and (self.embedded is None or self._data_dir_given):
             with contextlib.suppress(Exception):
                 asyncio.run(_sql(self.cluster_dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+        if self.embedded is not None:
+            with contextlib.suppress(Exception):  # stopped even when the DROP failed
+                self.embedded.stop("fast")
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
@@ -322,16 +321,10 @@ def _print_summary(summary: dict, rate: float) -> None:
 
 
 def _journal_last_seq(dsn: str) -> int:
-    from matchcore.persistence.journal import AsyncJournal
+    from matchcore.persistence import Journal
 
-    async def read() -> int:
-        journal = await AsyncJournal.connect(dsn)
-        try:
-            return await journal.last_seq()
-        finally:
-            await journal.close()
-
-    return asyncio.run(read())
+    with Journal(dsn) as journal:
+        return journal.last_seq()
 
 
 def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = None, dsn: str | None = None) -> int:

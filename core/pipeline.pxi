@@ -510,13 +510,19 @@ cdef object _as_command_bytes(object commands):
     return array.view(_np.uint8).reshape(-1)
 
 
-def split_output(slots):
-    """Split drained (n, 96) slots into (commands, events, command_index_of_each_event).
-
-    commands: COMMAND_DTYPE array; events: EVENT_DTYPE array (copies)."""
+def split_slots(slots):
+    """Split drained (n, 96) slots into (commands, events): COMMAND_DTYPE and EVENT_DTYPE
+    arrays (copies)."""
     is_command = slots[:, _KIND_OFFSET] < 64
-    is_event = ~is_command
     commands = _np.ascontiguousarray(slots[is_command, :sizeof(Command)]).view(_ENGINE_COMMAND_DTYPE).reshape(-1)
-    events = _np.ascontiguousarray(slots[is_event]).view(_ENGINE_EVENT_DTYPE).reshape(-1)
-    owner = _np.cumsum(is_command)[is_event] - 1
+    events = _np.ascontiguousarray(slots[~is_command]).view(_ENGINE_EVENT_DTYPE).reshape(-1)
+    return commands, events
+
+
+def split_output(slots):
+    """``split_slots``, plus for each event the index of its command (for tests and tools;
+    the journal needs only the two arrays)."""
+    commands, events = split_slots(slots)
+    is_command = slots[:, _KIND_OFFSET] < 64
+    owner = _np.cumsum(is_command)[~is_command] - 1
     return commands, events, owner

@@ -66,7 +66,7 @@ def _replay(args: argparse.Namespace) -> int:
     from matchcore.persistence.replay import replay
 
     with _database(args) as dsn, Journal(dsn) as journal:
-        result = replay(journal, until_seq=args.to, verify=args.verify)
+        result = replay(journal, until_seq=args.to, verify=args.verify, from_seq=args.from_seq)
     print(f"replayed {result.commands} commands in {result.batches} batches "
           f"(from snapshot at seq {result.snapshot_seq}) to seq {result.last_seq}")
     print(f"state_hash {result.engine.state_hash():016x}" + (" verified" if args.verify else ""))
@@ -74,6 +74,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _export_trades(args: argparse.Namespace) -> int:
+    import csv
+
     import numpy as np
 
     from matchcore.persistence import Journal
@@ -86,10 +88,10 @@ def _export_trades(args: argparse.Namespace) -> int:
         columns = ["seq", "timestamp_ns", "trade_id", "instrument_id", "side", "price", "quantity",
                    "account_id", "order_id", "fee", "counter_account_id", "counter_order_id",
                    "counter_fee"]
-        with open(args.out, "w") as handle:
-            handle.write(",".join(columns) + "\n")
-            for row in trades:
-                handle.write(",".join(str(row[name]) for name in columns) + "\n")
+        with open(args.out, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows(zip(*(trades[name].tolist() for name in columns)))
     print(f"{len(trades)} trades written to {args.out}")
     return 0
 
@@ -294,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="rebuild the state from the journal")
     database_options(replay)
     replay.add_argument("--from", dest="from_seq", type=int, default=None,
-                        help="(informative) replay starts at the newest snapshot at or before --to")
+                        help="start from the newest snapshot before this seq, so every command "
+                             "from it on is applied (and checked with --verify); default: the "
+                             "newest snapshot at or before --to")
     replay.add_argument("--to", type=int, default=None, help="stop after this seq")
     replay.add_argument("--verify", action="store_true", help="re-derive and compare every event")
     replay.set_defaults(handler=_replay)

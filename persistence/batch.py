@@ -29,7 +29,7 @@ from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
 from matchcore.persistence._checksum import crc32c
 from matchcore.persistence.errors import ChecksumError, JournalIntegrityError
 
-__all__ = ["Batch", "CRC32", "CRC32C", "batch_checksum", "split_point"]
+__all__ = ["Batch", "CRC32", "CRC32C", "batch_checksum", "seq_slice", "split_point"]
 
 _HEADER = struct.Struct("<QQII")
 
@@ -167,3 +167,11 @@ def split_point(commands: np.ndarray, events: np.ndarray, room_records: int) -> 
     if command_count == 0:
         return 0, 0
     return command_count, int(events_through[command_count - 1])
+
+
+def seq_slice(records: np.ndarray, from_seq: int | None, to_seq: int | None) -> np.ndarray:
+    """The records (sorted by seq) with from_seq <= seq <= to_seq; a view."""
+    seqs = records["seq"]
+    low = 0 if from_seq is None else int(np.searchsorted(seqs, from_seq, side="left"))
+    high = len(records) if to_seq is None else int(np.searchsorted(seqs, to_seq, side="right"))
+    return records[low:high]

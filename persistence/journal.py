@@ -28,7 +28,7 @@ import numpy as np
 
 from matchcore.core.codes import EventKind
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
-from matchcore.persistence.batch import Batch
+from matchcore.persistence.batch import Batch, seq_slice
 from matchcore.persistence.errors import (
     ChecksumError,
     ConflictingBatchError,
@@ -179,13 +179,13 @@ class AsyncJournal:
 
     async def commands(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
         """The commands ``from_seq..to_seq`` in one array (a copy)."""
-        pieces = [_seq_slice(b.commands, from_seq, to_seq)
+        pieces = [seq_slice(b.commands, from_seq, to_seq)
                   async for b in self.batches(from_seq, to_seq)]
         return _concatenate(pieces, COMMAND_DTYPE)
 
     async def events(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
         """The events of commands ``from_seq..to_seq`` in one array (a copy)."""
-        pieces = [_seq_slice(b.events, from_seq, to_seq)
+        pieces = [seq_slice(b.events, from_seq, to_seq)
                   async for b in self.batches(from_seq, to_seq)]
         return _concatenate(pieces, EVENT_DTYPE)
 
@@ -193,7 +193,7 @@ class AsyncJournal:
         """The FILL events of commands ``from_seq..to_seq``, one per trade."""
         pieces = []
         async for batch in self.batches(from_seq, to_seq):
-            events = _seq_slice(batch.events, from_seq, to_seq)
+            events = seq_slice(batch.events, from_seq, to_seq)
             pieces.append(events[events["kind"] == EventKind.FILL])
         return _concatenate(pieces, EVENT_DTYPE)
 
@@ -202,8 +202,8 @@ class AsyncJournal:
         """The account's commands, and events where it is the account or the counterparty."""
         commands, events = [], []
         async for batch in self.batches(from_seq, to_seq):
-            batch_commands = _seq_slice(batch.commands, from_seq, to_seq)
-            batch_events = _seq_slice(batch.events, from_seq, to_seq)
+            batch_commands = seq_slice(batch.commands, from_seq, to_seq)
+            batch_events = seq_slice(batch.events, from_seq, to_seq)
             commands.append(batch_commands[batch_commands["account_id"] == account_id])
             concerned = (batch_events["account_id"] == account_id) | \
                 (batch_events["counter_account_id"] == account_id)
@@ -279,14 +279,6 @@ def _check_continues(first_seq: int, last_seq: int, expected: int | None, lower:
     if first_seq < expected:
         raise SequenceOverlapError(first_seq, f"journal row {first_seq}..{last_seq} overlaps "
                                    f"the rows before it, which end at {expected - 1}")
-
-
-def _seq_slice(records: np.ndarray, from_seq: int | None, to_seq: int | None) -> np.ndarray:
-    """The records (sorted by seq) with from_seq <= seq <= to_seq; a view."""
-    seqs = records["seq"]
-    low = 0 if from_seq is None else int(np.searchsorted(seqs, from_seq, side="left"))
-    high = len(records) if to_seq is None else int(np.searchsorted(seqs, to_seq, side="right"))
-    return records[low:high]
 
 
 def _concatenate(pieces: list[np.ndarray], dtype: np.dtype) -> np.ndarray:

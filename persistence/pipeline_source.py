@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from matchcore.core._core import OUTPUT_SLOT_BYTES, split_output
+from matchcore.core._core import OUTPUT_SLOT_BYTES, split_slots
 from matchcore.core.records import COMMAND_SIZE, KIND_OFFSET
 from matchcore.persistence.batch import Batch
 
@@ -89,7 +89,7 @@ class PipelineSource:
 
     def _cut(self, slots: np.ndarray, complete: int) -> Batch:
         self._carry = slots[complete:]
-        commands, events, _ = split_output(slots[:complete])
+        commands, events = split_slots(slots[:complete])
         return Batch(commands, events)
 
     async def next_batch(self, max_records: int, max_delay_s: float) -> Batch | None:

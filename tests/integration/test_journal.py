@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 
 import asyncpg
@@ -325,6 +327,25 @@ async def execute(dsn: str, sql: str) -> None:
     connection = await asyncpg.connect(dsn)
     await connection.execute(sql)
     await connection.close()
+
+
+def test_export_trades_csv_and_npy(db_dsn: str, run: Callable, tmp_path) -> None:
+    write_rows(db_dsn, run, [3_000, 2_000])
+    with Journal(db_dsn) as journal:
+        trades = journal.trades(1_000, 4_000)
+    assert len(trades) > 100
+    for out in (tmp_path / "trades.csv", tmp_path / "trades.npy"):
+        done = subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "export", "trades", "--dsn",
+                               db_dsn, "--from", "1000", "--to", "4000", "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"{len(trades)} trades written" in done.stdout
+    assert np.load(tmp_path / "trades.npy").tobytes() == trades.tobytes()
+    lines = (tmp_path / "trades.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert len(lines) == len(trades) + 1
+    for line, trade in zip(lines[1:], trades):
+        assert [int(v) for v in line.split(",")] == [int(trade[name]) for name in header]
 
 
 def test_flipped_byte_is_a_checksum_error_naming_the_row(db_dsn: str, run: Callable) -> None:
