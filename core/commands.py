@@ -113,4 +113,13 @@ def mass_cancel(account_id: int, instrument_id: int = ALL_INSTRUMENTS) -> np.voi
     return command(CommandKind.MASS_CANCEL, account_id=account_id, instrument_id=instrument_id)
 
 
+def mass_cancels(account_ids, instrument_id: int = ALL_INSTRUMENTS) -> np.ndarray:
+    """MASS_CANCEL records for many accounts at once (cancel-on-disconnect, shutdown)."""
+    out = np.zeros(len(account_ids), dtype=COMMAND_DTYPE)
+    out["kind"] = CommandKind.MASS_CANCEL
+    out["account_id"] = account_ids
+    out["instrument_id"] = instrument_id
+    return out
+
+
 BUY, SELL = Side.BUY, Side.SELL

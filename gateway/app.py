@@ -27,11 +27,9 @@ import ssl
 import time
 
 import asyncpg
-import numpy as np
 
 from matchcore.core import Engine
-from matchcore.core.codes import ALL_INSTRUMENTS, CommandKind
-from matchcore.core.records import COMMAND_DTYPE
+from matchcore.core.commands import mass_cancels
 from matchcore.gateway import auth, checkpoints
 from matchcore.gateway import protocol as p
 from matchcore.gateway.config import ServerConfig
@@ -303,11 +301,7 @@ class GatewayServer:
             session.cancel_on_disconnect = False
         if not accounts:
             return
-        commands = np.zeros(len(accounts), COMMAND_DTYPE)
-        commands["kind"] = CommandKind.MASS_CANCEL
-        commands["account_id"] = accounts
-        commands["instrument_id"] = ALL_INSTRUMENTS
-        self.sequencer.submit_system(commands)
+        self.sequencer.submit_system(mass_cancels(accounts))
 
 
 def write_ready_file(path: str, server: GatewayServer) -> None:

@@ -22,6 +22,7 @@ Metric names (all prefixed ``matchcore_``):
 """
 from __future__ import annotations
 
+import bisect
 from typing import Callable, Iterable
 
 import numpy as np
@@ -41,10 +42,11 @@ BATCH_BUCKETS = (1, 4, 16, 64, 256, 1024, 2048, 4096, 8192, 16384)
 class Histogram:
     """Cumulative-at-export bucket counts for many observations at once."""
 
-    __slots__ = ("bounds", "counts", "total", "observed")
+    __slots__ = ("bounds", "_bound_tuple", "counts", "total", "observed")
 
     def __init__(self, bounds: Iterable[float]) -> None:
-        self.bounds = np.asarray(tuple(bounds), dtype=np.float64)
+        self._bound_tuple = tuple(float(bound) for bound in bounds)  # for one value: bisect
+        self.bounds = np.asarray(self._bound_tuple, dtype=np.float64)
         self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # the last: +Inf
         self.total = 0.0
         self.observed = 0
@@ -58,7 +60,7 @@ class Histogram:
         self.observed += len(values)
 
     def observe(self, value: float) -> None:
-        self.counts[int(np.searchsorted(self.bounds, value, side="left"))] += 1
+        self.counts[bisect.bisect_left(self._bound_tuple, value)] += 1
         self.total += value
         self.observed += 1
 

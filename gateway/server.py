@@ -30,7 +30,7 @@ from typing import Callable, Protocol
 import msgspec
 import numpy as np
 
-from matchcore.core.codes import ALL_INSTRUMENTS, CommandKind
+from matchcore.core.commands import mass_cancels
 from matchcore.core.records import COMMAND_DTYPE
 from matchcore.gateway import _codec, auth
 from matchcore.gateway import protocol as p
@@ -61,8 +61,6 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     receive_buffer_bytes_max: int = 1 << 20
     #: Commands decoded per codec call (the preallocated record batch of a session).
     decode_batch_records: int = 1_024
-    #: Event frames encoded per write (the preallocated output buffer of a session).
-    event_batch_frames: int = 1_024
     #: Heartbeat intervals with nothing received after which a session is closed IDLE_TIMEOUT.
     idle_timeout_heartbeats: int = IDLE_HEARTBEATS
     #: Bytes queued for a client that does not read; beyond it: LOGOUT SLOW_CONSUMER, close.
@@ -86,7 +84,6 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
             (self.receive_buffer_bytes_max >= self.max_frame_size_bytes,
              "receive_buffer_bytes_max is below one frame"),
             (self.decode_batch_records > 0, "decode_batch_records must be positive"),
-            (self.event_batch_frames > 0, "event_batch_frames must be positive"),
             (self.idle_timeout_heartbeats >= 2, "idle_timeout_heartbeats must be at least 2"),
             (self.output_buffer_bytes_max >= 1 << 16, "output_buffer_bytes_max must be at least 64 KiB"),
             (self.replay_chunk_frames > 0, "replay_chunk_frames must be positive"),
@@ -180,7 +177,7 @@ class Session:
     __slots__ = ("session_id", "transport", "limits", "sink", "slots", "state", "account_id", "admin",
                  "cancel_on_disconnect", "heartbeat_interval_ns", "nonce", "next_event_seq",
                  "last_event_seq_sent", "close_reason", "_last_event_seq_of", "_order_status",
-                 "_buffer", "_pending_login", "_login", "_decoder", "_bucket", "_batch", "_out",
+                 "_buffer", "_pending_login", "_login", "_decoder", "_bucket", "_batch", "_buffer_size",
                  "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
                  "observer", "catching_up", "_held", "_closed_notified", "peer")
 
@@ -202,8 +199,9 @@ class Session:
         self._login: p.Login | None = None
         self._decoder: _codec.CommandDecoder | None = None
         self._bucket: TokenBucket | None = None
-        self._batch = np.zeros(limits.decode_batch_records, COMMAND_DTYPE)
-        self._out = bytearray(limits.event_batch_frames * p.EVENT_FRAME_SIZE)
+        self._batch: np.ndarray | None = None  # the decode buffer, made at login
+        #: the transport's send-buffer size, looked up once (a test transport may lack it)
+        self._buffer_size: Callable[[], int] | None = getattr(transport, "get_write_buffer_size", None)
         self._connected_ns = self._last_received_ns = self._last_sent_ns = 0
         self._slot_held = False
         self._on_active = on_active  # the dispatcher's hook: replay from next_event_seq
@@ -273,10 +271,7 @@ class Session:
         was_active = self.state == SessionState.ACTIVE
         self.state = SessionState.CLOSED
         if was_active and self.cancel_on_disconnect:
-            command = np.zeros(1, COMMAND_DTYPE)
-            command["kind"] = CommandKind.MASS_CANCEL
-            command["account_id"] = self.account_id
-            command["instrument_id"] = ALL_INSTRUMENTS
+            command = mass_cancels([self.account_id])
             submit_system = getattr(self.sink, "submit_system", None)
             if submit_system is not None:
                 submit_system(command)  # never dropped, even when the input ring is full
@@ -296,11 +291,10 @@ class Session:
         if self.state != SessionState.ACTIVE:
             return
         assert first_event_seq == self.last_event_seq_sent + 1 or self.last_event_seq_sent == 0
-        done = 0
-        while done < len(events):
-            count = _codec.encode_events(events[done:], self._out, 0, self.account_id, first_event_seq + done)
-            self._write(bytes(self._out[:count * p.EVENT_FRAME_SIZE]), now_ns)
-            done += count
+        if len(events):
+            frames = bytearray(len(events) * p.EVENT_FRAME_SIZE)
+            _codec.encode_events(events, frames, 0, self.account_id, first_event_seq)
+            self._write(bytes(frames), now_ns)
         self.last_event_seq_sent = first_event_seq + len(events) - 1 if len(events) else self.last_event_seq_sent
 
     def send_frames(self, frames: bytes, last_event_seq: int, now_ns: int) -> None:
@@ -358,6 +352,7 @@ class Session:
         self.heartbeat_interval_ns = login.heartbeat_interval_ms * NS_PER_MS
         self._decoder = _codec.CommandDecoder(self.account_id, self.admin, limits.max_frame_size_bytes)
         self._bucket = TokenBucket(limits.rate_messages_per_s, limits.burst_messages, now_ns)
+        self._batch = np.zeros(limits.decode_batch_records, COMMAND_DTYPE)
         last = self._last_event_seq_of(self.account_id)
         self.next_event_seq = login.next_event_seq or last + 1
         self.last_event_seq_sent = self.next_event_seq - 1
@@ -456,7 +451,7 @@ class Session:
     def _write(self, data: bytes, now_ns: int) -> None:
         self._last_sent_ns = now_ns
         self.transport.write(data)
-        size = getattr(self.transport, "get_write_buffer_size", None)
+        size = self._buffer_size
         if size is not None and self.state == SessionState.ACTIVE and size() > self.limits.output_buffer_bytes_max:
             self._close(SessionReason.SLOW_CONSUMER, now_ns, send_logout=False)
 
