@@ -425,7 +425,7 @@ def encode_events(events not None, uint8_t[::1] out not None, Py_ssize_t out_off
     many (bytes written = count * EVENT_FRAME_SIZE). Raises ValueError on an event kind the
     protocol does not define (an internal error: the engine never makes one).
     """
-    cdef uint8_t[::1] source = _records_check(events, EVENT_DTYPE, "events", False)
+    cdef const uint8_t[::1] source = _records_check(events, EVENT_DTYPE, "events", False)
     if not 0 <= out_offset <= out.shape[0]:
         raise IndexError("out_offset is outside out")
     cdef Py_ssize_t count = min(events.shape[0], (out.shape[0] - out_offset) // EVENT_FRAME_SIZE)
@@ -441,6 +441,40 @@ def encode_events(events not None, uint8_t[::1] out not None, Py_ssize_t out_off
         for index in range(count):
             _event_write(&records[index], recipient_account_id, first_event_seq + <uint64_t>index,
                          target + index * EVENT_FRAME_SIZE)
+    return count
+
+
+def encode_routed_events(events not None, const int64_t[::1] indexes not None,
+                         const int64_t[::1] recipients not None, const uint64_t[::1] event_seqs not None,
+                         uint8_t[::1] out not None, Py_ssize_t out_offset) -> int:
+    """Frame i: ``events[indexes[i]]`` as ``recipients[i]`` sees it, numbered
+    ``event_seqs[i]``, into ``out[out_offset:]``: a whole released batch for all its
+    recipients in one call (``streams.route`` gives indexes and recipients). Writes every
+    frame or raises (IndexError when ``out`` is short or an index is outside ``events``,
+    ValueError on an event kind the protocol does not define); returns the frame count."""
+    cdef const uint8_t[::1] source = _records_check(events, EVENT_DTYPE, "events", False)
+    cdef Py_ssize_t count = indexes.shape[0]
+    if recipients.shape[0] != count or event_seqs.shape[0] != count:
+        raise ValueError("indexes, recipients and event_seqs differ in length")
+    if not 0 <= out_offset or out_offset + count * EVENT_FRAME_SIZE > out.shape[0]:
+        raise IndexError("out has no room for the frames at out_offset")
+    if count == 0:
+        return 0
+    cdef const Event* records = <const Event*>&source[0]
+    cdef Py_ssize_t event_count = events.shape[0]
+    cdef uint8_t* target = &out[out_offset]
+    cdef Py_ssize_t frame
+    cdef int64_t index
+    for frame in range(count):
+        index = indexes[frame]
+        if not 0 <= index < event_count:
+            raise IndexError(f"index {index} is outside the {event_count} events")
+        if not 64 <= records[index].kind <= 71:
+            raise ValueError(f"event {index} has kind {records[index].kind}, not an EventKind")
+    with nogil:
+        for frame in range(count):
+            _event_write(&records[indexes[frame]], <uint32_t>recipients[frame], event_seqs[frame],
+                         target + frame * EVENT_FRAME_SIZE)
     return count
 
 

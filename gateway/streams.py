@@ -87,17 +87,30 @@ def take_events(events: np.ndarray, indexes: np.ndarray) -> np.ndarray:
     return raw[indexes].view(EVENT_DTYPE)
 
 
-def groups(accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Runs of a sorted recipient array: (account, start, count) arrays."""
-    unique, starts, counts = np.unique(accounts, return_index=True, return_counts=True)
-    return unique, starts, counts
+def _pieces(accounts: np.ndarray, capacity: int) -> list[tuple[int, int]]:
+    """Cut sorted recipients into runs of at most ``capacity`` frames, between accounts where
+    possible (an account with more frames than that is cut alone): usually one piece."""
+    total = len(accounts)
+    if total <= capacity:
+        return [(0, total)] if total else []
+    bounds = np.flatnonzero(np.concatenate(([True], accounts[1:] != accounts[:-1]))).tolist() + [total]
+    pieces, begin = [], 0
+    for run_start, run_end in zip(bounds, bounds[1:]):
+        if run_end - begin > capacity and run_start > begin:
+            pieces.append((begin, run_start))
+            begin = run_start
+        while run_end - begin > capacity:
+            pieces.append((begin, begin + capacity))
+            begin += capacity
+    pieces.append((begin, total))
+    return pieces
 
 
 class AccountStreams:
     """Per-account event counters, the ring of recent frames, and the journal index."""
 
-    __slots__ = ("capacity", "last", "_frames", "_recipient", "_event_seq", "_position", "_index",
-                 "_scratch")
+    __slots__ = ("capacity", "last", "_frames", "_view", "_recipient", "_event_seq", "_position",
+                 "_index")
 
     def __init__(self, recent_frames: int) -> None:
         if recent_frames <= 0:
@@ -106,12 +119,12 @@ class AccountStreams:
         #: account -> its last event sequence number
         self.last: dict[int, int] = {}
         self._frames = np.zeros(recent_frames * EVENT_FRAME_SIZE, np.uint8)
+        self._view = memoryview(self._frames)  # slices of it go to deliver()
         self._recipient = np.full(recent_frames, NO_RECIPIENT, np.uint64)
         self._event_seq = np.zeros(recent_frames, np.uint64)
         self._position = 0
         #: account -> [(events before, first seq of the journal row)], rising
         self._index: dict[int, list[tuple[int, int]]] = {}
-        self._scratch = np.zeros(0, EVENT_DTYPE)
 
     def last_event_seq(self, account_id: int) -> int:
         return self.last.get(account_id, 0)
@@ -138,29 +151,33 @@ class AccountStreams:
         ``deliver(account, first_event_seq, last_event_seq, frames)`` per account (``frames``
         is valid only during the call). Returns the frames made."""
         accounts, indexes = route(commands, events)
-        if len(accounts) == 0:
-            return 0
-        batch_first_seq = int(commands["seq"][0])
-        unique, starts, counts = groups(accounts)
-        ordered = take_events(events, indexes)
-        for account, start, count in zip(unique.tolist(), starts.tolist(), counts.tolist()):
-            before = self.last.get(account, 0)
-            self._index_note(account, before, count, batch_first_seq)
-            self.last[account] = before + count
-            done = 0
-            while done < count:
-                take = min(count - done, self.capacity)
-                position = self._claim(take)
-                first_event_seq = before + done + 1
-                self._write(ordered[start + done:start + done + take], account, first_event_seq, position)
-                if deliver is not None:
-                    view = memoryview(self._frames)[position * EVENT_FRAME_SIZE:(position + take) * EVENT_FRAME_SIZE]
-                    try:
-                        deliver(account, first_event_seq, first_event_seq + take - 1, view)
-                    finally:
-                        view.release()
-                done += take
+        batch_first_seq = int(commands["seq"][0]) if len(commands) else 0
+        for begin, end in _pieces(accounts, self.capacity):
+            self._append_piece(accounts[begin:end], indexes[begin:end], events, batch_first_seq, deliver)
         return len(accounts)
+
+    def _append_piece(self, accounts: np.ndarray, indexes: np.ndarray, events: np.ndarray,
+                      batch_first_seq: int, deliver) -> None:
+        """At most ``capacity`` routed frames (sorted by account): numbered, encoded in one
+        codec call into contiguous ring slots, then delivered an account's run at a time."""
+        count = len(accounts)
+        starts = np.flatnonzero(np.concatenate(([True], accounts[1:] != accounts[:-1])))
+        runs = np.diff(np.append(starts, count))
+        recipients = accounts[starts].tolist()
+        befores = [self.last.get(account, 0) for account in recipients]
+        event_seqs = (np.repeat(np.asarray(befores, np.int64) + 1 - starts, runs)
+                      + np.arange(count)).astype(np.uint64)
+        position = self._claim(count)
+        _codec.encode_routed_events(events, indexes, accounts, event_seqs, self._frames,
+                                    position * EVENT_FRAME_SIZE)
+        self._recipient[position:position + count] = accounts
+        self._event_seq[position:position + count] = event_seqs
+        for account, before, start, run in zip(recipients, befores, starts.tolist(), runs.tolist()):
+            self._index_note(account, before, run, batch_first_seq)
+            self.last[account] = before + run
+            if deliver is not None:
+                first = (position + start) * EVENT_FRAME_SIZE
+                deliver(account, before + 1, before + run, self._view[first:first + run * EVENT_FRAME_SIZE])
 
     def _index_note(self, account: int, before: int, count: int, batch_first_seq: int) -> None:
         if before // INDEX_EVERY_EVENTS != (before + count) // INDEX_EVERY_EVENTS or before == 0:
@@ -176,15 +193,6 @@ class AccountStreams:
         if self._position == self.capacity:
             self._position = 0
         return position
-
-    def _write(self, events: np.ndarray, account: int, first_event_seq: int, position: int) -> None:
-        count = len(events)
-        events = np.ascontiguousarray(events)
-        written = _codec.encode_events(events, self._frames, position * EVENT_FRAME_SIZE, account, first_event_seq)
-        assert written == count
-        self._recipient[position:position + count] = account
-        self._event_seq[position:position + count] = np.arange(first_event_seq, first_event_seq + count,
-                                                               dtype=np.uint64)
 
     # ------------------------------------------------------------------ reading back
 

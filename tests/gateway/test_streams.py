@@ -2,13 +2,16 @@
 the admin sender recorded in the command."""
 from __future__ import annotations
 
+import numpy as np
+import pytest
 
 from matchcore.core import Engine, EngineConfig
 from matchcore.core import commands as c
 from matchcore.core.codes import EventKind
+from matchcore.gateway import _codec
 from matchcore.gateway import protocol as p
 from matchcore.gateway.metrics import GatewayMetrics
-from matchcore.gateway.streams import AccountStreams, route, stamp_sender
+from matchcore.gateway.streams import AccountStreams, _pieces, route, stamp_sender
 
 ADMIN, ALICE, BOB = 0, 1, 2
 
@@ -68,3 +71,31 @@ def test_counters_round_trip_through_a_checkpoint():
     assert restored.last == streams.last
     assert restored.journal_start(ALICE, 4) == (3, int(commands["seq"][-1]) + 1)
     assert restored.journal_start(ALICE, 2) == (0, 1)
+
+
+def test_routed_encoding_is_per_frame_encoding_and_refuses_bad_input():
+    commands, events = _batch()
+    events.flags.writeable = False  # journal rows are read-only views
+    accounts, indexes = route(commands, events)
+    seqs = np.arange(100, 100 + len(accounts), dtype=np.uint64)
+    out = bytearray(len(accounts) * p.EVENT_FRAME_SIZE)
+    assert _codec.encode_routed_events(events, indexes, accounts, seqs, out, 0) == len(accounts)
+    for frame, (account, index, seq) in enumerate(zip(accounts, indexes, seqs)):
+        one = bytearray(p.EVENT_FRAME_SIZE)
+        _codec.encode_events(np.ascontiguousarray(events[index:index + 1]), one, 0, int(account), int(seq))
+        assert out[frame * p.EVENT_FRAME_SIZE:(frame + 1) * p.EVENT_FRAME_SIZE] == one
+    with pytest.raises(IndexError):  # no room
+        _codec.encode_routed_events(events, indexes, accounts, seqs, out, p.EVENT_FRAME_SIZE)
+    bad = indexes.copy()
+    bad[3] = len(events)
+    with pytest.raises(IndexError):
+        _codec.encode_routed_events(events, bad, accounts, seqs, out, 0)
+    with pytest.raises(ValueError):
+        _codec.encode_routed_events(events, indexes, accounts[1:], seqs, out, 0)
+
+
+def test_a_batch_larger_than_the_ring_is_cut_between_accounts():
+    assert _pieces(np.array([1] * 7 + [2] * 3 + [3] * 3), 8) == [(0, 7), (7, 13)]
+    assert _pieces(np.array([1] * 20 + [2] * 3), 8) == [(0, 8), (8, 16), (16, 23)]
+    assert _pieces(np.array([5, 5]), 8) == [(0, 2)]
+    assert _pieces(np.array([], np.int64), 8) == []
