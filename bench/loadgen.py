@@ -40,6 +40,8 @@ CANCEL_LAG_ORDERS = 64
 CANCEL_SHARE = 0.45
 AGGRESSIVE_SHARE = 0.10
 CHUNK_COMMANDS = 512
+#: at full load, a client writes once at least this many commands fit in its window
+MIN_SEND_COMMANDS = 64
 #: the sending period in rate mode (libuv timers have millisecond resolution: less is 0)
 RATE_TICK_S = 0.001
 #: commands made and encoded at once; sending is then a slice of bytes
@@ -65,6 +67,16 @@ class LoadSpec:
     #: commands sent and not yet acked, at most
     window_commands: int = 20_000
     seed: int = 1
+
+    def __post_init__(self) -> None:
+        checks = ((self.window_commands >= MIN_SEND_COMMANDS,
+                   f"window_commands must be at least {MIN_SEND_COMMANDS} (nothing is sent below)"),
+                  (self.rate_per_s >= 0, "rate_per_s must not be negative"),
+                  (self.seconds > 0 and self.warmup_s >= 0, "seconds must be positive, warmup_s not negative"),
+                  (self.instruments >= 1, "instruments must be at least 1"))
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
 @dataclasses.dataclass
@@ -322,14 +334,13 @@ class _LoadClient:
             if spec.rate_per_s:
                 due = int((now_ns - start_ns) / 1e9 * spec.rate_per_s) - result.sent
                 room = min(room, due)
-            if spec.rate_per_s:
                 # what is due now, then a timer tick (about 1 ms): no busy loop of tiny writes
                 while room > 0:
                     self._send(min(room, CHUNK_COMMANDS))
                     room -= CHUNK_COMMANDS
                 await asyncio.sleep(RATE_TICK_S)
                 continue
-            if room >= 64:
+            if room >= MIN_SEND_COMMANDS:
                 self._send(min(room, CHUNK_COMMANDS))
                 await asyncio.sleep(0.0005 if self.transport.get_write_buffer_size() > 1 << 20 else 0)
                 continue

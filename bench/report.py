@@ -189,6 +189,10 @@ STAGES = {"core": _core, "ring": _ring, "pipeline": _pipeline, "codec": _codec,
 
 def collect(quick: bool, skip: set[str]) -> dict:
     """stage -> {"figures", "command", "seconds"} or {"error"}."""
+    unknown = set(skip) - STAGES.keys()
+    if unknown:
+        raise ValueError(f"no such stage to skip: {', '.join(sorted(unknown))} "
+                         f"(stages: {' '.join(STAGES)})")
     results = {}
     for stage, run in STAGES.items():
         if stage in skip:

@@ -208,8 +208,7 @@ class Dispatcher:
                 await self._drained(session)
         except Exception:
             _log.exception("catch-up failed", extra={"session_id": session.session_id, "account_id": account})
-            session.on_connection_lost(time.time_ns())
-            session.transport.close()
+            session.drop(time.time_ns())
         finally:
             session.catching_up = False
 

@@ -459,6 +459,10 @@ class Session:
         """End the session from the server's side: LOGOUT with ``reason``, then close."""
         self._close(reason, now_ns)
 
+    def drop(self, now_ns: int) -> None:
+        """End the session without a LOGOUT (the server cannot serve it: an internal error)."""
+        self._close(SessionReason.NONE, now_ns, send_logout=False)
+
     def _close(self, reason: SessionReason, now_ns: int, send_logout: bool = True) -> None:
         if self.state == SessionState.CLOSED:
             return
@@ -558,8 +562,7 @@ class SessionProtocol(asyncio.Protocol):
             reason, record = await auth.authenticate(self.table.registry, login, session.nonce)
         except Exception:  # the key registry is unreachable: no answer, the client retries
             _log.exception("key lookup failed", extra={"session_id": session.session_id})
-            session.on_connection_lost(time.time_ns())
-            session.transport.close()
+            session.drop(time.time_ns())
             return
         session.complete_login(reason, record, time.time_ns())
 
