@@ -182,7 +182,6 @@ cdef class Engine:
     cdef uint32_t* free_orders
     cdef uint32_t free_count
     cdef uint32_t orders_used        # pool high-water mark: indices 1..orders_used handed out
-    cdef uint32_t live_count         # resting orders (the reference's len(orders))
     cdef IndexSlot* index
     cdef uint32_t index_mask
     # reference data and balances
@@ -365,7 +364,7 @@ cdef class Engine:
         return out
 
     def live_order_count(self) -> int:
-        return self.live_count
+        return self.live_orders()
 
     def totals(self, asset_id) -> tuple[int, int]:
         """(deposited, withdrawn) in minor units over the engine's life."""
@@ -425,7 +424,7 @@ cdef class Engine:
                         _engine_expect(found_index == order_index, "resting order not indexed")
                         booked += 1
                         order_index = self.orders[order_index].next
-        _engine_expect(booked == self.live_count, "live count disagrees with the books")
+        _engine_expect(booked == self.live_orders(), "live count disagrees with the books")
         for order_index in range(self.max_accounts):
             previous_id = 0
             found_index = self.accounts[order_index].order_head
@@ -435,13 +434,12 @@ cdef class Engine:
                 previous_id = self.orders[found_index].order_id
                 listed += 1
                 found_index = self.orders[found_index].account_next
-        _engine_expect(listed == self.live_count, "account lists disagree with the books")
+        _engine_expect(listed == self.live_orders(), "account lists disagree with the books")
         cdef uint64_t indexed = 0
         for position in range(<Py_ssize_t>self.index_mask + 1):
             if self.index[position].order != MC_NONE:
                 indexed += 1
-        _engine_expect(indexed == self.live_count, "index holds dead orders")
-        _engine_expect(self.free_count + self.live_count == self.orders_used, "order pool leaks")
+        _engine_expect(indexed == self.live_orders(), "index holds dead orders")
         try:
             Engine.restore(self.snapshot())
         except _EngineSnapshotError as error:
@@ -888,8 +886,13 @@ cdef class Engine:
 
     # ------------------------------------------------------------------ order pool and index
 
+    cdef inline uint32_t live_orders(self) noexcept nogil:
+        """Resting orders (the reference's len(orders)): every pool index handed out and
+        not back on the free list is a resting order."""
+        return self.orders_used - self.free_count
+
     cdef inline uint32_t order_allocate(self) noexcept nogil:
-        mc_engine_check(self.live_count < self.max_orders, "order pool exhausted")
+        mc_engine_check(self.live_orders() < self.max_orders, "order pool exhausted")
         if self.free_count > 0:
             self.free_count -= 1
             return self.free_orders[self.free_count]
@@ -980,7 +983,6 @@ cdef class Engine:
         self.account_unlink(&self.orders[order_index])
         self.free_orders[self.free_count] = order_index
         self.free_count += 1
-        self.live_count -= 1
 
     # ------------------------------------------------------------------ book
 
@@ -1149,7 +1151,7 @@ cdef class Engine:
         if balance.available < hold:
             self.reject(c, R_INSUFFICIENT_FUNDS)
             return
-        if self.live_count >= self.max_orders:
+        if self.live_orders() >= self.max_orders:
             self.reject(c, R_ORDER_CAPACITY)
             return
         cdef bint rests = c.order_type == TYPE_LIMIT and c.time_in_force == TIF_GTC
@@ -1208,7 +1210,6 @@ cdef class Engine:
         """A new order that rests: into the pool, the index, its account's list and its level."""
         cdef uint32_t order_index = self.order_allocate()
         self.orders[order_index] = taker[0]
-        self.live_count += 1
         self.index_insert(order_index)
         self.account_append(order_index)
         self.rest_at(order_index, instrument, position, found)
@@ -1451,7 +1452,7 @@ cdef class Engine:
             if self.instruments[instrument_id].exists:
                 words += 2 * (<size_t>self.instruments[instrument_id].level_count[0]
                               + self.instruments[instrument_id].level_count[1])
-        words += ENGINE_ORDER_WORDS * <size_t>self.live_count
+        words += ENGINE_ORDER_WORDS * <size_t>self.live_orders()
         words += 1 + ENGINE_TRANSFER_WORDS * <size_t>self.transfer_count
         return words
 
@@ -1685,7 +1686,7 @@ cdef class Engine:
             if price <= 0 or (level_number > 0 and level_key(side_index, price)
                               >= level_key(side_index, levels[level_count - level_number].price)):
                 raise _EngineSnapshotError(f"instrument {instrument_id}: level prices out of order")
-            if order_count < 1 or order_count > <int64_t>(self.max_orders - self.live_count):
+            if order_count < 1 or order_count > <int64_t>(self.max_orders - self.live_orders()):
                 raise _EngineSnapshotError(f"instrument {instrument_id}: bad order count {order_count}")
             level = &levels[level_count - 1 - level_number]
             level.price = price
@@ -1751,7 +1752,6 @@ cdef class Engine:
         order.stp_mode = <uint8_t>stp_mode
         order.flags = <uint8_t>flags
         order.order_type = TYPE_LIMIT
-        self.live_count += 1
         self.index_insert(order_index)
         return order_index
 
@@ -1796,10 +1796,10 @@ cdef class Engine:
 
     cdef load_account_lists(self):
         """Per-account order lists in ascending order id (mass cancel order); ids unique."""
-        if self.live_count == 0:
+        if self.live_orders() == 0:
             return
         # (order id << 32 | pool index) would not fit; sort (order id, index) pairs instead
-        cdef uint64_t* pairs = <uint64_t*>malloc(self.live_count * 2 * sizeof(uint64_t))
+        cdef uint64_t* pairs = <uint64_t*>malloc(self.live_orders() * 2 * sizeof(uint64_t))
         if pairs == NULL:
             raise MemoryError("cannot sort the restored orders")
         cdef uint32_t order_index
