@@ -12,7 +12,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 
-from records cimport Command, Event
+from records cimport SIDE_SELL, Command, Event
 
 cdef extern from "checked.h" nogil:
     uint32_t MC_NONE
@@ -234,3 +234,12 @@ cdef inline bint buy_hold_needed(int64_t price, int64_t leaves, int64_t fee_cap_
     if mc_mul_overflow(price, leaves, &notional):
         return True
     return mc_add_overflow(notional, mc_fee(notional, fee_cap_bps), out)
+
+
+cdef inline bint limit_hold_needed(uint8_t side, int64_t price, int64_t leaves, int64_t lot_size,
+                                   int64_t fee_cap_bps, int64_t* out) noexcept nogil:
+    """What a resting limit order holds: a sell its base (leaves lots), a buy its quote
+    (``buy_hold_needed``). True on overflow."""
+    if side == SIDE_SELL:
+        return mc_mul_overflow(leaves, lot_size, out)
+    return buy_hold_needed(price, leaves, fee_cap_bps, out)

@@ -22,7 +22,7 @@ from engine cimport (
     _SC_PAGESIZE, _SC_PHYS_PAGES, MADV_HUGEPAGE, MC_HUGE_PAGE_BYTES, MC_NONE, Account, Asset,
     Balance, EventBuffer, IndexSlot, Instrument, Level, Order, TransferSlot, WordSink,
     buy_hold_needed, event_buffer_free, event_buffer_init, event_buffer_push, level_key,
-    level_search, madvise, mc_add_overflow, mc_engine_check, mc_fee, mc_hash_word,
+    level_search, limit_hold_needed, madvise, mc_add_overflow, mc_engine_check, mc_fee, mc_hash_word,
     mc_index_tag, mc_key_hash, mc_mul_overflow, mc_prefetch, sink_put, sysconf,
 )
 
@@ -1121,10 +1121,8 @@ cdef class Engine:
     cdef bint new_order_hold(self, const Command* c, const Instrument* instrument,
                              int64_t fee_cap_bps, int64_t* hold) noexcept nogil:
         """What the order must hold before it rests or matches. True on overflow."""
-        if c.side == SIDE_SELL:
-            return mc_mul_overflow(c.quantity, instrument.lot_size, hold)
-        if c.order_type == TYPE_LIMIT:
-            return buy_hold_needed(c.price, c.quantity, fee_cap_bps, hold)
+        if c.side == SIDE_SELL or c.order_type == TYPE_LIMIT:
+            return limit_hold_needed(c.side, c.price, c.quantity, instrument.lot_size, fee_cap_bps, hold)
         cdef int64_t notional_max
         if c.price > 0:
             if mc_mul_overflow(c.price, c.quantity, &notional_max):
@@ -1397,12 +1395,8 @@ cdef class Engine:
         cdef Order* order = &self.orders[order_index]
         cdef Instrument* instrument = &self.instruments[order.instrument]
         cdef int64_t needed
-        cdef bint overflow
-        if order.side == SIDE_BUY:
-            overflow = buy_hold_needed(c.price, c.quantity, order.fee_cap_bps, &needed)
-        else:
-            overflow = mc_mul_overflow(c.quantity, instrument.lot_size, &needed)
-        if overflow:
+        if limit_hold_needed(order.side, c.price, c.quantity, instrument.lot_size,
+                             order.fee_cap_bps, &needed):
             self.reject(c, R_AMOUNT_OVERFLOW)
             return
         cdef Balance* balance = self.hold_balance(order, instrument)
@@ -1727,10 +1721,7 @@ cdef class Engine:
             raise _EngineSnapshotError(f"order {order_id} has bad leaves or fee cap")
         if not (STP_CANCEL_TAKER <= stp_mode <= STP_CANCEL_BOTH) or flags & ~FLAG_POST_ONLY:
             raise _EngineSnapshotError(f"order {order_id} has bad stp mode or flags")
-        if side == SIDE_BUY:
-            overflow = buy_hold_needed(price, leaves, fee_cap_bps, &needed)
-        else:
-            overflow = mc_mul_overflow(leaves, instrument.lot_size, &needed)
+        overflow = limit_hold_needed(side, price, leaves, instrument.lot_size, fee_cap_bps, &needed)
         if overflow or hold != needed:
             raise _EngineSnapshotError(f"order {order_id} holds {hold}, not what it needs")
         cdef uint32_t position

@@ -424,12 +424,18 @@ class ReferenceEngine:
             return RejectReason.POST_ONLY_WOULD_CROSS
         return 0
 
+    def _limit_hold_needed(self, side, price, leaves, lot_size, fee_cap_bps) -> int:
+        """What a resting limit order holds: a sell its base, a buy its quote with the
+        maximum fee (may raise _Overflow)."""
+        if side == Side.SELL:
+            return _checked(leaves * lot_size)
+        return self._buy_hold_needed(price, leaves, fee_cap_bps)
+
     def _new_order_hold(self, cmd, instrument: Instrument, fee_cap_bps: int) -> int:
         """What the order must hold before it rests or matches (may raise _Overflow)."""
-        if cmd.side == Side.SELL:
-            return _checked(cmd.quantity * instrument.lot_size)
-        if cmd.order_type == OrderType.LIMIT:
-            return self._buy_hold_needed(cmd.price, cmd.quantity, fee_cap_bps)
+        if cmd.side == Side.SELL or cmd.order_type == OrderType.LIMIT:
+            return self._limit_hold_needed(cmd.side, cmd.price, cmd.quantity, instrument.lot_size,
+                                           fee_cap_bps)
         caps = []
         if cmd.price > 0:
             caps.append(_checked(cmd.price * cmd.quantity))
@@ -681,10 +687,8 @@ class ReferenceEngine:
         order = self.orders[(cmd.account_id, cmd.client_id)]
         instrument = self.instruments[order.instrument_id]
         try:
-            if order.side == Side.BUY:
-                needed = self._buy_hold_needed(cmd.price, cmd.quantity, order.fee_cap_bps)
-            else:
-                needed = _checked(cmd.quantity * instrument.lot_size)
+            needed = self._limit_hold_needed(order.side, cmd.price, cmd.quantity,
+                                             instrument.lot_size, order.fee_cap_bps)
         except _Overflow:
             return self._reject(cmd, RejectReason.AMOUNT_OVERFLOW)
         balance = self._bal(order.account_id, self._hold_asset(instrument, order.side))
