@@ -15,7 +15,7 @@ object: how many units (commands, records, messages) the measured calls processe
 checksum of their output, so the gate divides by real work and can see it was the same work.
 
 Figures (symbols are the C names Cython gives the functions in ``core/_core.c`` and
-``gateway/_codec.c``; ``__pyx_f_`` is a ``cdef`` function, ``__pyx_pw_`` a Python-visible
+``protocol/_codec.c``; ``__pyx_f_`` is a ``cdef`` function, ``__pyx_pw_`` a Python-visible
 method's wrapper, the outermost C frame of a call from Python):
 
 - ``engine_apply``: ``Engine.apply_batch`` (the nogil per-command loop) over the measured
@@ -61,7 +61,7 @@ FIGURE_SYMBOLS = {
     "engine_apply": ["__pyx_f_9matchcore_4core_5_core_6Engine_apply_batch"],
     "ring_push_pop": ["__pyx_pw_9matchcore_4core_5_core_4Ring_*try_push",
                       "__pyx_pw_9matchcore_4core_5_core_4Ring_*pop_into"],
-    "codec_decode": ["__pyx_pw_9matchcore_7gateway_6_codec_14CommandDecoder_*decode"],
+    "codec_decode": ["__pyx_pw_9matchcore_8protocol_6_codec_14CommandDecoder_*decode"],
 }
 
 
@@ -120,9 +120,9 @@ def _ring_push_pop() -> dict:
 
 def _codec_decode() -> dict:
     from matchcore.core.records import COMMAND_DTYPE
-    from matchcore.gateway import _codec
-    from matchcore.gateway.codec_bench import ACCOUNT, order_entry_commands
-    from matchcore.gateway.protocol import DecodeStatus
+    from matchcore.protocol import _codec
+    from matchcore.bench.codec_bench import ACCOUNT, order_entry_commands
+    from matchcore.protocol import DecodeStatus
 
     commands = order_entry_commands(CODEC_MESSAGES, seed=CODEC_SEED)
     frames = bytearray(CODEC_MESSAGES * 64)
@@ -153,7 +153,7 @@ def _toolchain() -> dict:
     import re
 
     from matchcore.core import _core
-    from matchcore.gateway import _codec
+    from matchcore.protocol import _codec
 
     binaries = {"core": _core.__file__, "codec": _codec.__file__}
     compilers, cythons = set(), set()

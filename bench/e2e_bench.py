@@ -86,13 +86,13 @@ class Venue:
         asyncio.run(self._register_keys())
 
     async def _register_keys(self) -> None:
-        from matchcore.gateway import auth
-        from matchcore.gateway.keystore import PgKeyRegistry
+        from matchcore.client import keys as client_keys
+        from matchcore.gateway.key_store import PgKeyRegistry
 
         registry = await PgKeyRegistry.connect(self.dsn)
         try:
             for account in [ADMIN_ACCOUNT] + self.trader_accounts():
-                key = auth.generate_key()
+                key = client_keys.generate_key()
                 record = await registry.add(account, key.public_key, admin=account == ADMIN_ACCOUNT,
                                             label="e2e")
                 self.keys[account] = (record.key_id, key.private_bytes_raw())
@@ -104,7 +104,7 @@ class Venue:
 
     def start_server(self) -> None:
         ready = Path(tempfile.mkdtemp(prefix="matchcore-ready-")) / "ready.json"
-        command = [sys.executable, "-m", "matchcore.gateway.cli", "serve", "--dsn", self.dsn, "--port", "0",
+        command = [sys.executable, "-m", "matchcore.cli", "serve", "--dsn", self.dsn, "--port", "0",
                    "--metrics-port", "0", "--ready-file", str(ready), "--log-level", "warning"]
         for key, value in self.server_settings.items():
             command += ["--set", f"{key}={value}"]
@@ -123,13 +123,13 @@ class Venue:
 
     async def set_up_market(self) -> None:
         """Assets, accounts, instruments and deposits, through an admin session."""
-        from matchcore.gateway import auth
-        from matchcore.gateway import protocol as p
-        from matchcore.gateway.client import Client
+        from matchcore.client import keys as client_keys
+        from matchcore import protocol as p
+        from matchcore.client.connection import Client
 
         key_id, raw = self.keys[ADMIN_ACCOUNT]
         async with Client("127.0.0.1", self.port, account_id=ADMIN_ACCOUNT, key_id=key_id,
-                          private_key=auth.load_private_key(raw)) as admin:
+                          private_key=client_keys.load_private_key(raw)) as admin:
             requests = [p.AddAsset(BASE_ASSET, 0, 1), p.AddAsset(QUOTE_ASSET, 2, 2)]
             requests += [p.AddAccount(account, 100 + account) for account in self.trader_accounts()]
             requests += [p.AddInstrument(i, BASE_ASSET, QUOTE_ASSET, 1, 1, 1_000_000) for i in range(INSTRUMENTS)]

@@ -43,7 +43,7 @@ import uvloop
 
 from matchcore.persistence import AsyncJournal, Batch, BatchQueue, JournalWriter, WriterConfig
 from matchcore.persistence.embedded import EmbeddedPostgres
-from matchcore.persistence.synthetic import synthetic_chunk
+from matchcore.bench.synthetic import synthetic_chunk
 
 __all__ = ["run_journal_bench"]
 

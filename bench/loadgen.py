@@ -1,7 +1,7 @@
 """A load client: one logged-in session that sends orders in bulk and times their acks.
 
 For ``matchcore bench e2e`` and ``matchcore demo``; one process per client. It logs in like
-any client (``auth.signed_login``), then writes command frames made in bulk by the Cython
+any client (``client_keys.signed_login``), then writes command frames made in bulk by the Cython
 encoder (``_codec.encode_commands``) and reads the event stream with numpy (no Python object
 per event while every frame is an 88-byte EVENT).
 
@@ -28,8 +28,9 @@ import numpy as np
 
 from matchcore.core.codes import CommandKind, EventKind, OrderType, Side, StpMode, TimeInForce
 from matchcore.core.records import COMMAND_DTYPE
-from matchcore.gateway import _codec, auth
-from matchcore.gateway import protocol as p
+from matchcore.protocol import _codec
+from matchcore.client import keys as client_keys
+from matchcore import protocol as p
 
 __all__ = ["LoadSpec", "LoadResult", "run_load_client", "LATENCY_BUCKETS_US", "percentile_us"]
 
@@ -267,8 +268,8 @@ class _LoadClient:
         challenge = await asyncio.wait_for(self.login_answer, 10)
         if not isinstance(challenge, p.Challenge):
             raise RuntimeError(f"expected CHALLENGE, got {challenge}")
-        key = auth.load_private_key(self.spec.private_key_raw)
-        login = auth.signed_login(key, account_id=self.spec.account_id, key_id=self.spec.key_id,
+        key = client_keys.load_private_key(self.spec.private_key_raw)
+        login = client_keys.signed_login(key, account_id=self.spec.account_id, key_id=self.spec.key_id,
                                   nonce=challenge.nonce, next_event_seq=0, heartbeat_interval_ms=5000)
         self.login_answer = loop.create_future()
         self.transport.write(login.encode())

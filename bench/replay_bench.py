@@ -1,6 +1,6 @@
 """Durable core and replay figures on the real embedded PostgreSQL.
 
-``service_cmds_per_s``: the mixed workload through CoreService (input ring, core thread,
+``service_cmds_per_s``: the mixed workload through DurableCore (input ring, core thread,
 output ring, journal writer, commit, release), from the first submit to the release of the
 last command: every command durable before it counts. ``replay_cmds_per_s``: the same journal
 read back and replayed through a fresh Engine with every batch's events verified byte for
@@ -20,13 +20,13 @@ from matchcore.bench.journal_bench import _fresh_database, _server
 from matchcore.bench.workload import mixed_workload
 from matchcore.persistence import Journal
 from matchcore.persistence.replay import replay
-from matchcore.persistence.service import CoreService, ServiceConfig
+from matchcore.gateway.durable_core import DurableCore, DurableCoreConfig
 
 __all__ = ["run_replay_bench"]
 
 
 async def _load(dsn: str, workload) -> dict:
-    service = CoreService(dsn, workload.config, config=ServiceConfig(snapshot_every_commands=0))
+    service = DurableCore(dsn, workload.config, config=DurableCoreConfig(snapshot_every_commands=0))
     await service.start()
     stream = workload.all()
     start = time.perf_counter()
@@ -40,7 +40,7 @@ async def _load(dsn: str, workload) -> dict:
 
 def run_replay_bench(commands: int = 1_000_000, seed: int = 1, dsn: str | None = None,
                      repeats: int = 5) -> dict:
-    """Load the mixed workload through CoreService, then replay it ``repeats`` times (median)."""
+    """Load the mixed workload through DurableCore, then replay it ``repeats`` times (median)."""
     workload = mixed_workload(commands, seed=seed)
     with _server(dsn, None) as admin_dsn:
         bench_dsn = uvloop.run(_fresh_database(admin_dsn, "matchcore_replay_bench"))

@@ -87,10 +87,10 @@ def _pipeline(n: int) -> tuple[dict, str]:
 
 
 def _codec(n: int) -> tuple[dict, str]:
-    from matchcore.gateway.codec_bench import run_codec_bench
+    from matchcore.bench.codec_bench import run_codec_bench
 
     return (_quiet(run_codec_bench, n, 65_536, 3, True),
-            f"python -m matchcore.gateway.codec_bench --messages {n} --repeats 3")
+            f"python -m matchcore.bench.codec_bench --messages {n} --repeats 3")
 
 
 def _journal(n: int) -> tuple[dict, str]:
@@ -138,12 +138,12 @@ def _memory(n: int) -> tuple[dict, str]:
 async def _journal_disk_load(dsn: str, workload) -> dict:
     import asyncpg
 
-    from matchcore.persistence.service import CoreService, ServiceConfig
+    from matchcore.gateway.durable_core import DurableCore, DurableCoreConfig
 
     connection = await asyncpg.connect(dsn)
     try:
         start_lsn = await connection.fetchval("SELECT pg_current_wal_lsn()")
-        service = CoreService(dsn, workload.config, config=ServiceConfig(snapshot_every_commands=0))
+        service = DurableCore(dsn, workload.config, config=DurableCoreConfig(snapshot_every_commands=0))
         await service.start()
         stream = workload.all()
         await service.submit_all(stream)
@@ -168,7 +168,7 @@ async def _journal_disk_load(dsn: str, workload) -> dict:
 
 def _journal_disk(n: int) -> tuple[dict, str]:
     """PostgreSQL bytes per million mixed-workload commands: payload, table (with TOAST and
-    index), and WAL written, through the durable core (CoreService) into the embedded server."""
+    index), and WAL written, through the durable core (DurableCore) into the embedded server."""
     import uvloop
 
     from matchcore.bench.journal_bench import _server

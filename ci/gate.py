@@ -96,8 +96,9 @@ def child_environment(tree: Path | None, scratch: Path) -> dict:
     if tree is not None:
         site = scratch / "site" / "matchcore"
         site.mkdir(parents=True)
-        for folder in ("core", "gateway", "bench", "persistence"):
+        for folder in ("core", "protocol", "gateway", "persistence", "client", "cli", "bench"):
             (site / folder).symlink_to(tree.resolve() / folder)
+        (site / "errors.py").symlink_to(tree.resolve() / "matchcore" / "errors.py")
         env["PYTHONPATH"] = str(scratch / "site")
     return env
 
@@ -146,7 +147,7 @@ def finish_callgrind(figure: str, process: subprocess.Popen, out_path: Path) -> 
     if totals.get("Ir", 0) == 0:
         raise GateError(f"{figure}: no instruction was collected, so the --toggle-collect "
                         f"pattern matched no function. Find the measured function's C name "
-                        f"in core/_core.c or gateway/_codec.c and update FIGURE_SYMBOLS in "
+                        f"in core/_core.c or protocol/_codec.c and update FIGURE_SYMBOLS in "
                         f"bench/callgrind_workload.py.")
     report["totals"] = totals
     return report

@@ -45,7 +45,7 @@ say "copying the tree to $WORK/unchanged and building it"
 mkdir "$WORK/unchanged"
 (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
     tar --null --ignore-failed-read -cf - -T - 2>/dev/null) | tar -C "$WORK/unchanged" -xf -
-rm -f "$WORK"/unchanged/core/*.so "$WORK"/unchanged/gateway/*.so
+rm -f "$WORK"/unchanged/core/*.so "$WORK"/unchanged/protocol/*.so "$WORK"/unchanged/persistence/*.so
 # Only the extensions are built here, from setup.py; pyproject.toml's metadata would make an
 # older setuptools refuse to run at all (PEP 639 license strings need setuptools >= 77).
 mv "$WORK/unchanged/pyproject.toml" "$WORK/unchanged/pyproject.toml.unused"

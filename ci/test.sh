@@ -4,6 +4,6 @@
 # ci/baseline.json, see docs/benchmarks.md) and the whole test suite (unit, property,
 # integration and end to end against a real embedded PostgreSQL). Any failure fails the run.
 source "$(dirname "$0")/env.sh"
-python -m pytest -q -p no:cacheprovider --benchmark-disable bench
+python -m pytest -q -p no:cacheprovider --benchmark-disable bench/tests
 python ci/gate.py
 python -m pytest -q tests "$@"

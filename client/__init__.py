@@ -1,14 +1,17 @@
 """matchcore.client: the asyncio client library of the matchcore wire protocol.
 
-The same objects as ``matchcore.gateway.client`` (this package re-exports them), plus the key
-helpers a client needs::
+Everything a trading client or bot needs, and nothing of the server: importing it does not
+import ``matchcore.gateway`` (a test checks)::
 
     from matchcore.client import Client, load_private_key
 
-See ``docs/protocol.md`` for the protocol and ``matchcore.gateway.client`` for the details.
+- ``connection``: ``Client``, one logged-in session (orders, cancels, events, recovery).
+- ``keys``: ``PrivateKey``, key files, and the signed LOGIN.
+
+See ``docs/protocol.md`` for the protocol.
 """
-from matchcore.gateway.auth import PrivateKey, generate_key, load_private_key
-from matchcore.gateway.client import Client, ClientError, ConnectionLost, LoginRefused, Outcome
+from matchcore.client.connection import Client, ClientError, ConnectionLost, LoginRefused, Outcome
+from matchcore.client.keys import PrivateKey, generate_key, load_private_key
 
 __all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "Outcome", "PrivateKey",
            "generate_key", "load_private_key"]

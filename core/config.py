@@ -1,11 +1,9 @@
 """Engine configuration: every capacity is fixed here, up front, and validated at start."""
 import msgspec
 
+from matchcore.errors import ConfigError
+
 __all__ = ["EngineConfig", "ConfigError"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of its allowed range."""
 
 
 class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -68,6 +68,8 @@ cdef enum CoreExit:
     CORE_EXIT_INJECTED_FAULT = 4
 
 import os as _os
+
+from matchcore.errors import MatchcoreError as _MatchcoreError
 import threading as _threading
 import time as _time
 
@@ -80,7 +82,7 @@ _EMPTY_SLOTS = _np.empty((0, PIPELINE_SLOT_BYTES), dtype=_np.uint8)
 _EMPTY_SLOTS.flags.writeable = False
 
 
-class CoreThreadError(RuntimeError):
+class CoreThreadError(_MatchcoreError, RuntimeError):
     """The core thread stopped on an error; the pipeline must not be used further."""
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from matchcore.core.config import EngineConfig
+from matchcore.errors import MatchcoreError
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "SnapshotWriter", "SnapshotReader", "SnapshotError", "hash_words"]
 
@@ -35,7 +36,7 @@ CONFIG_FIELDS = ("max_accounts", "max_assets", "max_instruments", "max_orders",
                  "max_price_levels", "max_transfers", "fee_account_id")
 
 
-class SnapshotError(ValueError):
+class SnapshotError(MatchcoreError, ValueError):
     """A snapshot is truncated, of another format, or inconsistent."""
 
 

@@ -3,7 +3,7 @@
 The path of one order, as DESIGN.md draws it::
 
     socket -> SessionProtocol -> Session (Cython decode into command records)
-           -> Sequencer (held while the input ring is full)  -> CoreService.submit
+           -> Admission (held while the input ring is full)  -> DurableCore.submit
            -> core thread -> output ring -> journal writer -> PostgreSQL commit
            -> Dispatcher.on_release -> AccountStreams (number, encode once) -> sockets
 
@@ -30,15 +30,16 @@ import asyncpg
 
 from matchcore.core import Engine
 from matchcore.core.commands import mass_cancels
-from matchcore.gateway import auth, checkpoints
-from matchcore.gateway import protocol as p
+from matchcore.gateway import checkpoints, keys
+from matchcore import protocol as p
 from matchcore.gateway.config import ServerConfig
-from matchcore.gateway.dispatch import Dispatcher, OrderView
-from matchcore.gateway.keystore import PgKeyRegistry
+from matchcore.gateway.dispatch import Dispatcher
+from matchcore.gateway.order_view import OrderView
+from matchcore.gateway.key_store import PgKeyRegistry
 from matchcore.gateway.logs import redact_dsn
 from matchcore.gateway.metrics import GatewayMetrics
-from matchcore.gateway.sequencer import Sequencer
-from matchcore.gateway.server import Session, SessionState, SessionTable
+from matchcore.gateway.admission import Admission
+from matchcore.gateway.sessions import Session, SessionState, SessionTable
 from matchcore.gateway.streams import AccountStreams
 
 __all__ = ["GatewayServer", "run_server"]
@@ -61,7 +62,7 @@ class GatewayServer:
         self.registry: PgKeyRegistry | None = None
         self.table: SessionTable | None = None
         self.dispatcher: Dispatcher | None = None
-        self.sequencer: Sequencer | None = None
+        self.sequencer: Admission | None = None
         self.port = 0
         self.metrics_port = 0
         self._journal = None
@@ -78,7 +79,7 @@ class GatewayServer:
 
     async def start(self) -> None:
         from matchcore.persistence.journal import AsyncJournal
-        from matchcore.persistence.service import CoreService, ServiceConfig
+        from matchcore.gateway.durable_core import DurableCore, DurableCoreConfig
         from matchcore.persistence.writer import WriterConfig
 
         config = self.config
@@ -90,19 +91,19 @@ class GatewayServer:
         rebuilt_through = await self._rebuild_streams()
         self.dispatcher = Dispatcher(self.streams, self.metrics, self._journal_batches,
                                      replay_chunk_frames=config.limits.replay_chunk_frames)
-        service_config = ServiceConfig(
+        service_config = DurableCoreConfig(
             input_capacity_records=config.input_ring_records, output_capacity_records=config.output_ring_records,
             snapshot_every_commands=config.snapshot_every_commands,
             writer=WriterConfig(max_batch_records=config.journal_batch_records_max,
                                 max_batch_delay_s=config.journal_batch_delay_ms / 1000))
-        self.service = CoreService(self.dsn, config.engine, config=service_config, on_release=self._on_release,
+        self.service = DurableCore(self.dsn, config.engine, config=service_config, on_release=self._on_release,
                                    on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s))
         recovered = await self.service.start()
         if recovered.last_seq != rebuilt_through:
             raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")
         # Nothing is submitted yet: the core thread idles, so the state can be copied.
         self.dispatcher.order_view = OrderView(Engine.restore(self.service.engine.snapshot()))
-        self.sequencer = Sequencer(self.service)
+        self.sequencer = Admission(self.service)
         self.table = SessionTable(config.limits, self.sequencer, self.registry,
                                   last_event_seq_of=self.streams.last_event_seq,
                                   order_status=self.dispatcher.order_status,
@@ -204,7 +205,7 @@ class GatewayServer:
     def _on_active(self, session: Session) -> None:
         self.dispatcher.attach(session)
 
-    def session_login(self, session: Session, reason: p.SessionReason, record: auth.KeyRecord | None) -> None:
+    def session_login(self, session: Session, reason: p.SessionReason, record: keys.KeyRecord | None) -> None:
         fields = {"session_id": session.session_id, "account_id": session.account_id, "peer": session.peer}
         if record is not None:
             fields.update(key_id=record.key_id, key=record.fingerprint, admin=record.admin)

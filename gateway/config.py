@@ -24,17 +24,14 @@ from typing import Any, Mapping
 import msgspec
 
 from matchcore.core.config import EngineConfig
-from matchcore.gateway.server import GatewayLimits
+from matchcore.errors import ConfigError
+from matchcore.gateway.sessions import GatewayLimits
 
 __all__ = ["ServerConfig", "ConfigError", "load_config", "ENV_PREFIX"]
 
 ENV_PREFIX = "MATCHCORE_"
 #: Environment variables that are not configuration fields (read elsewhere or ignored here).
 _ENV_IGNORED = {"MATCHCORE_DEBUG"}
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
 
 
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -1,6 +1,6 @@
 """The dispatcher: durable events out to the sessions they belong to, in order, with replay.
 
-``on_release(batch)`` is called by CoreService on the loop, in seq order, only after the
+``on_release(batch)`` is called by DurableCore on the loop, in seq order, only after the
 batch is committed. ``AccountStreams.append`` numbers each recipient's events and encodes
 their frames once (into the ring of recent frames); the dispatcher writes each account's
 frames of the batch to that account's live sessions in one write: one write per session
@@ -11,100 +11,28 @@ some) catches up in a task: frames from memory while the ring still holds them, 
 from the journal, a chunk at a time, pausing while the client's socket buffer is full; live
 frames wait meanwhile (they are in the ring), so the client sees no gap and no repeat.
 
-``OrderView`` answers ORDER_STATUS from released state only: a second Engine that applies
-the durable batches in a thread of its own, so an answer never shows what is not yet
-durable. The loop only appends each batch to a deque; the replica's thread wakes every
-``ORDER_VIEW_APPLY_EVERY_S``, when ``ORDER_VIEW_WAKE_BATCHES`` batches wait, or for a query
-(waking a thread per batch cost the loop ~100 us a batch on this VM: a cross-CPU wake-up).
+ORDER_STATUS queries are answered by ``order_view.OrderView``, which the dispatcher feeds
+every released batch.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import threading
 import time
 from typing import AsyncIterator, Callable
 
-import numpy as np
 
-from matchcore.core import Engine
-from matchcore.gateway import protocol as p
+from matchcore import protocol as p
 from matchcore.gateway.metrics import GatewayMetrics
-from matchcore.gateway.server import Session, SessionState
+from matchcore.gateway.order_view import OrderView
+from matchcore.gateway.sessions import Session, SessionState
 from matchcore.gateway.streams import AccountStreams
 
-__all__ = ["Dispatcher", "OrderView"]
+__all__ = ["Dispatcher"]
 
 _log = logging.getLogger("matchcore.gateway.dispatch")
 #: while a client's socket buffer holds more than this, a catch-up waits
 _CATCH_UP_BUFFER_BYTES_MAX = 4 << 20
-#: the order-status replica applies what was released at least this often...
-ORDER_VIEW_APPLY_EVERY_S = 0.02
-#: ... and as soon as this many batches wait (a query wakes it at once)
-ORDER_VIEW_WAKE_BATCHES = 64
-
-
-class OrderView:
-    """Order state as of the released (durable) events: a replica Engine that a thread of its
-    own keeps applying the released batches to (``Engine.apply`` runs without the GIL, so
-    the loop is not held up); a query wakes it and waits until it has caught up."""
-
-    __slots__ = ("engine", "_pending", "_wake", "_condition", "_submitted", "_applied", "_thread",
-                 "_error")
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._pending: collections.deque = collections.deque()  # appends and pops are atomic
-        self._wake = threading.Event()
-        self._condition = threading.Condition()
-        self._submitted = self._applied = 0
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="matchcore-order-view", daemon=True)
-        self._thread.start()
-
-    def released(self, commands: np.ndarray) -> None:
-        self._submitted += 1
-        self._pending.append(commands)
-        if len(self._pending) >= ORDER_VIEW_WAKE_BATCHES:
-            self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(ORDER_VIEW_APPLY_EVERY_S)
-            self._wake.clear()
-            while self._pending:
-                commands = self._pending.popleft()
-                if commands is None:
-                    return
-                try:
-                    with self._condition:
-                        self.engine.apply(np.ascontiguousarray(commands))
-                        self._applied += 1
-                        self._condition.notify_all()
-                except BaseException as error:  # surfaced to the next query
-                    self._error = error
-                    return
-
-    def status(self, account_id: int, client_order_id: int, as_of_event_seq: int,
-               timeout_s: float = 5.0) -> p.OrderStatus | None:
-        """None when the replica cannot answer (it failed, or is far behind)."""
-        submitted = self._submitted
-        self._wake.set()
-        with self._condition:
-            if not self._condition.wait_for(lambda: self._applied >= submitted or self._error is not None,
-                                            timeout_s) or self._error is not None:
-                return None
-            order = self.engine.order(account_id, client_order_id)
-        if order is None:
-            return p.OrderStatus(p.OrderState.NOT_OPEN, 0, 0, client_order_id, 0, 0, 0, as_of_event_seq)
-        return p.OrderStatus(p.OrderState.OPEN, order["side"], order["instrument_id"], client_order_id,
-                             order["order_id"], order["price"], order["leaves"], as_of_event_seq)
-
-    def stop(self) -> None:
-        self._pending.append(None)
-        self._wake.set()
-        self._thread.join(10)
 
 
 class Dispatcher:

@@ -16,7 +16,7 @@ Metric names (all prefixed ``matchcore_``):
 - ``ring_depth_records{ring}``: input and output ring of the core
 - ``journal_batch_commands``: histogram of commands per journal row
 - ``commit_latency_seconds``: histogram, per journal row: the writer's INSERT until PostgreSQL
-  acknowledged the commit (CoreService's on_commit hook)
+  acknowledged the commit (DurableCore's on_commit hook)
 - ``ack_latency_seconds``: histogram, per command: from the gateway stamp (decode) to the
   release of its events to the sessions (end-to-end inside the server, durable)
 """
@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from matchcore.core.codes import CommandKind, RejectReason
-from matchcore.gateway.protocol import SessionReason
+from matchcore.protocol import SessionReason
 
 __all__ = ["Histogram", "GatewayMetrics", "LATENCY_BUCKETS_S", "BATCH_BUCKETS"]
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from matchcore.core.codes import CommandKind, EventKind
 from matchcore.core.records import EVENT_DTYPE
-from matchcore.gateway import _codec
-from matchcore.gateway.protocol import EVENT_FRAME_SIZE
+from matchcore.protocol import _codec
+from matchcore.protocol import EVENT_FRAME_SIZE
 
 __all__ = ["route", "stamp_sender", "AccountStreams", "SENDER_IN_LIMIT", "NO_RECIPIENT"]
 

@@ -19,12 +19,12 @@ from typing import Protocol
 import numpy as np
 
 from matchcore.persistence.batch import Batch, split_point
-from matchcore.persistence.errors import SequenceGapError, SequenceOverlapError
+from matchcore.persistence.errors import PersistenceError, SequenceGapError, SequenceOverlapError
 
 __all__ = ["BatchQueue", "BatchSource", "QueueClosedError"]
 
 
-class QueueClosedError(RuntimeError):
+class QueueClosedError(PersistenceError, RuntimeError):
     """A chunk was put into a closed queue."""
 
 

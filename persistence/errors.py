@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+from matchcore.errors import MatchcoreError
+
 __all__ = [
     "ChecksumError",
     "ConflictingBatchError",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-class PersistenceError(Exception):
+class PersistenceError(MatchcoreError):
     """Base of every error raised by matchcore.persistence."""
 
 

@@ -22,10 +22,10 @@ from typing import Iterator
 import asyncpg
 import pytest
 
-from matchcore.gateway import auth
-from matchcore.gateway import protocol as p
-from matchcore.gateway.client import Client
-from matchcore.gateway.keystore import PgKeyRegistry
+from matchcore.client import keys as client_keys
+from matchcore import protocol as p
+from matchcore.client.connection import Client
+from matchcore.gateway.key_store import PgKeyRegistry
 from matchcore.persistence.embedded import EmbeddedPostgres
 
 ADMIN, ALICE, BOB, CAROL = 0, 1, 2, 3
@@ -59,7 +59,7 @@ class ServerProcess:
         run(_execute(pg.dsn, f"CREATE DATABASE {self.database}"))
         head, _, _ = pg.dsn.rpartition("/")
         self.dsn = f"{head}/{self.database}"
-        self.keys: dict[int, tuple[int, auth.PrivateKey]] = {}
+        self.keys: dict[int, tuple[int, client_keys.PrivateKey]] = {}
         self.process: subprocess.Popen | None = None
         self.port = self.metrics_port = 0
         self.tls: tuple[str, str] | None = None
@@ -70,7 +70,7 @@ class ServerProcess:
         registry = await PgKeyRegistry.connect(self.dsn)
         try:
             for account in (ADMIN, *TRADERS):
-                key = auth.generate_key()
+                key = client_keys.generate_key()
                 record = await registry.add(account, key.public_key, admin=account == ADMIN)
                 self.keys[account] = (record.key_id, key)
         finally:
@@ -79,7 +79,7 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         ready = self.folder / f"{self.database}.ready"
         ready.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "matchcore.gateway.cli", "serve", "--dsn", self.dsn, "--port", "0",
+        command = [sys.executable, "-m", "matchcore.cli", "serve", "--dsn", self.dsn, "--port", "0",
                    "--metrics-port", "0", "--ready-file", str(ready), "--log-level", "info"]
         if self.tls:
             command += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]

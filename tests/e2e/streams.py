@@ -6,8 +6,9 @@ import asyncio
 import numpy as np
 
 from matchcore.core import Engine, EngineConfig
-from matchcore.gateway import protocol as p
-from matchcore.gateway.client import Client
+from matchcore import protocol as p
+from matchcore.protocol import spec
+from matchcore.client.connection import Client
 from matchcore.gateway.streams import route
 from matchcore.persistence.journal import AsyncJournal
 
@@ -36,7 +37,7 @@ async def expected_streams(dsn: str) -> dict[int, list[p.EventMessage]]:
     streams: dict[int, list[p.EventMessage]] = {}
     for account, index in zip(accounts.tolist(), indexes.tolist()):
         stream = streams.setdefault(account, [])
-        stream.append(p.event_to_message(produced[index], account, len(stream) + 1))
+        stream.append(spec.event_to_message(produced[index], account, len(stream) + 1))
     return streams
 
 

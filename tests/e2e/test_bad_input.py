@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from matchcore.core.codes import Side
-from matchcore.gateway import auth
-from matchcore.gateway import protocol as p
+from matchcore.client import keys as client_keys
+from matchcore import protocol as p
 
 from .conftest import ALICE, BOB, INSTRUMENT, run
 from .streams import quiet
@@ -33,7 +33,7 @@ async def _send_garbage(server, payload: bytes, log_in: bool, close_early: bool)
     challenge = p.decode(head + await reader.readexactly((head[0] | head[1] << 8) - 2))
     if log_in:
         key_id, key = server.keys[BOB]
-        writer.write(auth.signed_login(key, account_id=BOB, key_id=key_id, nonce=challenge.nonce).encode())
+        writer.write(client_keys.signed_login(key, account_id=BOB, key_id=key_id, nonce=challenge.nonce).encode())
     writer.write(payload)
     await writer.drain()
     if close_early:

@@ -10,7 +10,7 @@ from .conftest import env_without_matchcore
 
 
 def test_demo_runs_and_its_replay_verifies(pg_server):
-    result = subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "demo", "--clients", "2",
+    result = subprocess.run([sys.executable, "-m", "matchcore.cli", "demo", "--clients", "2",
                              "--seconds", "1", "--dsn", pg_server.dsn],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -19,7 +19,7 @@ def test_demo_runs_and_its_replay_verifies(pg_server):
 
 
 def test_bench_e2e_json_keys(pg_server):
-    result = subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "bench", "e2e", "--clients", "1",
+    result = subprocess.run([sys.executable, "-m", "matchcore.cli", "bench", "e2e", "--clients", "1",
                              "--seconds", "1", "--warmup", "0.5", "--rate", "2000", "--json", "--dsn", pg_server.dsn],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -33,6 +33,6 @@ def test_the_client_package_reexports_the_client_library():
     import pytest
 
     client = pytest.importorskip("matchcore.client", reason="needs setup.py to map client/ to matchcore.client")
-    from matchcore.gateway import client as gateway_client
+    from matchcore.client import connection as gateway_client
 
     assert client.Client is gateway_client.Client and client.load_private_key is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from matchcore.core.codes import (CancelReason, EventKind, OrderType, RejectReason, Side, StpMode,
                                   TimeInForce)
-from matchcore.gateway import protocol as p
+from matchcore import protocol as p
 
 from .conftest import ADMIN, ALICE, BOB, CAROL, INSTRUMENT, run
 from .streams import comparable, drain, expected_streams, quiet

@@ -9,8 +9,8 @@ import json
 import signal
 
 from matchcore.core.codes import CancelReason, EventKind, RejectReason, Side
-from matchcore.gateway import protocol as p
-from matchcore.gateway.client import ConnectionLost
+from matchcore import protocol as p
+from matchcore.client.connection import ConnectionLost
 
 from .conftest import ALICE, BOB, INSTRUMENT, run
 from .streams import comparable, drain, expected_streams, quiet

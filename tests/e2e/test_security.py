@@ -10,10 +10,11 @@ import sys
 import pytest
 
 from matchcore.core.codes import Side
-from matchcore.gateway import auth
-from matchcore.gateway import protocol as p
-from matchcore.gateway.client import Client, LoginRefused
-from matchcore.gateway.protocol import SessionReason
+from matchcore.client import keys as client_keys
+from matchcore import protocol as wire
+from matchcore import protocol as p
+from matchcore.client.connection import Client, LoginRefused
+from matchcore.protocol import SessionReason
 
 from .conftest import ALICE, BASE, BOB, INSTRUMENT, env_without_matchcore, run
 
@@ -43,7 +44,7 @@ def test_bad_logins_are_refused_and_change_nothing(shared_server):
         bob_key_id, _ = server.keys[BOB]
         # a key that is not the registered one for this key id
         impostor = Client("127.0.0.1", server.port, account_id=ALICE, key_id=alice_key_id,
-                          private_key=auth.generate_key())
+                          private_key=client_keys.generate_key())
         with pytest.raises(LoginRefused) as refused:
             await impostor.connect()
         assert refused.value.reason == SessionReason.BAD_SIGNATURE
@@ -61,7 +62,7 @@ def test_bad_logins_are_refused_and_change_nothing(shared_server):
         captured = {}
 
         def sign(nonce):
-            captured["login"] = auth.signed_login(alice_key, account_id=ALICE, key_id=alice_key_id, nonce=nonce)
+            captured["login"] = client_keys.signed_login(alice_key, account_id=ALICE, key_id=alice_key_id, nonce=nonce)
             return captured["login"]
 
         assert isinstance(await _raw_login(server.port, sign), p.LoginAccepted)
@@ -102,23 +103,23 @@ def test_keys_cli_add_list_revoke_and_a_revoked_key_is_refused(shared_server, tm
     server = shared_server
     env = env_without_matchcore()
     key_file = tmp_path / "carol2.pem"
-    added = subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "keys", "add", "--dsn", server.dsn,
+    added = subprocess.run([sys.executable, "-m", "matchcore.cli", "keys", "add", "--dsn", server.dsn,
                             "--account", str(ALICE), "--out", str(key_file)],
                            capture_output=True, text=True, env=env, check=True)
     key_id = int(added.stdout.split()[1])
     assert (key_file.stat().st_mode & 0o777) == 0o600
-    key = auth.load_private_key(key_file.read_bytes())
+    key = client_keys.load_private_key(key_file.read_bytes())
     assert "PRIVATE" not in added.stdout
-    listed = subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "keys", "list", "--dsn", server.dsn],
+    listed = subprocess.run([sys.executable, "-m", "matchcore.cli", "keys", "list", "--dsn", server.dsn],
                             capture_output=True, text=True, env=env, check=True).stdout
-    assert auth.fingerprint(key.public_key) in listed
+    assert wire.fingerprint(key.public_key) in listed
 
     async def login():
         async with Client("127.0.0.1", server.port, account_id=ALICE, key_id=key_id, private_key=key) as client:
             return (await client.new_order(INSTRUMENT, Side.BUY, 1, 1, timeout_s=10)).accepted
 
     assert run(login())
-    subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "keys", "revoke", "--dsn", server.dsn, str(key_id)],
+    subprocess.run([sys.executable, "-m", "matchcore.cli", "keys", "revoke", "--dsn", server.dsn, str(key_id)],
                    capture_output=True, text=True, env=env, check=True)
     with pytest.raises(LoginRefused) as refused:
         run(login())

@@ -31,7 +31,7 @@ def test_tls_metrics_and_logs(pg_server, work_dir):
             assert not isinstance(error, AssertionError)
 
         async def over_tls():
-            from matchcore.gateway import protocol as p
+            from matchcore import protocol as p
 
             async with server.client(0, ssl=context, server_hostname="localhost") as admin:
                 for message in (p.AddAsset(0, 2, 1), p.AddAsset(1, 2, 2), p.AddAccount(ALICE, 3),
@@ -59,6 +59,6 @@ def test_tls_metrics_and_logs(pg_server, work_dir):
 def test_a_bad_configuration_is_refused_at_start(tmp_path):
     config = tmp_path / "server.toml"
     config.write_text("listen_port = 7401\n[limits]\nmax_sessions = 0\n")
-    result = subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "serve", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "matchcore.cli", "serve", "--config", str(config)],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=60)
     assert result.returncode == 2 and "max_sessions must be positive" in result.stderr

@@ -9,8 +9,12 @@ import pytest
 
 pytest.importorskip("cryptography", reason="cryptography is a gateway dependency")
 
-from matchcore.gateway import auth  # noqa: E402
-from matchcore.gateway.protocol import SessionReason  # noqa: E402
+from matchcore.client import keys as client_keys  # noqa: E402
+
+from matchcore.gateway import keys as server_keys  # noqa: E402
+
+from matchcore import protocol as wire  # noqa: E402
+from matchcore.protocol import SessionReason  # noqa: E402
 
 ACCOUNT = 7
 
@@ -21,93 +25,93 @@ def run(coroutine):
 
 @pytest.fixture
 def registry_and_key():
-    registry = auth.MemoryKeyRegistry(max_keys=4)
-    key = auth.generate_key()
+    registry = server_keys.MemoryKeyRegistry(max_keys=4)
+    key = client_keys.generate_key()
     record = run(registry.add(ACCOUNT, key.public_key))
     return registry, key, record
 
 
 def _login(key, record, nonce, **changes):
-    login = auth.signed_login(key, account_id=record.account_id, key_id=record.key_id, nonce=nonce,
+    login = client_keys.signed_login(key, account_id=record.account_id, key_id=record.key_id, nonce=nonce,
                               next_event_seq=1, heartbeat_interval_ms=1000)
     return dataclasses.replace(login, **changes) if changes else login
 
 
 def test_a_good_signature_is_accepted(registry_and_key):
     registry, key, record = registry_and_key
-    nonce = auth.new_nonce()
-    assert run(auth.authenticate(registry, _login(key, record, nonce), nonce)) == (SessionReason.NONE, record)
+    nonce = server_keys.new_nonce()
+    assert run(server_keys.authenticate(registry, _login(key, record, nonce), nonce)) == (SessionReason.NONE, record)
 
 
 def test_the_wrong_key_is_refused(registry_and_key):
     registry, _, record = registry_and_key
-    nonce = auth.new_nonce()
-    impostor = auth.generate_key()
-    assert run(auth.authenticate(registry, _login(impostor, record, nonce), nonce))[0] == SessionReason.BAD_SIGNATURE
+    nonce = server_keys.new_nonce()
+    impostor = client_keys.generate_key()
+    assert run(server_keys.authenticate(registry, _login(impostor, record, nonce), nonce))[0] == SessionReason.BAD_SIGNATURE
 
 
 def test_a_revoked_key_is_refused(registry_and_key):
     registry, key, record = registry_and_key
     assert run(registry.revoke(record.key_id))
-    nonce = auth.new_nonce()
-    assert run(auth.authenticate(registry, _login(key, record, nonce), nonce))[0] == SessionReason.KEY_REVOKED
+    nonce = server_keys.new_nonce()
+    assert run(server_keys.authenticate(registry, _login(key, record, nonce), nonce))[0] == SessionReason.KEY_REVOKED
     assert not run(registry.revoke(99))
 
 
 def test_a_signature_of_another_challenge_is_refused(registry_and_key):
     registry, key, record = registry_and_key
-    old, fresh = auth.new_nonce(), auth.new_nonce()
+    old, fresh = server_keys.new_nonce(), server_keys.new_nonce()
     replayed = _login(key, record, old)
-    assert run(auth.authenticate(registry, replayed, fresh))[0] == SessionReason.STALE_CHALLENGE
+    assert run(server_keys.authenticate(registry, replayed, fresh))[0] == SessionReason.STALE_CHALLENGE
     # the nonce field swapped to the fresh one: the signature no longer matches
     forged = dataclasses.replace(replayed, nonce=fresh)
-    assert run(auth.authenticate(registry, forged, fresh))[0] == SessionReason.BAD_SIGNATURE
+    assert run(server_keys.authenticate(registry, forged, fresh))[0] == SessionReason.BAD_SIGNATURE
 
 
 def test_altered_session_parameters_break_the_signature(registry_and_key):
     registry, key, record = registry_and_key
-    nonce = auth.new_nonce()
+    nonce = server_keys.new_nonce()
     for change in ({"next_event_seq": 2}, {"login_flags": 1}, {"heartbeat_interval_ms": 999}):
         altered = _login(key, record, nonce, **change)
-        assert run(auth.authenticate(registry, altered, nonce))[0] == SessionReason.BAD_SIGNATURE
+        assert run(server_keys.authenticate(registry, altered, nonce))[0] == SessionReason.BAD_SIGNATURE
 
 
 def test_unknown_key_other_account_and_version_are_refused(registry_and_key):
     registry, key, record = registry_and_key
-    nonce = auth.new_nonce()
-    assert run(auth.authenticate(registry, _login(key, record, nonce, key_id=42), nonce))[0] == SessionReason.UNKNOWN_KEY
+    nonce = server_keys.new_nonce()
+    assert run(server_keys.authenticate(registry, _login(key, record, nonce, key_id=42), nonce))[0] == SessionReason.UNKNOWN_KEY
     other = dataclasses.replace(record, account_id=ACCOUNT + 1)
-    assert run(auth.authenticate(registry, _login(key, other, nonce), nonce))[0] == SessionReason.ACCOUNT_MISMATCH
-    assert run(auth.authenticate(registry, _login(key, record, nonce, protocol_version=2), nonce))[0] == \
+    assert run(server_keys.authenticate(registry, _login(key, other, nonce), nonce))[0] == SessionReason.ACCOUNT_MISMATCH
+    assert run(server_keys.authenticate(registry, _login(key, record, nonce, protocol_version=2), nonce))[0] == \
         SessionReason.UNSUPPORTED_VERSION
 
 
 def test_registry_stores_public_keys_only_and_is_bounded():
-    registry = auth.MemoryKeyRegistry(max_keys=2)
-    key = auth.generate_key()
+    registry = server_keys.MemoryKeyRegistry(max_keys=2)
+    key = client_keys.generate_key()
     admin = run(registry.add(1, key.public_key, admin=True))
-    run(registry.add(2, auth.generate_key().public_key))
+    run(registry.add(2, client_keys.generate_key().public_key))
     assert admin.admin and not admin.revoked and admin.key_id == 1
     assert [r.key_id for r in run(registry.list())] == [1, 2]
     assert [r.account_id for r in run(registry.list(2))] == [2]
     with pytest.raises(OverflowError):
-        run(registry.add(3, auth.generate_key().public_key))
+        run(registry.add(3, client_keys.generate_key().public_key))
     with pytest.raises(ValueError):
-        run(auth.MemoryKeyRegistry().add(1, b"short"))
+        run(server_keys.MemoryKeyRegistry().add(1, b"short"))
     secret = key.private_bytes_raw()
     for record in run(registry.list()):
         assert secret not in dataclasses.astuple(record)
 
 
 def test_no_secret_in_reprs_or_logs(caplog):
-    key = auth.generate_key()
+    key = client_keys.generate_key()
     secret_hex = key.private_bytes_raw().hex()
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("matchcore").info("key %s %r", key, key)
     assert secret_hex not in caplog.text and secret_hex not in repr(key)
-    assert auth.fingerprint(key.public_key) in repr(key)
-    assert auth.load_private_key(key.private_bytes_raw()).public_key == key.public_key
-    assert auth.load_private_key(key.private_pem(b"pw"), b"pw").public_key == key.public_key
+    assert wire.fingerprint(key.public_key) in repr(key)
+    assert client_keys.load_private_key(key.private_bytes_raw()).public_key == key.public_key
+    assert client_keys.load_private_key(key.private_pem(b"pw"), b"pw").public_key == key.public_key
     with pytest.raises(TypeError):
         import pickle
 

@@ -8,8 +8,8 @@ import pytest
 from matchcore.core import Engine, EngineConfig
 from matchcore.core import commands as c
 from matchcore.core.codes import EventKind
-from matchcore.gateway import _codec
-from matchcore.gateway import protocol as p
+from matchcore.protocol import _codec
+from matchcore import protocol as p
 from matchcore.gateway.metrics import GatewayMetrics
 from matchcore.gateway.streams import AccountStreams, _pieces, route, stamp_sender
 

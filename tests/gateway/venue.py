@@ -12,8 +12,8 @@ import numpy as np
 from matchcore.core import Engine, EngineConfig
 from matchcore.core.codes import CommandKind, EventKind
 from matchcore.core.records import EVENT_DTYPE
-from matchcore.gateway import protocol as p
-from matchcore.gateway import server
+from matchcore import protocol as p
+from matchcore.gateway import sessions
 
 
 class FakeTransport:
@@ -53,10 +53,10 @@ class EngineSink:
         self.capacity = capacity
         self.seq = 0
         self.streams: dict[int, list] = {}
-        self.sessions: list[server.Session] = []
+        self.sessions: list[sessions.Session] = []
         self.submitted: list[np.ndarray] = []
 
-    def submit(self, session: server.Session, commands: np.ndarray) -> int:
+    def submit(self, session: sessions.Session, commands: np.ndarray) -> int:
         taken = commands[: self.capacity].copy()
         if not len(taken):
             return 0
@@ -83,11 +83,11 @@ class EngineSink:
         stream = self.streams.setdefault(account, [])
         stream.append(event)
         for session in self.sessions:
-            if session.account_id == account and session.state == server.SessionState.ACTIVE:
+            if session.account_id == account and session.state == sessions.SessionState.ACTIVE:
                 self._send(session, [event], len(stream))
 
     @staticmethod
-    def _send(session: server.Session, events: list, first_event_seq: int) -> None:
+    def _send(session: sessions.Session, events: list, first_event_seq: int) -> None:
         array = np.zeros(len(events), EVENT_DTYPE)
         for index, event in enumerate(events):
             array[index] = event
@@ -96,8 +96,8 @@ class EngineSink:
     def last_event_seq_of(self, account: int) -> int:
         return len(self.streams.get(account, ()))
 
-    def on_active(self, session: server.Session) -> None:
-        self.sessions = [s for s in self.sessions if s.state == server.SessionState.ACTIVE]
+    def on_active(self, session: sessions.Session) -> None:
+        self.sessions = [s for s in self.sessions if s.state == sessions.SessionState.ACTIVE]
         self.sessions.append(session)
         stream = self.streams.get(session.account_id, [])
         missed = stream[session.next_event_seq - 1:]

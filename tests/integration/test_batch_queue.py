@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from matchcore.persistence import BatchQueue, SequenceGapError
-from matchcore.persistence.synthetic import synthetic_chunk
+from matchcore.bench.synthetic import synthetic_chunk
 
 
 def test_batches_are_bounded_and_split_between_commands() -> None:

@@ -11,7 +11,7 @@ import time
 
 from matchcore.core import Engine, commands as c
 from matchcore.persistence import Journal
-from matchcore.persistence.loadrun import workload_for
+from matchcore.bench.loadrun import workload_for
 from matchcore.persistence.replay import replay
 
 COMMANDS = 200_000
@@ -20,7 +20,7 @@ SEED = 5
 
 def start(dsn):
     return subprocess.Popen(
-        [sys.executable, "-m", "matchcore.persistence.loadrun", "--dsn", dsn, "--commands",
+        [sys.executable, "-m", "matchcore.bench.loadrun", "--dsn", dsn, "--commands",
          str(COMMANDS), "--seed", str(SEED), "--snapshot-every", "20000", "--chunk", "500", "--rate", "50000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

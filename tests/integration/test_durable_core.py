@@ -14,7 +14,7 @@ from matchcore.core.records import EVENT_DTYPE
 from matchcore.persistence import Journal
 from matchcore.persistence.batch import batch_checksum
 from matchcore.persistence.replay import ReplayMismatchError, replay
-from matchcore.persistence.service import CoreService, ServiceConfig
+from matchcore.gateway.durable_core import DurableCore, DurableCoreConfig
 from matchcore.persistence.writer import WriterConfig
 
 
@@ -23,7 +23,7 @@ def workload(commands=30_000, seed=11):
 
 
 async def serve(dsn, w, stream, *, snapshot_every=10_000, released=None, kept=8, chunk=None):
-    service = CoreService(dsn, w.config, config=ServiceConfig(
+    service = DurableCore(dsn, w.config, config=DurableCoreConfig(
         snapshot_every_commands=snapshot_every, snapshots_kept=kept,
         writer=WriterConfig(max_batch_records=2048)),
         on_release=None if released is None else released.append)
@@ -81,7 +81,7 @@ def test_round_trip_replay_and_restart(db_dsn):
         finally:
             await connection.close()
 
-    assert asyncio.run(snapshot_count()) <= ServiceConfig().snapshots_kept + 1
+    assert asyncio.run(snapshot_count()) <= DurableCoreConfig().snapshots_kept + 1
     everything = Engine(w.config)
     everything.apply(c.number(stream.copy()))
     assert live_hash2 == everything.state_hash()
@@ -145,7 +145,7 @@ def test_database_outage_under_load_through_the_whole_core(pg_server, db_dsn):
                               retry_delay_max_s=0.05)
 
     async def scenario():
-        service = CoreService(db_dsn, w.config, config=ServiceConfig(
+        service = DurableCore(db_dsn, w.config, config=DurableCoreConfig(
             snapshot_every_commands=0, input_capacity_records=1024, output_capacity_records=4096,
             writer=fast_retry), on_release=released.append)
         await service.start()

@@ -31,7 +31,7 @@ from matchcore.persistence.batch import CRC32, CRC32C, batch_checksum
 from matchcore.persistence.journal import PAGE_ROWS
 from matchcore.persistence.schema import _CREATE_VERSION_TABLE as SCHEMA_VERSION_TABLE
 from matchcore.persistence.schema import MIGRATIONS
-from matchcore.persistence.synthetic import synthetic_chunk
+from matchcore.bench.synthetic import synthetic_chunk
 
 FAST_RETRY = dict(retry_delay_initial_s=0.005, retry_delay_max_s=0.1)
 
@@ -335,7 +335,7 @@ def test_export_trades_csv_and_npy(db_dsn: str, run: Callable, tmp_path) -> None
         trades = journal.trades(1_000, 4_000)
     assert len(trades) > 100
     for out in (tmp_path / "trades.csv", tmp_path / "trades.npy"):
-        done = subprocess.run([sys.executable, "-m", "matchcore.gateway.cli", "export", "trades", "--dsn",
+        done = subprocess.run([sys.executable, "-m", "matchcore.cli", "export", "trades", "--dsn",
                                db_dsn, "--from", "1000", "--to", "4000", "--out", str(out)],
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

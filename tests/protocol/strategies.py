@@ -6,7 +6,8 @@ import dataclasses
 from hypothesis import strategies as st
 
 from matchcore.core.codes import EventKind
-from matchcore.gateway import protocol as p
+from matchcore import protocol as p
+from matchcore.protocol import messages
 
 _RANGES = {"u8": (0, 2**8 - 1), "u16": (0, 2**16 - 1), "u32": (0, 2**32 - 1),
            "u64": (0, 2**64 - 1), "i64": (-(2**63), 2**63 - 1)}
@@ -16,7 +17,7 @@ def _field_strategy(cls: type[p.Message], name: str) -> st.SearchStrategy:
     field = cls.LAYOUT.fields[name][0]
     if field.subdtype is not None:
         return st.binary(min_size=field.itemsize, max_size=field.itemsize)
-    low, high = _RANGES[p._type_name(field)]
+    low, high = _RANGES[messages._type_name(field)]
     # mostly small values (the interesting ones), sometimes anything in range
     return st.one_of(st.integers(0, 16).filter(lambda v: low <= v <= high), st.integers(low, high))
 

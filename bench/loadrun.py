@@ -1,5 +1,5 @@
 """A durable core under a seeded load, as a process of its own: ``python -m
-matchcore.persistence.loadrun --dsn DSN``. Used by the crash tests and ``bench journal``.
+matchcore.bench.loadrun --dsn DSN``. Used by the crash tests and ``bench journal``.
 
 The workload is deterministic (``bench.workload.mixed_workload``), so a restarted process
 resumes it exactly: the command with seq s is ``workload.all()[s - 1]``. Each released batch
@@ -15,7 +15,7 @@ import sys
 import uvloop
 
 from matchcore.bench.workload import mixed_workload
-from matchcore.persistence.service import CoreService, ServiceConfig
+from matchcore.gateway.durable_core import DurableCore, DurableCoreConfig
 from matchcore.persistence.writer import WriterConfig
 
 
@@ -27,7 +27,7 @@ async def run(dsn: str, commands: int, seed: int, snapshot_every: int, chunk: in
               rate_per_s: float = 0.0) -> int:
     workload = workload_for(commands, seed)
     stream = workload.all()
-    service = CoreService(dsn, workload.config, config=ServiceConfig(
+    service = DurableCore(dsn, workload.config, config=DurableCoreConfig(
         snapshot_every_commands=snapshot_every, writer=WriterConfig(max_batch_records=4096)),
         on_release=lambda batch: print(f"released {batch.last_seq}", flush=True))
     recovered = await service.start()

@@ -1,4 +1,4 @@
-"""Type stubs of matchcore.gateway._codec (see _codec.pyx for the documentation)."""
+"""Type stubs of matchcore.protocol._codec (see _codec.pyx for the documentation)."""
 import numpy as np
 from typing import Any
 

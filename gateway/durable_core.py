@@ -1,4 +1,4 @@
-"""CoreService: the durable core. Engine + pipeline + journal writer, wired as DESIGN.md draws:
+"""DurableCore: the durable core. Engine + pipeline + journal writer, wired as DESIGN.md draws:
 
     submit --input ring--> core thread --output ring--> PipelineSource --> JournalWriter
                                                                         --> PostgreSQL
@@ -27,13 +27,13 @@ from matchcore.persistence.pipeline_source import PipelineSource
 from matchcore.persistence.replay import CONFIG_META_KEY, ReplayResult, config_from_meta, replay_async
 from matchcore.persistence.writer import JournalWriter, WriterConfig
 
-__all__ = ["CoreService", "ServiceConfig"]
+__all__ = ["DurableCore", "DurableCoreConfig"]
 
-_log = logging.getLogger("matchcore.persistence.service")
+_log = logging.getLogger("matchcore.gateway.durable_core")
 
 
-class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Ring sizes and snapshot cadence of a CoreService."""
+class DurableCoreConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Ring sizes and snapshot cadence of a DurableCore."""
 
     input_capacity_records: int = 1 << 16
     output_capacity_records: int = 1 << 18
@@ -45,17 +45,17 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     writer: WriterConfig = WriterConfig()
 
 
-class CoreService:
+class DurableCore:
     """Commands in, durable events out. One instance per journal."""
 
-    def __init__(self, dsn: str, engine_config: EngineConfig, *, config: ServiceConfig | None = None,
+    def __init__(self, dsn: str, engine_config: EngineConfig, *, config: DurableCoreConfig | None = None,
                  on_release: Callable[[Batch], object] | None = None,
                  on_commit: Callable[[Batch, float], object] | None = None):
         """``on_release(batch)``: after each batch's commit, in seq order. ``on_commit(batch,
         latency_s)``: just before it, with the writer's own commit latency (for metrics)."""
         self.dsn = dsn
         self.engine_config = engine_config.validate()
-        self.config = config or ServiceConfig()
+        self.config = config or DurableCoreConfig()
         self.on_release = on_release
         self.on_commit = on_commit
         self.engine: Engine | None = None

@@ -1,6 +1,6 @@
 """Benchmark of the gateway codec: client frames decoded into command records, event frames encoded.
 
-``python -m matchcore.gateway.codec_bench [--messages N] [--chunk-bytes B] [--repeats R] [--json]``
+``python -m matchcore.bench.codec_bench [--messages N] [--chunk-bytes B] [--repeats R] [--json]``
 prints the machine, versions and parameters, a checksum of the decoded records, then the
 median rates over ``repeats`` runs. The decode input is a realistic order-entry mix (70%
 NEW_ORDER, 20% CANCEL, 10% REPLACE) cut into receive-sized chunks (``chunk_bytes``, a
@@ -19,8 +19,8 @@ import numpy as np
 
 from matchcore.bench.machine import machine_info, print_header
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
-from matchcore.gateway import _codec
-from matchcore.gateway.protocol import EVENT_FRAME_SIZE, DecodeStatus
+from matchcore.protocol import _codec
+from matchcore.protocol import EVENT_FRAME_SIZE, DecodeStatus
 
 ACCOUNT = 7
 

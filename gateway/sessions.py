@@ -8,16 +8,18 @@ state machine that knows nothing of asyncio, then a thin adapter):
 - ``SessionSlots``: the maximum number of logged-in sessions.
 - ``Session``: one connection from CHALLENGE to close. It is fed bytes and clock readings
   (``on_data``, ``on_tick``) and answers through a ``Transport`` (``write``, ``close``);
-  decoded commands go to a ``CommandSink`` (later: sequencer and input ring). Login
+  decoded commands go to a ``CommandSink`` (``admission.Admission``). Login
   authentication is async (the key registry), so a LOGIN is handed out by
   ``take_login()`` and the answer comes back through ``complete_login()``.
 - ``SessionProtocol`` / ``SessionTable``: the asyncio adapter and the clock that ticks
   every session (login timeout, heartbeats, idle timeout).
 
-The pieces behind it are in their own modules: ``sequencer`` (the ``CommandSink`` in front
-of the core's input ring, with backpressure), ``dispatch`` (durable events to sessions,
-numbering and replay, with ``streams``), ``keystore`` (keys in PostgreSQL), ``metrics``,
-``logs``, ``config``, and ``app`` (``matchcore serve``: all of it wired together).
+The pieces behind it are in their own modules: ``admission`` (the ``CommandSink`` in front
+of the core's input ring, with backpressure), ``durable_core`` (the core thread and the
+journal writer), ``dispatch`` (durable events to sessions, numbering and replay, with
+``streams``), ``order_view``, ``keys`` and ``key_store`` (the login check; keys in
+PostgreSQL), ``metrics``, ``logs``, ``config``, and ``app`` (``matchcore serve``: all of it
+wired together).
 """
 from __future__ import annotations
 
@@ -32,14 +34,15 @@ import numpy as np
 
 from matchcore.core.commands import mass_cancels
 from matchcore.core.records import COMMAND_DTYPE
-from matchcore.gateway import _codec, auth
-from matchcore.gateway import protocol as p
-from matchcore.gateway.protocol import DecodeStatus, SessionReason
+from matchcore.protocol import _codec
+from matchcore.gateway import keys
+from matchcore import protocol as p
+from matchcore.protocol import DecodeStatus, SessionReason
 
 __all__ = ["GatewayLimits", "TokenBucket", "SessionSlots", "SessionState", "Transport", "CommandSink",
            "Session", "SessionProtocol", "SessionTable"]
 
-_log = logging.getLogger("matchcore.gateway.server")
+_log = logging.getLogger("matchcore.gateway.sessions")
 
 NS_PER_S = 1_000_000_000
 NS_PER_MS = 1_000_000
@@ -167,7 +170,7 @@ class SessionObserver(Protocol):
     """What the server wants to know of a session (metrics, logs, the dispatcher)."""
 
     def session_reject(self, session: "Session", reason: int) -> None: ...
-    def session_login(self, session: "Session", reason: SessionReason, record: auth.KeyRecord | None) -> None: ...
+    def session_login(self, session: "Session", reason: SessionReason, record: keys.KeyRecord | None) -> None: ...
     def session_closed(self, session: "Session") -> None: ...
 
 
@@ -217,7 +220,7 @@ class Session:
     def on_connect(self, now_ns: int) -> None:
         """Send the CHALLENGE."""
         self._connected_ns = self._last_received_ns = now_ns
-        self.nonce = auth.new_nonce()
+        self.nonce = keys.new_nonce()
         self._write(p.Challenge(p.PROTOCOL_VERSION, self.limits.login_timeout_ms,
                                 self.limits.max_frame_size_bytes, now_ns, self.nonce).encode(), now_ns)
 
@@ -239,8 +242,8 @@ class Session:
         login, self._pending_login = self._pending_login, None
         return login
 
-    def complete_login(self, reason: SessionReason, record: auth.KeyRecord | None, now_ns: int) -> None:
-        """The answer of ``auth.authenticate`` for the LOGIN handed out by ``take_login``."""
+    def complete_login(self, reason: SessionReason, record: keys.KeyRecord | None, now_ns: int) -> None:
+        """The answer of ``keys.authenticate`` for the LOGIN handed out by ``take_login``."""
         if self.state != SessionState.AUTHENTICATING:
             return
         login = self._login
@@ -344,7 +347,7 @@ class Session:
             return SessionReason.TOO_MANY_SESSIONS
         return SessionReason.NONE
 
-    def _activate(self, login: p.Login, record: auth.KeyRecord, now_ns: int) -> None:
+    def _activate(self, login: p.Login, record: keys.KeyRecord, now_ns: int) -> None:
         limits = self.limits
         self.state = SessionState.ACTIVE
         self.account_id, self.admin = login.account_id, record.admin
@@ -502,7 +505,7 @@ class SessionTable:
     __slots__ = ("limits", "sink", "registry", "slots", "sessions", "last_event_seq_of", "order_status",
                  "on_active", "observer", "_next_session_id")
 
-    def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: auth.KeyRegistry, *,
+    def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: keys.KeyRegistry, *,
                  last_event_seq_of: Callable[[int], int] = lambda account: 0,
                  order_status: Callable[[int, int], p.OrderStatus | None] | None = None,
                  on_active: Callable[[Session], None] | None = None,
@@ -559,7 +562,7 @@ class SessionProtocol(asyncio.Protocol):
 
     async def _authenticate(self, session: Session, login: p.Login) -> None:
         try:
-            reason, record = await auth.authenticate(self.table.registry, login, session.nonce)
+            reason, record = await keys.authenticate(self.table.registry, login, session.nonce)
         except Exception:  # the key registry is unreachable: no answer, the client retries
             _log.exception("key lookup failed", extra={"session_id": session.session_id})
             session.drop(time.time_ns())

@@ -1,7 +1,7 @@
-"""The sequencer: the one door from the sessions into the core's input ring.
+"""Admission: the one door from the sessions into the core's input ring.
 
 Sessions hand it their decoded commands (``submit``); it writes them into the input ring of
-``CoreService``, which stamps the global sequence number and the time. A full ring is
+``DurableCore``, which stamps the global sequence number and the time. A full ring is
 backpressure, never a drop: what the ring did not take is kept here (``hold``, a copy) in
 arrival order, the session stops reading its socket, and a retry timer offers the held
 commands again, oldest first, until the ring takes them all; then the session reads again
@@ -20,18 +20,18 @@ from typing import Protocol
 
 import numpy as np
 
-from matchcore.gateway.server import Session, SessionState
+from matchcore.gateway.sessions import Session, SessionState
 from matchcore.gateway.streams import stamp_sender
 
-__all__ = ["Sequencer", "Core"]
+__all__ = ["Admission", "Core"]
 
 
 class Core(Protocol):
     def submit(self, commands: np.ndarray) -> int: ...
 
 
-class Sequencer:
-    """CommandSink with backpressure in front of a ``Core`` (a CoreService)."""
+class Admission:
+    """CommandSink with backpressure in front of a ``Core`` (a DurableCore)."""
 
     __slots__ = ("core", "retry_s", "_held", "_retry", "_loop", "commands_taken", "held_max_records",
                  "_held_records")

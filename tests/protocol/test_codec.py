@@ -8,9 +8,10 @@ from hypothesis import strategies as st
 
 from matchcore.core.codes import EventKind
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
-from matchcore.gateway import _codec
-from matchcore.gateway import protocol as p
-from matchcore.gateway.protocol import DecodeStatus, SessionReason
+from matchcore.protocol import _codec
+from matchcore import protocol as p
+from matchcore.protocol import spec
+from matchcore.protocol import DecodeStatus, SessionReason
 
 from .strategies import ADMIN_CLASSES, client_message, message_strategy
 
@@ -23,7 +24,7 @@ def _full(fields: dict) -> dict:
 
 
 def _python_step(buffer, admin, capacity, max_frame_size):
-    r = p.decode_client_stream(bytes(buffer), ACCOUNT, admin, capacity, max_frame_size)
+    r = spec.decode_client_stream(bytes(buffer), ACCOUNT, admin, capacity, max_frame_size)
     return r.status, r.reason, r.consumed_bytes, [_full(c) for c in r.commands], r.frame_offset, r.frame_type
 
 
@@ -86,7 +87,7 @@ def test_valid_streams_split_anywhere_decode_identically(messages, cuts, admin, 
     expected = [m for m in messages if type(m).TYPE in p.ORDER_ENTRY_TYPES | p.ADMIN_TYPES
                 and (admin or type(m).TYPE not in p.ADMIN_TYPES)
                 and (type(m).TYPE not in p.ORDER_ENTRY_TYPES or m.account_id == ACCOUNT)]
-    assert commands == [_full(p.message_to_command(m, ACCOUNT)) for m in expected]
+    assert commands == [_full(spec.message_to_command(m, ACCOUNT)) for m in expected]
     assert all(note[0] != "fatal" for note in notes)
 
 
@@ -215,7 +216,7 @@ def test_event_frames_equal_the_python_encoder(seed, size, first_event_seq, room
     out = bytearray(min(room_bytes % 6000, size * p.EVENT_FRAME_SIZE + 50) + 3)
     count = _codec.encode_events(events, out, 3, recipient, first_event_seq)
     assert count == min(size, (len(out) - 3) // p.EVENT_FRAME_SIZE)
-    expected = b"".join(p.encode_event(events[i], recipient, first_event_seq + i) for i in range(count))
+    expected = b"".join(spec.encode_event(events[i], recipient, first_event_seq + i) for i in range(count))
     assert bytes(out[3:3 + len(expected)]) == expected
     for i in range(count):
         message = p.decode(expected[i * 88:(i + 1) * 88])
@@ -250,7 +251,7 @@ def test_bulk_command_encoder_inverts_the_decoder(messages, room):
     commands = [m for m in messages if type(m).TYPE in p.ORDER_ENTRY_TYPES | p.ADMIN_TYPES]
     records = np.zeros(len(commands), COMMAND_DTYPE)
     for index, message in enumerate(commands):
-        for name, value in p.message_to_command(message, getattr(message, "account_id", 0)).items():
+        for name, value in spec.message_to_command(message, getattr(message, "account_id", 0)).items():
             records[index][name] = value
     out = bytearray(room)
     count, written = _codec.encode_commands(records, out)

@@ -1,10 +1,10 @@
 """The tables of ``docs/protocol.md``, generated from the code, and their parser.
 
-``python -m matchcore.gateway.protocol_doc`` prints every layout and enum table in the
-document's format; ``tests/gateway/test_protocol_doc.py`` parses the document with
+``python -m matchcore.protocol.doc`` prints every layout and enum table in the
+document's format; ``tests/protocol/test_protocol_doc.py`` parses the document with
 ``parse_tables`` and checks each table against the code, so the two cannot drift. A table
 follows a marker line ``<!-- layout: ClassName -->`` or ``<!-- enum: EnumName -->``;
-``python -m matchcore.gateway.protocol_doc --refresh docs/protocol.md`` rewrites every
+``python -m matchcore.protocol.doc --refresh docs/protocol.md`` rewrites every
 marked table of the document from the code and leaves the prose alone.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from enum import IntEnum
 import numpy as np
 
 from matchcore.core import codes
-from matchcore.gateway import protocol
+from matchcore.protocol import messages as protocol
 
 __all__ = ["DOC_ENUMS", "layout_rows", "enum_rows", "render_layout", "render_enum", "render_all",
            "parse_tables", "refresh"]

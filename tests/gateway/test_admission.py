@@ -7,9 +7,11 @@ import asyncio
 import numpy as np
 
 from matchcore.core.codes import CommandKind
-from matchcore.gateway import auth, server
-from matchcore.gateway import protocol as p
-from matchcore.gateway.sequencer import Sequencer
+from matchcore.client import keys as client_keys
+from matchcore.gateway import keys as server_keys
+from matchcore.gateway import sessions
+from matchcore import protocol as p
+from matchcore.gateway.admission import Admission
 
 from .venue import FakeTransport
 
@@ -43,14 +45,14 @@ class PausableTransport(FakeTransport):
         self.paused = False
 
 
-def _session(sink, limits=None) -> server.Session:
+def _session(sink, limits=None) -> sessions.Session:
     transport = PausableTransport()
-    session = server.Session(1, transport, limits or server.GatewayLimits(), sink, server.SessionSlots(10))
+    session = sessions.Session(1, transport, limits or sessions.GatewayLimits(), sink, sessions.SessionSlots(10))
     session.on_connect(0)
-    login = auth.signed_login(auth.generate_key(), account_id=ACCOUNT, key_id=1, nonce=session.nonce)
+    login = client_keys.signed_login(client_keys.generate_key(), account_id=ACCOUNT, key_id=1, nonce=session.nonce)
     session.on_data(login.encode(), 1)
     session.take_login()
-    session.complete_login(p.SessionReason.NONE, auth.KeyRecord(1, ACCOUNT, b"\0" * 32), 2)
+    session.complete_login(p.SessionReason.NONE, server_keys.KeyRecord(1, ACCOUNT, b"\0" * 32), 2)
     transport.take()
     return session
 
@@ -63,7 +65,7 @@ def _orders(count: int, first_client_id: int = 1) -> bytes:
 def test_a_full_ring_holds_commands_pauses_the_socket_and_keeps_their_order():
     async def scenario():
         core = SmallCore(room=3)
-        sequencer = Sequencer(core, retry_s=0.001)
+        sequencer = Admission(core, retry_s=0.001)
         session = _session(sequencer)
         session.on_data(_orders(10), 10)
         assert session.transport.paused and sequencer.held_records == 7
@@ -81,7 +83,7 @@ def test_a_full_ring_holds_commands_pauses_the_socket_and_keeps_their_order():
 def test_cancel_on_disconnect_is_held_not_dropped():
     async def scenario():
         core = SmallCore(room=0)
-        sequencer = Sequencer(core, retry_s=0.001)
+        sequencer = Admission(core, retry_s=0.001)
         session = _session(sequencer)
         session.cancel_on_disconnect = True
         session.on_connection_lost(20)

@@ -2,10 +2,10 @@
 
 ::
 
-    from matchcore.gateway import auth
-    from matchcore.gateway.client import Client
+    from matchcore.client import keys
+    from matchcore.client.connection import Client
 
-    key = auth.load_private_key(open("trader.key", "rb").read())
+    key = keys.load_private_key(open("trader.key", "rb").read())
     async with Client("127.0.0.1", 7400, account_id=7, key_id=3, private_key=key) as client:
         outcome = await client.new_order(instrument_id=0, side=Side.BUY, price=100, quantity=5)
         if outcome.accepted:
@@ -28,14 +28,15 @@ import ssl as ssl_module
 import time
 from typing import AsyncIterator
 
+from matchcore import protocol as p
+from matchcore.client import keys
 from matchcore.core.codes import ALL_INSTRUMENTS, EventKind, OrderType, StpMode, TimeInForce
-from matchcore.gateway import auth
-from matchcore.gateway import protocol as p
+from matchcore.errors import MatchcoreError
 
 __all__ = ["Client", "Outcome", "ClientError", "LoginRefused", "ConnectionLost"]
 
 
-class ClientError(Exception):
+class ClientError(MatchcoreError):
     """Base of the client library's errors."""
 
 
@@ -118,7 +119,7 @@ class Client:
                  "_last_received_s", "_next_client_id", "_lost", "_gaps")
 
     def __init__(self, host: str, port: int, *, account_id: int, key_id: int,
-                 private_key: auth.PrivateKey, ssl: ssl_module.SSLContext | None = None,
+                 private_key: keys.PrivateKey, ssl: ssl_module.SSLContext | None = None,
                  server_hostname: str | None = None, cancel_on_disconnect: bool = False,
                  heartbeat_interval_ms: int = 1000, next_event_seq: int = 0,
                  event_queue_size: int = 65_536, connect_timeout_s: float = 10.0) -> None:
@@ -173,7 +174,7 @@ class Client:
             raise ClientError(f"expected CHALLENGE, got {type(challenge).__name__}")
         next_seq = self._last_event_seq + 1 if self._last_event_seq else self._next_event_seq
         flags = p.LoginFlags.CANCEL_ON_DISCONNECT if self.cancel_on_disconnect else 0
-        login = auth.signed_login(self._key, account_id=self.account_id, key_id=self.key_id,
+        login = keys.signed_login(self._key, account_id=self.account_id, key_id=self.key_id,
                                   nonce=challenge.nonce, next_event_seq=next_seq, login_flags=int(flags),
                                   heartbeat_interval_ms=self.heartbeat_interval_ms)
         writer.write(login.encode())

@@ -9,10 +9,11 @@ import pytest
 pytest.importorskip("cryptography", reason="cryptography is a gateway dependency")
 
 from matchcore.core.records import COMMAND_DTYPE  # noqa: E402
-from matchcore.gateway import auth  # noqa: E402
-from matchcore.gateway import protocol as p  # noqa: E402
-from matchcore.gateway import server  # noqa: E402
-from matchcore.gateway.protocol import SessionReason  # noqa: E402
+from matchcore.client import keys as client_keys  # noqa: E402
+from matchcore.gateway import keys as server_keys  # noqa: E402
+from matchcore import protocol as p  # noqa: E402
+from matchcore.gateway import sessions  # noqa: E402
+from matchcore.protocol import SessionReason  # noqa: E402
 
 from .venue import FakeTransport  # noqa: E402
 
@@ -31,17 +32,17 @@ class RecordingSink:
         return len(taken)
 
 
-KEY = auth.generate_key()
-ADMIN_KEY = auth.generate_key()
-REGISTRY = auth.MemoryKeyRegistry()
+KEY = client_keys.generate_key()
+ADMIN_KEY = client_keys.generate_key()
+REGISTRY = server_keys.MemoryKeyRegistry()
 USER_RECORD = asyncio.run(REGISTRY.add(7, KEY.public_key))
 ADMIN_RECORD = asyncio.run(REGISTRY.add(1, ADMIN_KEY.public_key, admin=True))
 
 
-def make(limits: server.GatewayLimits | None = None, sink=None, slots=None, **kw):
-    limits = (limits or server.GatewayLimits(login_timeout_ms=1000)).validate()
+def make(limits: sessions.GatewayLimits | None = None, sink=None, slots=None, **kw):
+    limits = (limits or sessions.GatewayLimits(login_timeout_ms=1000)).validate()
     transport, sink = FakeTransport(), sink or RecordingSink()
-    session = server.Session(1, transport, limits, sink, slots or server.SessionSlots(limits.max_sessions), **kw)
+    session = sessions.Session(1, transport, limits, sink, slots or sessions.SessionSlots(limits.max_sessions), **kw)
     session.on_connect(T0)
     challenge = transport.take()[0]
     assert isinstance(challenge, p.Challenge) and challenge.nonce == session.nonce
@@ -49,12 +50,12 @@ def make(limits: server.GatewayLimits | None = None, sink=None, slots=None, **kw
 
 
 def login(session, transport, key=KEY, record=USER_RECORD, now=T0, **fields):
-    message = auth.signed_login(key, account_id=record.account_id, key_id=record.key_id, nonce=session.nonce,
+    message = client_keys.signed_login(key, account_id=record.account_id, key_id=record.key_id, nonce=session.nonce,
                                 **fields)
     session.on_data(message.encode(), now)
     pending = session.take_login()
     assert pending == message
-    reason, found = asyncio.run(auth.authenticate(REGISTRY, pending, session.nonce))
+    reason, found = asyncio.run(server_keys.authenticate(REGISTRY, pending, session.nonce))
     session.complete_login(reason, found, now)
     return transport.take()
 
@@ -66,12 +67,12 @@ def test_login_accepted_states_the_session():
     assert (accepted.account_id, accepted.next_event_seq, accepted.last_event_seq) == (7, 40, 41)
     assert accepted.session_flags == p.SessionFlags.CANCEL_ON_DISCONNECT
     assert accepted.heartbeat_interval_ms == 500
-    assert session.state == server.SessionState.ACTIVE
+    assert session.state == sessions.SessionState.ACTIVE
 
 
 def test_bad_logins_get_typed_rejects_and_close():
     session, transport, _ = make()
-    [answer] = login(session, transport, key=auth.generate_key())
+    [answer] = login(session, transport, key=client_keys.generate_key())
     assert answer == p.LoginRejected(SessionReason.BAD_SIGNATURE) and transport.closed
     session, transport, _ = make(last_event_seq_of=lambda account: 5)
     assert login(session, transport, next_event_seq=7) == [p.LoginRejected(SessionReason.INVALID_EVENT_SEQ)]
@@ -81,7 +82,7 @@ def test_bad_logins_get_typed_rejects_and_close():
 
 
 def test_max_sessions_refuses_the_next_login_and_frees_slots_on_close():
-    slots = server.SessionSlots(1)
+    slots = sessions.SessionSlots(1)
     first, first_transport, _ = make(slots=slots)
     login(first, first_transport)
     second, second_transport, _ = make(slots=slots)
@@ -130,7 +131,7 @@ def test_commands_carry_the_session_account_and_refusals_change_nothing():
     assert all(c["account_id"] == 7 for c in sink.commands)
     assert transport.take() == [p.SessionReject(10, SessionReason.WRONG_ACCOUNT, 6),
                                 p.SessionReject(8, SessionReason.NOT_AUTHORIZED, 9)]
-    assert session.state == server.SessionState.ACTIVE
+    assert session.state == sessions.SessionState.ACTIVE
 
 
 def test_admin_session_may_send_admin_commands_for_any_account():
@@ -141,7 +142,7 @@ def test_admin_session_may_send_admin_commands_for_any_account():
 
 
 def test_rate_limit_refuses_over_the_bucket_and_refills():
-    limits = server.GatewayLimits(rate_messages_per_s=10, burst_messages=3)
+    limits = sessions.GatewayLimits(rate_messages_per_s=10, burst_messages=3)
     session, transport, sink = make(limits)
     login(session, transport)
     session.on_data(b"".join(p.Cancel(7, i).encode() for i in range(1, 6)), T0)
@@ -158,7 +159,7 @@ def test_a_full_sink_refuses_busy():
     session.on_data(p.Cancel(7, 1).encode() + p.Cancel(7, 2).encode(), T0)
     assert [c["client_id"] for c in sink.commands] == [1]
     assert transport.take() == [p.SessionReject(11, SessionReason.BUSY, 2)]
-    assert session.state == server.SessionState.ACTIVE
+    assert session.state == sessions.SessionState.ACTIVE
 
 
 def test_malformed_frame_closes_with_a_reason_and_cancel_on_disconnect_cancels():
@@ -182,7 +183,7 @@ def test_order_status_and_logout():
 
 
 def test_token_bucket_is_exact_and_bounded():
-    bucket = server.TokenBucket(rate_per_s=3, burst=2, now_ns=0)
+    bucket = sessions.TokenBucket(rate_per_s=3, burst=2, now_ns=0)
     assert bucket.take(2, 0) and not bucket.take(1, 0)
     assert bucket.available(333_333_333) == 0 and bucket.available(333_333_334) == 1
     assert bucket.available(10**12) == 2
@@ -191,6 +192,6 @@ def test_token_bucket_is_exact_and_bounded():
 
 def test_limits_are_validated():
     with pytest.raises(ValueError):
-        server.GatewayLimits(max_frame_size_bytes=64).validate()  # LOGIN is 128 bytes
+        sessions.GatewayLimits(max_frame_size_bytes=64).validate()  # LOGIN is 128 bytes
     with pytest.raises(ValueError):
-        server.GatewayLimits(burst_messages=0).validate()
+        sessions.GatewayLimits(burst_messages=0).validate()

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from matchcore.core import codes
 from matchcore.core.records import COMMAND_DTYPE
-from matchcore.gateway import _codec
-from matchcore.gateway import protocol as p
+from matchcore.protocol import _codec
+from matchcore import protocol as p
+from matchcore.protocol import spec
 
 from .strategies import ALL_CLASSES, any_message, message_strategy
 
@@ -112,11 +113,11 @@ def test_codec_numbers_agree_with_protocol():
 def test_command_messages_map_to_records_and_back(type_byte, data):
     cls = p.MESSAGE_CLASSES[type_byte]
     message = data.draw(message_strategy(cls, **({"account_id": 7} if type_byte in p.ORDER_ENTRY_TYPES else {})))
-    fields = p.message_to_command(message, account_id=7)
+    fields = spec.message_to_command(message, account_id=7)
     record = np.zeros((), COMMAND_DTYPE)
     for name, value in fields.items():
         record[name] = value
-    assert p.command_to_message(record[()]) == message
+    assert spec.command_to_message(record[()]) == message
 
 
 def test_login_signed_bytes_cover_everything_but_the_signature():

@@ -10,31 +10,33 @@ import pytest
 pytest.importorskip("cryptography", reason="cryptography is a gateway dependency")
 
 from matchcore.core.codes import CancelReason, EventKind, RejectReason, Side, TimeInForce  # noqa: E402
-from matchcore.gateway import auth, server  # noqa: E402
-from matchcore.gateway import protocol as p  # noqa: E402
-from matchcore.gateway.client import Client, ConnectionLost, LoginRefused  # noqa: E402
-from matchcore.gateway.protocol import SessionReason  # noqa: E402
+from matchcore.client import keys as client_keys  # noqa: E402
+from matchcore.gateway import keys as server_keys  # noqa: E402
+from matchcore.gateway import sessions  # noqa: E402
+from matchcore import protocol as p  # noqa: E402
+from matchcore.client.connection import Client, ConnectionLost, LoginRefused  # noqa: E402
+from matchcore.protocol import SessionReason  # noqa: E402
 
 from ..tls import write_self_signed  # noqa: E402
-from .venue import EngineSink  # noqa: E402
+from tests.gateway.venue import EngineSink  # noqa: E402
 
 ADMIN, ALICE, BOB = 1, 7, 8
 BASE, QUOTE, INSTRUMENT = 0, 1, 0
 
 
 class Venue:
-    def __init__(self, limits: server.GatewayLimits | None = None) -> None:
+    def __init__(self, limits: sessions.GatewayLimits | None = None) -> None:
         self.sink = EngineSink()
-        self.registry = auth.MemoryKeyRegistry()
-        self.table = server.SessionTable(limits or server.GatewayLimits(), self.sink, self.registry,
+        self.registry = server_keys.MemoryKeyRegistry()
+        self.table = sessions.SessionTable(limits or sessions.GatewayLimits(), self.sink, self.registry,
                                          last_event_seq_of=self.sink.last_event_seq_of,
                                          on_active=self.sink.on_active)
-        self.keys: dict[int, tuple[auth.PrivateKey, int]] = {}
+        self.keys: dict[int, tuple[client_keys.PrivateKey, int]] = {}
         self.port = 0
 
     async def start(self, ssl_context: ssl.SSLContext | None = None) -> None:
         for account, admin in ((ADMIN, True), (ALICE, False), (BOB, False)):
-            key = auth.generate_key()
+            key = client_keys.generate_key()
             record = await self.registry.add(account, key.public_key, admin=admin)
             self.keys[account] = (key, record.key_id)
         self.server = await asyncio.get_running_loop().create_server(
@@ -202,7 +204,7 @@ def test_server_heartbeats_keep_a_quiet_client_alive_and_idle_peers_are_dropped(
         reader, writer = await asyncio.open_connection("127.0.0.1", venue.port)
         challenge = p.decode(await reader.readexactly(p.FRAME_SIZES[p.MessageType.CHALLENGE]))
         key, key_id = venue.keys[BOB]
-        writer.write(auth.signed_login(key, account_id=BOB, key_id=key_id, nonce=challenge.nonce,
+        writer.write(client_keys.signed_login(key, account_id=BOB, key_id=key_id, nonce=challenge.nonce,
                                        heartbeat_interval_ms=100).encode())
         assert isinstance(p.decode(await reader.readexactly(48)), p.LoginAccepted)
         frames = p.split_frames(await asyncio.wait_for(reader.read(), 5))[0]

@@ -10,9 +10,9 @@ import os
 import numpy as np
 
 from matchcore.core.records import COMMAND_DTYPE
-from matchcore.gateway import _codec
-from matchcore.gateway.protocol import DecodeStatus
-from matchcore.gateway.codec_bench import ACCOUNT, decode_run, order_entry_commands, run_codec_bench
+from matchcore.protocol import _codec
+from matchcore.protocol import DecodeStatus
+from matchcore.bench.codec_bench import ACCOUNT, decode_run, order_entry_commands, run_codec_bench
 
 MESSAGES = 2_000_000 if os.environ.get("MATCHCORE_BENCH_FULL") == "1" else 20_000
 

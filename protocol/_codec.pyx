@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""matchcore.gateway._codec: client frames -> command records, event records -> event frames.
+"""matchcore.protocol._codec: client frames -> command records, event records -> event frames.
 
 The hot path of the gateway. ``CommandDecoder.decode`` walks a receive buffer that may
 hold many frames and a partial last one, validates each frame, and writes the order-entry
@@ -23,10 +23,10 @@ from libc.string cimport memcpy, memset
 from records cimport Command, Event
 
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
-from matchcore.gateway import protocol as _protocol
+from matchcore.protocol import messages as _protocol
 
 if sys.byteorder != "little":
-    raise ImportError("matchcore.gateway._codec assumes a little-endian host")
+    raise ImportError("matchcore.protocol._codec assumes a little-endian host")
 
 # Numbers repeat protocol.DecodeStatus and protocol.SessionReason; codec_codes() exports them
 # and a test proves they agree.

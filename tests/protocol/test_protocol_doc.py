@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from matchcore.core import codes
-from matchcore.gateway import protocol as p
-from matchcore.gateway import protocol_doc as d
+from matchcore import protocol as p
+from matchcore.protocol import doc as d
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 TABLES = d.parse_tables(DOC.read_text(encoding="utf-8"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from matchcore.gateway.auth import PUBLIC_KEY_SIZE, KeyRecord, KeyRegistry, checked_new_key
+from matchcore.gateway.keys import PUBLIC_KEY_SIZE, KeyRecord, KeyRegistry, checked_new_key
 
 __all__ = ["PgKeyRegistry", "ensure_schema", "KEY_TABLE"]
 

@@ -1,0 +1,199 @@
+"""``matchcore bench ...``: every benchmark, each printing the machine, the versions, its
+parameters and a checksum of the work before any figure (see docs/benchmarks.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="run a benchmark and print its figures")
+    benches = bench.add_subparsers(dest="bench", required=True)
+    _add_core(benches)
+    _add_ring(benches)
+    _add_pipeline(benches)
+    _add_journal(benches)
+    _add_e2e(benches)
+    _add_memory(benches)
+    _add_report(benches)
+    _add_gate(benches)
+
+
+def _add_core(benches: argparse._SubParsersAction) -> None:
+    core = benches.add_parser("core", help="Engine vs ReferenceEngine on the mixed workload")
+    core.add_argument("--commands", type=int, default=1_000_000, help="measured commands")
+    core.add_argument("--seed", type=int, default=1)
+    core.add_argument("--reference-commands", type=int, default=50_000,
+                      help="prefix run through ReferenceEngine (it is ~100x slower)")
+    core.add_argument("--repeats", type=int, default=5, help="runs; the median is reported")
+    core.add_argument("--json", action="store_true", help="print one JSON object")
+    core.set_defaults(handler=bench_core)
+
+
+def _add_ring(benches: argparse._SubParsersAction) -> None:
+    ring = benches.add_parser("ring", help="records/s through the bare SPSC ring, two threads")
+    ring.add_argument("--records", type=int, default=20_000_000, help="records per run")
+    ring.add_argument("--batch", type=int, default=256, help="records per claim and per peek")
+    ring.add_argument("--capacity", type=int, default=4096, help="ring capacity in records")
+    ring.add_argument("--runs", type=int, default=5, help="measured runs; the median is reported")
+    ring.add_argument("--json", action="store_true", help="print one JSON object")
+    ring.set_defaults(handler=bench_ring)
+
+
+def _add_pipeline(benches: argparse._SubParsersAction) -> None:
+    pipeline = benches.add_parser("pipeline", help="commands/s through input ring, core thread, output ring")
+    pipeline.add_argument("--commands", type=int, default=2_000_000)
+    pipeline.add_argument("--seed", type=int, default=1)
+    pipeline.add_argument("--repeats", type=int, default=3, help="runs; the median is reported")
+    pipeline.add_argument("--json", action="store_true", help="print one JSON object")
+    pipeline.set_defaults(handler=bench_pipeline)
+
+
+def _add_journal(benches: argparse._SubParsersAction) -> None:
+    journal = benches.add_parser("journal", help="durable journaling, core + journal, and replay speed")
+    journal.add_argument("--commands", type=int, default=2_000_000, help="synthetic journal commands")
+    journal.add_argument("--batch", type=int, default=4096, help="commands per journal row")
+    journal.add_argument("--replay-commands", type=int, default=1_000_000,
+                         help="mixed-workload commands through the durable core, then replayed")
+    journal.add_argument("--replay-repeats", type=int, default=5,
+                         help="replays of that journal; the median is reported")
+    journal.add_argument("--dsn", default=None, help="a PostgreSQL to use (default: embedded)")
+    journal.add_argument("--json", action="store_true", help="print one JSON object")
+    journal.set_defaults(handler=bench_journal)
+
+
+def _add_e2e(benches: argparse._SubParsersAction) -> None:
+    e2e = benches.add_parser("e2e", help="durable commands/s and ack latency over TCP, server and "
+                                         "clients in separate processes")
+    e2e.add_argument("--clients", type=int, default=2, help="load client processes")
+    e2e.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after warm-up)")
+    e2e.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds, not measured")
+    e2e.add_argument("--rate", type=float, default=0.0,
+                     help="offered commands/s, all clients together (0: as fast as acks allow)")
+    e2e.add_argument("--dsn", default=None, help="a PostgreSQL to use (default: embedded, in a temp folder)")
+    e2e.add_argument("--data-dir", default=None, help="embedded server's data folder (default: a temp folder)")
+    e2e.add_argument("--json", action="store_true", help="print one JSON object")
+    e2e.set_defaults(handler=bench_e2e)
+
+
+def _add_memory(benches: argparse._SubParsersAction) -> None:
+    memory = benches.add_parser("memory", help="bytes per resting order, account and price level; peak RSS")
+    memory.add_argument("--orders", type=int, default=1_000_000, help="resting orders")
+    memory.add_argument("--large-orders", type=int, default=10_000_000,
+                        help="resting orders of the 2 GiB check (0: skip it)")
+    memory.add_argument("--json", action="store_true", help="print one JSON object")
+    memory.set_defaults(handler=bench_memory)
+
+
+def _add_report(benches: argparse._SubParsersAction) -> None:
+    report = benches.add_parser("report", help="a Markdown page: latest figures against the baseline and the targets")
+    report.add_argument("--output", default=None, help="the page (default: build/bench/report.md)")
+    report.add_argument("--gate-latest", default=None,
+                        help="the gate's latest figures (default: build/bench/gate-latest.json)")
+    report.add_argument("--quick", action="store_true", help="tiny sizes, not representative")
+    report.add_argument("--skip", nargs="*", default=[], help="stages not to run (core ring pipeline "
+                        "codec journal replay journal_disk e2e memory)")
+    report.set_defaults(handler=bench_report)
+
+
+def _add_gate(benches: argparse._SubParsersAction) -> None:
+    gate = benches.add_parser("gate", help="the CI performance gate: callgrind counts and a speed "
+                                           "ratio against ci/baseline.json")
+    gate.add_argument("--update-baseline", action="store_true", help="record this run as the baseline")
+    gate.add_argument("--root", default=".", help="the matchcore checkout holding ci/gate.py")
+    gate.set_defaults(handler=bench_gate)
+
+
+def bench_core(args: argparse.Namespace) -> int:
+    from matchcore.bench.core_bench import run_core_bench
+
+    run_core_bench(commands=args.commands, seed=args.seed, reference_commands=args.reference_commands,
+                   repeats=args.repeats, as_json=args.json)
+    return 0
+
+
+def bench_ring(args: argparse.Namespace) -> int:
+    from matchcore.bench.ring_bench import run_ring_bench
+
+    run_ring_bench(records=args.records, batch=args.batch, json=args.json, capacity=args.capacity,
+                   runs=args.runs)
+    return 0
+
+
+def bench_pipeline(args: argparse.Namespace) -> int:
+    from matchcore.bench.pipeline_bench import run_pipeline_bench
+
+    run_pipeline_bench(commands=args.commands, seed=args.seed, repeats=args.repeats, as_json=args.json)
+    return 0
+
+
+def bench_journal(args: argparse.Namespace) -> int:
+    import json
+
+    from matchcore.bench.journal_bench import run_journal_bench
+    from matchcore.bench.machine import machine_info, print_header
+    from matchcore.bench.replay_bench import run_replay_bench
+
+    if not args.json:
+        print_header("matchcore bench journal", {"commands": args.commands, "batch": args.batch,
+                                                 "replay_commands": args.replay_commands,
+                                                 "replay_repeats": args.replay_repeats})
+    journal = run_journal_bench(commands=args.commands, batch=args.batch, dsn=args.dsn)
+    replayed = run_replay_bench(commands=args.replay_commands, dsn=args.dsn,
+                                repeats=args.replay_repeats)
+    result = {**{k: v for k, v in journal.items() if k != "machine"}, **replayed,
+              "machine": machine_info()}
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(f"journal:  {result['journal_cmds_per_s']:>12,.0f} commands/s durably journaled "
+              f"(commit p50 {result['commit_latency_p50_ms']:.2f} ms, "
+              f"p99 {result['commit_latency_p99_ms']:.2f} ms)")
+        print(f"service:  {result['service_cmds_per_s']:>12,.0f} commands/s through core + journal, all durable")
+        runs = ", ".join(f"{rate / 1e6:.2f}M" for rate in result["replay_cmds_per_s_runs"])
+        print(f"replay:   {result['replay_cmds_per_s']:>12,.0f} commands/s replayed and verified "
+              f"(median; runs {runs})")
+        print(f"checksum: state_hash={result['state_hash']}")
+    return 0
+
+
+def bench_e2e(args: argparse.Namespace) -> int:
+    from matchcore.bench.e2e_bench import run_e2e_bench
+
+    run_e2e_bench(clients=args.clients, seconds=args.seconds, rate=args.rate, warmup_s=args.warmup,
+                  as_json=args.json, dsn=args.dsn, data_dir=args.data_dir)
+    return 0
+
+
+def bench_memory(args: argparse.Namespace) -> int:
+    from matchcore.bench.memory_bench import run_memory_bench
+
+    run_memory_bench(args.orders, args.json, large_orders=args.large_orders)
+    return 0
+
+
+def bench_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from matchcore.bench.report import GATE_LATEST, REPORT_PATH, run_report
+
+    output = Path(args.output) if args.output else REPORT_PATH
+    gate_latest = Path(args.gate_latest) if args.gate_latest else GATE_LATEST
+    print(run_report(output, quick=args.quick, gate_latest=gate_latest, skip=set(args.skip)))
+    print(f"written: {output}")
+    return 0
+
+
+def bench_gate(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    gate = Path(args.root) / "ci" / "gate.py"
+    if not gate.is_file():
+        print(f"matchcore bench gate: no {gate}; run it in a matchcore checkout or pass --root",
+              file=sys.stderr)
+        return 2
+    command = [sys.executable, str(gate)] + (["--update-baseline"] if args.update_baseline else [])
+    return subprocess.run(command).returncode

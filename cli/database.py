@@ -1,0 +1,30 @@
+"""The database options every subcommand that reads or writes the journal shares."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from typing import Iterator
+
+__all__ = ["add_database_options", "database"]
+
+
+def add_database_options(command: argparse.ArgumentParser) -> None:
+    """``--dsn`` and ``--data-dir`` on ``command``."""
+    command.add_argument("--dsn", default=None, help="PostgreSQL address (or MATCHCORE_DSN; "
+                         "default: the embedded server)")
+    command.add_argument("--data-dir", default=None, help="embedded server's data folder")
+
+
+@contextlib.contextmanager
+def database(args: argparse.Namespace) -> Iterator[str]:
+    """The DSN of --dsn or MATCHCORE_DSN, else of the embedded server (stopped after, if this
+    command started it)."""
+    dsn = args.dsn or os.environ.get("MATCHCORE_DSN")
+    if dsn:
+        yield dsn
+        return
+    from matchcore.persistence.embedded import EmbeddedPostgres
+
+    with EmbeddedPostgres(args.data_dir) as server:
+        yield server.dsn

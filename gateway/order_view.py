@@ -1,0 +1,86 @@
+"""The order view: ORDER_STATUS answered from released (durable) state only.
+
+A second Engine applies the durable batches in a thread of its own, so an answer never shows
+what is not yet durable. The loop only appends each released batch to a deque; the replica's
+thread wakes every ``ORDER_VIEW_APPLY_EVERY_S``, when ``ORDER_VIEW_WAKE_BATCHES`` batches
+wait, or for a query (waking a thread per batch cost the loop about 100 us a batch: a
+cross-CPU wake-up).
+"""
+from __future__ import annotations
+
+import collections
+import threading
+
+import numpy as np
+
+from matchcore import protocol as p
+from matchcore.core import Engine
+
+__all__ = ["OrderView", "ORDER_VIEW_APPLY_EVERY_S", "ORDER_VIEW_WAKE_BATCHES"]
+
+#: the order-status replica applies what was released at least this often...
+ORDER_VIEW_APPLY_EVERY_S = 0.02
+#: ... and as soon as this many batches wait (a query wakes it at once)
+ORDER_VIEW_WAKE_BATCHES = 64
+
+
+class OrderView:
+    """Order state as of the released (durable) events: a replica Engine that a thread of its
+    own keeps applying the released batches to (``Engine.apply`` runs without the GIL, so
+    the loop is not held up); a query wakes it and waits until it has caught up."""
+
+    __slots__ = ("engine", "_pending", "_wake", "_condition", "_submitted", "_applied", "_thread",
+                 "_error")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: collections.deque = collections.deque()  # appends and pops are atomic
+        self._wake = threading.Event()
+        self._condition = threading.Condition()
+        self._submitted = self._applied = 0
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="matchcore-order-view", daemon=True)
+        self._thread.start()
+
+    def released(self, commands: np.ndarray) -> None:
+        self._submitted += 1
+        self._pending.append(commands)
+        if len(self._pending) >= ORDER_VIEW_WAKE_BATCHES:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(ORDER_VIEW_APPLY_EVERY_S)
+            self._wake.clear()
+            while self._pending:
+                commands = self._pending.popleft()
+                if commands is None:
+                    return
+                try:
+                    with self._condition:
+                        self.engine.apply(np.ascontiguousarray(commands))
+                        self._applied += 1
+                        self._condition.notify_all()
+                except BaseException as error:  # surfaced to the next query
+                    self._error = error
+                    return
+
+    def status(self, account_id: int, client_order_id: int, as_of_event_seq: int,
+               timeout_s: float = 5.0) -> p.OrderStatus | None:
+        """None when the replica cannot answer (it failed, or is far behind)."""
+        submitted = self._submitted
+        self._wake.set()
+        with self._condition:
+            if not self._condition.wait_for(lambda: self._applied >= submitted or self._error is not None,
+                                            timeout_s) or self._error is not None:
+                return None
+            order = self.engine.order(account_id, client_order_id)
+        if order is None:
+            return p.OrderStatus(p.OrderState.NOT_OPEN, 0, 0, client_order_id, 0, 0, 0, as_of_event_seq)
+        return p.OrderStatus(p.OrderState.OPEN, order["side"], order["instrument_id"], client_order_id,
+                             order["order_id"], order["price"], order["leaves"], as_of_event_seq)
+
+    def stop(self) -> None:
+        self._pending.append(None)
+        self._wake.set()
+        self._thread.join(10)
