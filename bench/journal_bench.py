@@ -81,7 +81,7 @@ async def _journal(dsn: str, template: _Template, command_count: int) -> dict[st
     def release(batch: Batch) -> None:
         digest[0] = zlib.crc32(struct.pack("<QI", batch.first_seq, batch.checksum), digest[0])
 
-    config = WriterConfig(max_batch_records=records_per_batch, max_batch_delay_s=0.0)
+    config = WriterConfig(journal_batch_records_max=records_per_batch, journal_batch_delay_ms_max=0.0)
     writer = JournalWriter(dsn, queue, release, config=config,
                            on_commit=lambda batch, latency_s: latencies_s.append(latency_s))
 

@@ -28,7 +28,7 @@ async def run(dsn: str, commands: int, seed: int, snapshot_every: int, chunk: in
     workload = workload_for(commands, seed)
     stream = workload.all()
     service = DurableCore(dsn, workload.config, config=DurableCoreConfig(
-        snapshot_every_commands=snapshot_every, writer=WriterConfig(max_batch_records=4096)),
+        snapshot_every_commands=snapshot_every, writer=WriterConfig(journal_batch_records_max=4096)),
         on_release=lambda batch: print(f"released {batch.last_seq}", flush=True))
     recovered = await service.start()
     print(f"recovered {recovered.last_seq} snapshot {recovered.snapshot_seq}", flush=True)

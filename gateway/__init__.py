@@ -1,1 +1,10 @@
-"""matchcore.gateway"""
+"""matchcore.gateway: the server, one module per stage (docs/architecture.md draws the path).
+
+- ``sessions``: connections, per-session limits, the asyncio adapter.
+- ``admission``: the one door into the core's input ring, with backpressure.
+- ``durable_core``: the core thread and the journal writer, recovered at start.
+- ``dispatch`` and ``streams``: durable events to the sessions they belong to, replay.
+- ``order_view``: ORDER_STATUS from released state only.
+- ``keys`` and ``key_store``: the login check and the public keys in PostgreSQL.
+- ``checkpoints``, ``config``, ``metrics``, ``logs``; ``app``: all of it wired together.
+"""

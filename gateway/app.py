@@ -92,10 +92,10 @@ class GatewayServer:
         self.dispatcher = Dispatcher(self.streams, self.metrics, self._journal_batches,
                                      replay_chunk_frames=config.limits.replay_chunk_frames)
         service_config = DurableCoreConfig(
-            input_capacity_records=config.input_ring_records, output_capacity_records=config.output_ring_records,
+            input_ring_capacity_records=config.input_ring_capacity_records, output_ring_capacity_records=config.output_ring_capacity_records,
             snapshot_every_commands=config.snapshot_every_commands,
-            writer=WriterConfig(max_batch_records=config.journal_batch_records_max,
-                                max_batch_delay_s=config.journal_batch_delay_ms / 1000))
+            writer=WriterConfig(journal_batch_records_max=config.journal_batch_records_max,
+                                journal_batch_delay_ms_max=config.journal_batch_delay_ms_max))
         self.service = DurableCore(self.dsn, config.engine, config=service_config, on_release=self._on_release,
                                    on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s))
         recovered = await self.service.start()

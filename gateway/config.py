@@ -57,13 +57,13 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: session clock: login timeout, heartbeats and idle timeouts are checked this often
     clock_tick_ms: int = 50
     #: input and output rings of the core (records, powers of two)
-    input_ring_records: int = 1 << 16
-    output_ring_records: int = 1 << 18
+    input_ring_capacity_records: int = 1 << 16
+    output_ring_capacity_records: int = 1 << 18
     #: a core snapshot after this many commands (0 = never)
     snapshot_every_commands: int = 1_000_000
     #: journal rows: at most this many records (commands + events), waiting at most this long
     journal_batch_records_max: int = 8192
-    journal_batch_delay_ms: float = 1.0
+    journal_batch_delay_ms_max: float = 1.0
     #: a checkpoint of the account event counters after this many commands (0 = only at stop)
     stream_checkpoint_every_commands: int = 1_000_000
     #: on SIGTERM/SIGINT: sessions get LOGOUT SERVER_SHUTDOWN, then this long to drain
@@ -81,12 +81,12 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
              "log_level must be debug, info, warning or error"),
             (1 <= self.recent_event_frames <= 1 << 24, "recent_event_frames must be in [1, 2**24]"),
             (1 <= self.clock_tick_ms <= 1000, "clock_tick_ms must be in [1, 1000]"),
-            (_power_of_two(self.input_ring_records), "input_ring_records must be a power of two"),
-            (_power_of_two(self.output_ring_records), "output_ring_records must be a power of two"),
+            (_power_of_two(self.input_ring_capacity_records), "input_ring_capacity_records must be a power of two"),
+            (_power_of_two(self.output_ring_capacity_records), "output_ring_capacity_records must be a power of two"),
             (self.snapshot_every_commands >= 0, "snapshot_every_commands must be >= 0"),
             (1 <= self.journal_batch_records_max <= 1 << 24,
              "journal_batch_records_max must be in [1, 2**24]"),
-            (0 <= self.journal_batch_delay_ms <= 10_000, "journal_batch_delay_ms must be in [0, 10000]"),
+            (0 <= self.journal_batch_delay_ms_max <= 10_000, "journal_batch_delay_ms_max must be in [0, 10000]"),
             (self.shutdown_grace_ms >= 0, "shutdown_grace_ms must be >= 0"),
             (self.stream_checkpoint_every_commands >= 0, "stream_checkpoint_every_commands must be >= 0"),
         ]

@@ -35,8 +35,8 @@ _log = logging.getLogger("matchcore.gateway.durable_core")
 class DurableCoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Ring sizes and snapshot cadence of a DurableCore."""
 
-    input_capacity_records: int = 1 << 16
-    output_capacity_records: int = 1 << 18
+    input_ring_capacity_records: int = 1 << 16
+    output_ring_capacity_records: int = 1 << 18
     #: a snapshot after this many commands (0: never)
     snapshot_every_commands: int = 1_000_000
     #: snapshots kept in the database, newest first (0: keep all). Older ones only speed up
@@ -81,8 +81,8 @@ class DurableCore:
         recovered = await replay_async(self._journal, self.engine_config)
         self.engine = recovered.engine
         self.released_seq = recovered.last_seq
-        self.pipeline = Pipeline(self.engine, input_capacity=self.config.input_capacity_records,
-                                 output_capacity=self.config.output_capacity_records,
+        self.pipeline = Pipeline(self.engine, input_capacity=self.config.input_ring_capacity_records,
+                                 output_capacity=self.config.output_ring_capacity_records,
                                  next_seq=recovered.last_seq + 1)
         self.pipeline.start()
         self._source = PipelineSource(self.pipeline, busy=lambda: self._writer.writing)

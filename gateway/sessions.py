@@ -55,7 +55,7 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
 
     max_sessions: int = 1_000
     login_timeout_ms: int = 5_000
-    max_frame_size_bytes: int = p.MAX_FRAME_SIZE
+    frame_size_bytes_max: int = p.MAX_FRAME_SIZE
     rate_messages_per_s: int = 100_000
     burst_messages: int = 10_000
     heartbeat_interval_ms_min: int = 100
@@ -76,15 +76,15 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
         checks = [
             (self.max_sessions > 0, "max_sessions must be positive"),
             (self.login_timeout_ms > 0, "login_timeout_ms must be positive"),
-            (p.HEADER_SIZE < self.max_frame_size_bytes <= p.MAX_FRAME_SIZE,
-             f"max_frame_size_bytes must be in ({p.HEADER_SIZE}, {p.MAX_FRAME_SIZE}]"),
-            (self.max_frame_size_bytes >= max(p.FRAME_SIZES.values()),
-             "max_frame_size_bytes is below the largest message"),
+            (p.HEADER_SIZE < self.frame_size_bytes_max <= p.MAX_FRAME_SIZE,
+             f"frame_size_bytes_max must be in ({p.HEADER_SIZE}, {p.MAX_FRAME_SIZE}]"),
+            (self.frame_size_bytes_max >= max(p.FRAME_SIZES.values()),
+             "frame_size_bytes_max is below the largest message"),
             (self.rate_messages_per_s > 0, "rate_messages_per_s must be positive"),
             (self.burst_messages > 0, "burst_messages must be positive"),
             (0 < self.heartbeat_interval_ms_min <= self.heartbeat_interval_ms_max,
              "heartbeat interval bounds are inverted"),
-            (self.receive_buffer_bytes_max >= self.max_frame_size_bytes,
+            (self.receive_buffer_bytes_max >= self.frame_size_bytes_max,
              "receive_buffer_bytes_max is below one frame"),
             (self.decode_batch_records > 0, "decode_batch_records must be positive"),
             (self.idle_timeout_heartbeats >= 2, "idle_timeout_heartbeats must be at least 2"),
@@ -222,7 +222,7 @@ class Session:
         self._connected_ns = self._last_received_ns = now_ns
         self.nonce = keys.new_nonce()
         self._write(p.Challenge(p.PROTOCOL_VERSION, self.limits.login_timeout_ms,
-                                self.limits.max_frame_size_bytes, now_ns, self.nonce).encode(), now_ns)
+                                self.limits.frame_size_bytes_max, now_ns, self.nonce).encode(), now_ns)
 
     def on_data(self, data: bytes, now_ns: int) -> None:
         """Bytes from the client: decode what is complete, answer, pass commands on."""
@@ -322,7 +322,7 @@ class Session:
     # ------------------------------------------------------------------ login
 
     def _process_login_frame(self, now_ns: int) -> None:
-        reason, size = _peek(self._buffer, self.limits.max_frame_size_bytes)
+        reason, size = _peek(self._buffer, self.limits.frame_size_bytes_max)
         if reason != SessionReason.NONE:
             return self._close(reason, now_ns)
         if size == 0:
@@ -353,7 +353,7 @@ class Session:
         self.account_id, self.admin = login.account_id, record.admin
         self.cancel_on_disconnect = bool(login.login_flags & p.LoginFlags.CANCEL_ON_DISCONNECT)
         self.heartbeat_interval_ns = login.heartbeat_interval_ms * NS_PER_MS
-        self._decoder = _codec.CommandDecoder(self.account_id, self.admin, limits.max_frame_size_bytes)
+        self._decoder = _codec.CommandDecoder(self.account_id, self.admin, limits.frame_size_bytes_max)
         self._bucket = TokenBucket(limits.rate_messages_per_s, limits.burst_messages, now_ns)
         self._batch = np.zeros(limits.decode_batch_records, COMMAND_DTYPE)
         last = self._last_event_seq_of(self.account_id)
@@ -477,13 +477,13 @@ class Session:
         (abort or self.transport.close)()
 
 
-def _peek(buffer: bytearray, max_frame_size: int) -> tuple[SessionReason, int]:
+def _peek(buffer: bytearray, frame_size_bytes_max: int) -> tuple[SessionReason, int]:
     """Header checks of the frame at the start of ``buffer``: (reason, size of the complete
     frame or 0 while incomplete)."""
     if len(buffer) < 2:
         return SessionReason.NONE, 0
     size = buffer[0] | buffer[1] << 8
-    if size > max_frame_size:
+    if size > frame_size_bytes_max:
         return SessionReason.FRAME_TOO_LARGE, 0
     if size < p.HEADER_SIZE:
         return SessionReason.MALFORMED_FRAME, 0

@@ -67,9 +67,9 @@ class WriterConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Tunables of the journal writer; units are in the names."""
 
     #: commands + events in one row (soft for one command whose events alone exceed it)
-    max_batch_records: int = 8192
+    journal_batch_records_max: int = 8192
     #: how long a batch waits for more records after its first one; 0: take what is there
-    max_batch_delay_s: float = 0.002
+    journal_batch_delay_ms_max: float = 1.0
     #: first wait after a failed write; doubles per failure up to retry_delay_max_s
     retry_delay_initial_s: float = 0.005
     retry_delay_max_s: float = 1.0
@@ -79,10 +79,10 @@ class WriterConfig(msgspec.Struct, frozen=True, kw_only=True):
     application_name: str = "matchcore-journal"
 
     def validate(self) -> "WriterConfig":
-        if not 1 <= self.max_batch_records <= 1 << 24:
-            raise ValueError(f"max_batch_records={self.max_batch_records} is outside [1, 2**24]")
-        if not 0 <= self.max_batch_delay_s <= 10:
-            raise ValueError(f"max_batch_delay_s={self.max_batch_delay_s} is outside [0, 10]")
+        if not 1 <= self.journal_batch_records_max <= 1 << 24:
+            raise ValueError(f"journal_batch_records_max={self.journal_batch_records_max} is outside [1, 2**24]")
+        if not 0 <= self.journal_batch_delay_ms_max <= 10_000:
+            raise ValueError(f"journal_batch_delay_ms_max={self.journal_batch_delay_ms_max} is outside [0, 10000]")
         if not 0 < self.retry_delay_initial_s <= self.retry_delay_max_s <= 600:
             raise ValueError("need 0 < retry_delay_initial_s <= retry_delay_max_s <= 600")
         if self.connect_timeout_s <= 0 or self.write_timeout_s <= 0:
@@ -91,7 +91,7 @@ class WriterConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class WriterStats:
-    """Counters of one writer, for metrics exporters (Prometheus comes later)."""
+    """Counters of one writer (rows, records, bytes, retries, connects), read by tests and benchmarks."""
 
     __slots__ = ("batches", "commands", "events", "payload_bytes", "retries", "connects",
                  "conflicts_resolved")
@@ -248,7 +248,7 @@ class JournalWriter:
                 self.writing = False
             if failed:
                 raise failed[0]
-            following = ready_batch(self.config.max_batch_records)
+            following = ready_batch(self.config.journal_batch_records_max)
             if following is None:
                 self._release(batch)
                 batch = await self._prepare_next()
@@ -258,7 +258,7 @@ class JournalWriter:
 
     async def _prepare_next(self) -> Batch | None:
         batch = await self._source.next_batch(
-            self.config.max_batch_records, self.config.max_batch_delay_s)
+            self.config.journal_batch_records_max, self.config.journal_batch_delay_ms_max / 1000)
         if batch is not None:
             batch.checksum  # computed once, cached on the batch
         return batch

@@ -5,8 +5,8 @@ from typing import Any
 class CommandDecoder:
     account_id: int
     admin: bool
-    max_frame_size: int
-    def __init__(self, account_id: int, admin: bool = ..., max_frame_size: int = ...) -> None: ...
+    frame_size_bytes_max: int
+    def __init__(self, account_id: int, admin: bool = ..., frame_size_bytes_max: int = ...) -> None: ...
     def decode(self, buffer: bytes | bytearray | memoryview, commands: np.ndarray, start: int = ...,
                max_commands: int = ..., first_seq: int = ..., timestamp_ns: int = ...) -> int: ...
     @property

@@ -20,7 +20,11 @@ import numpy as np
 
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
-from records cimport Command, Event
+from records cimport (
+    CMD_ADD_ACCOUNT, CMD_ADD_ASSET, CMD_ADD_INSTRUMENT, CMD_CANCEL, CMD_DEPOSIT, CMD_HALT_INSTRUMENT,
+    CMD_MASS_CANCEL, CMD_NEW_ORDER, CMD_REPLACE, CMD_RESUME_INSTRUMENT, CMD_SET_FEES, CMD_SET_PRICE_BAND,
+    CMD_WITHDRAW, EV_FILL, SIDE_BUY, SIDE_SELL, Command, Event,
+)
 
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
 from matchcore.protocol import messages as _protocol
@@ -156,7 +160,7 @@ cdef void _command_write(const uint8_t* p, uint8_t type_byte, uint32_t session_a
     # protocol.message_to_command prove them.
     memset(c, 0, sizeof(Command))
     c.kind = type_byte
-    if type_byte == 10:    # NEW_ORDER
+    if type_byte == CMD_NEW_ORDER:
         c.side = p[4]
         c.order_type = p[5]
         c.time_in_force = p[6]
@@ -168,44 +172,44 @@ cdef void _command_write(const uint8_t* p, uint8_t type_byte, uint32_t session_a
         c.quantity = _i64(p + 32)
         c.limit = _i64(p + 40)
         c.flags = p[48]
-    elif type_byte == 11:  # CANCEL
+    elif type_byte == CMD_CANCEL:
         c.account_id = session_account
         c.client_id = _u64(p + 8)
-    elif type_byte == 12:  # REPLACE
+    elif type_byte == CMD_REPLACE:
         c.account_id = session_account
         c.client_id = _u64(p + 8)
         c.price = _i64(p + 16)
         c.quantity = _i64(p + 24)
-    elif type_byte == 13:  # MASS_CANCEL
+    elif type_byte == CMD_MASS_CANCEL:
         c.account_id = session_account
         c.instrument_id = _u32(p + 8)
         c.client_id = _u64(p + 16)
-    elif type_byte == 1:   # ADD_ASSET
+    elif type_byte == CMD_ADD_ASSET:
         c.asset_id = _u16(p + 4)
         c.quantity = p[6]
         c.client_id = _u64(p + 8)
-    elif type_byte == 2:   # ADD_ACCOUNT
+    elif type_byte == CMD_ADD_ACCOUNT:
         c.account_id = _u32(p + 4)
         c.client_id = _u64(p + 8)
-    elif type_byte == 3:   # ADD_INSTRUMENT
+    elif type_byte == CMD_ADD_INSTRUMENT:
         c.instrument_id = _u32(p + 4)
         c.asset_id = _u16(p + 8)
         c.client_id = _u16(p + 10)
         c.price = _i64(p + 16)
         c.quantity = _i64(p + 24)
         c.limit = _i64(p + 32)
-    elif type_byte == 4 or type_byte == 5:  # SET_PRICE_BAND (min, max), SET_FEES (maker, taker)
+    elif type_byte == CMD_SET_PRICE_BAND or type_byte == CMD_SET_FEES:  # (min, max) or (maker, taker)
         c.instrument_id = _u32(p + 4)
         c.client_id = _u64(p + 8)
         c.price = _i64(p + 16)
-        if type_byte == 4:
+        if type_byte == CMD_SET_PRICE_BAND:
             c.limit = _i64(p + 24)
         else:
             c.quantity = _i64(p + 24)
-    elif type_byte == 6 or type_byte == 7:  # HALT_INSTRUMENT, RESUME_INSTRUMENT
+    elif type_byte == CMD_HALT_INSTRUMENT or type_byte == CMD_RESUME_INSTRUMENT:
         c.instrument_id = _u32(p + 4)
         c.client_id = _u64(p + 8)
-    elif type_byte == 8 or type_byte == 9:  # DEPOSIT, WITHDRAW
+    elif type_byte == CMD_DEPOSIT or type_byte == CMD_WITHDRAW:
         c.account_id = _u32(p + 4)
         c.asset_id = _u16(p + 8)
         c.client_id = _u64(p + 16)
@@ -223,7 +227,7 @@ cdef inline void _stop(DecodeState* state, Py_ssize_t offset, int status, int re
 
 cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
                          Py_ssize_t capacity, uint32_t session_account, bint admin,
-                         Py_ssize_t max_frame_size, uint64_t first_seq, int64_t timestamp_ns,
+                         Py_ssize_t frame_size_bytes_max, uint64_t first_seq, int64_t timestamp_ns,
                          DecodeState* state) noexcept nogil:
     # A straight run of checks per frame, each as soon as its bytes are there; the order is
     # protocol.decode_client_stream's.
@@ -237,7 +241,7 @@ cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
         p = data + offset
         available = length - offset
         size = _u16(p)
-        if size > max_frame_size:
+        if size > frame_size_bytes_max:
             _stop(state, offset, ST_FATAL, R_FRAME_TOO_LARGE, offset, p[2] if available >= 3 else -1)
             break
         if size < HEADER_SIZE:
@@ -310,16 +314,16 @@ cdef class CommandDecoder:
 
     cdef readonly uint32_t account_id
     cdef readonly bint admin
-    cdef readonly Py_ssize_t max_frame_size
+    cdef readonly Py_ssize_t frame_size_bytes_max
     cdef DecodeState _state
 
     def __cinit__(self, uint32_t account_id, bint admin=False,
-                  Py_ssize_t max_frame_size=_protocol.MAX_FRAME_SIZE):
-        if not HEADER_SIZE <= max_frame_size <= 0xFFFF:
-            raise ValueError("max_frame_size must be in [4, 65535] bytes")
+                  Py_ssize_t frame_size_bytes_max=_protocol.MAX_FRAME_SIZE):
+        if not HEADER_SIZE <= frame_size_bytes_max <= 0xFFFF:
+            raise ValueError("frame_size_bytes_max must be in [4, 65535] bytes")
         self.account_id = account_id
         self.admin = admin
-        self.max_frame_size = max_frame_size
+        self.frame_size_bytes_max = frame_size_bytes_max
         _stop(&self._state, 0, ST_OK, R_NONE, -1, -1)
         self._state.commands_written = 0
 
@@ -345,7 +349,7 @@ cdef class CommandDecoder:
         cdef const uint8_t* data = &buffer[0] if buffer.shape[0] else NULL
         with nogil:
             _frames_decode(data, buffer.shape[0], out, capacity, self.account_id, self.admin,
-                           self.max_frame_size, first_seq, timestamp_ns, &self._state)
+                           self.frame_size_bytes_max, first_seq, timestamp_ns, &self._state)
         return self._state.status
 
     @property
@@ -374,7 +378,7 @@ cdef class CommandDecoder:
 
     def __repr__(self):
         return (f"CommandDecoder(account_id={self.account_id}, admin={bool(self.admin)}, "
-                f"max_frame_size={self.max_frame_size})")
+                f"frame_size_bytes_max={self.frame_size_bytes_max})")
 
 
 # ---------------------------------------------------------------------------- encoding
@@ -387,7 +391,7 @@ cdef void _event_write(const Event* e, uint32_t recipient, uint64_t event_seq,
     cdef uint32_t account_id = e.account_id
     cdef uint64_t order_id = e.order_id, client_id = e.client_id
     cdef int64_t fee = e.fee
-    if e.kind == 66:  # FILL
+    if e.kind == EV_FILL:
         liquidity = 1  # TAKER
         if e.counter_account_id == recipient and e.account_id != recipient:
             liquidity = 2  # MAKER
@@ -395,7 +399,7 @@ cdef void _event_write(const Event* e, uint32_t recipient, uint64_t event_seq,
             order_id = e.counter_order_id
             client_id = 0
             fee = e.counter_fee
-            if side == 1 or side == 2:
+            if side == SIDE_BUY or side == SIDE_SELL:
                 side = 3 - side
     _put16(p, EVENT_FRAME_SIZE)
     p[2] = e.kind
@@ -488,7 +492,7 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
     memset(p, 0, size)
     _put16(p, <uint16_t>size)
     p[2] = c.kind
-    if c.kind == 10:
+    if c.kind == CMD_NEW_ORDER:
         p[4] = c.side
         p[5] = c.order_type
         p[6] = c.time_in_force
@@ -500,26 +504,26 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
         _put64(p + 32, <uint64_t>c.quantity)
         _put64(p + 40, <uint64_t>c.limit)
         p[48] = c.flags
-    elif c.kind == 11 or c.kind == 12:
+    elif c.kind == CMD_CANCEL or c.kind == CMD_REPLACE:
         _put32(p + 4, c.account_id)
         _put64(p + 8, c.client_id)
-        if c.kind == 12:
+        if c.kind == CMD_REPLACE:
             _put64(p + 16, <uint64_t>c.price)
             _put64(p + 24, <uint64_t>c.quantity)
-    elif c.kind == 13:
+    elif c.kind == CMD_MASS_CANCEL:
         _put32(p + 4, c.account_id)
         _put32(p + 8, c.instrument_id)
         _put64(p + 16, c.client_id)
-    elif c.kind == 1:
+    elif c.kind == CMD_ADD_ASSET:
         if c.quantity < 0 or c.quantity > 0xFF:
             return 0
         _put16(p + 4, c.asset_id)
         p[6] = <uint8_t>c.quantity
         _put64(p + 8, c.client_id)
-    elif c.kind == 2:
+    elif c.kind == CMD_ADD_ACCOUNT:
         _put32(p + 4, c.account_id)
         _put64(p + 8, c.client_id)
-    elif c.kind == 3:
+    elif c.kind == CMD_ADD_INSTRUMENT:
         if c.client_id > 0xFFFF:
             return 0
         _put32(p + 4, c.instrument_id)
@@ -528,12 +532,12 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
         _put64(p + 16, <uint64_t>c.price)
         _put64(p + 24, <uint64_t>c.quantity)
         _put64(p + 32, <uint64_t>c.limit)
-    elif c.kind == 4 or c.kind == 5:
+    elif c.kind == CMD_SET_PRICE_BAND or c.kind == CMD_SET_FEES:
         _put32(p + 4, c.instrument_id)
         _put64(p + 8, c.client_id)
         _put64(p + 16, <uint64_t>c.price)
-        _put64(p + 24, <uint64_t>(c.limit if c.kind == 4 else c.quantity))
-    elif c.kind == 6 or c.kind == 7:
+        _put64(p + 24, <uint64_t>(c.limit if c.kind == CMD_SET_PRICE_BAND else c.quantity))
+    elif c.kind == CMD_HALT_INSTRUMENT or c.kind == CMD_RESUME_INSTRUMENT:
         _put32(p + 4, c.instrument_id)
         _put64(p + 8, c.client_id)
     else:  # 8, 9: DEPOSIT, WITHDRAW

@@ -511,14 +511,14 @@ class MassCancel(Message):
     ("protocol_version", U16, "the server's protocol version"),
     ("reserved_6", U16, ""),
     ("login_timeout_ms", U32, "LOGIN must arrive within this, milliseconds"),
-    ("max_frame_size", U32, "largest frame the server accepts, bytes"),
+    ("frame_size_bytes_max", U32, "largest frame the server accepts, bytes"),
     ("server_time_ns", I64, "server clock, ns since the Unix epoch (informative)"),
     ("nonce", (U8, (NONCE_SIZE,)), "random; the LOGIN signature covers it"),
 ])
 class Challenge(Message):
     protocol_version: int
     login_timeout_ms: int
-    max_frame_size: int
+    frame_size_bytes_max: int
     server_time_ns: int
     nonce: bytes
 
@@ -729,13 +729,13 @@ def decode(frame: bytes | bytearray | memoryview) -> Message:
 
 
 def split_frames(buffer: bytes | bytearray | memoryview,
-                 max_frame_size: int = MAX_FRAME_SIZE) -> tuple[list[bytes], int]:
+                 frame_size_bytes_max: int = MAX_FRAME_SIZE) -> tuple[list[bytes], int]:
     """Complete frames at the start of ``buffer`` and the bytes they take (framing only)."""
     frames, offset = [], 0
     view = memoryview(buffer)
     while len(view) - offset >= 2:
         size = view[offset] | (view[offset + 1] << 8)
-        if size > max_frame_size:
+        if size > frame_size_bytes_max:
             raise ProtocolError(SessionReason.FRAME_TOO_LARGE, f"{size} bytes")
         if size < HEADER_SIZE:
             raise ProtocolError(SessionReason.MALFORMED_FRAME, "frame_size below the header")

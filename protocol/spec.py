@@ -155,10 +155,10 @@ class DecodeResult:
     frame_type: int    # its type byte, or -1 when unknown (FATAL before the type byte)
 
 
-def _header_check(buffer, offset: int, available: int, max_frame_size: int) -> tuple[SessionReason, int]:
+def _header_check(buffer, offset: int, available: int, frame_size_bytes_max: int) -> tuple[SessionReason, int]:
     """(reason, frame_size) from a header; reason NONE when it is acceptable so far."""
     size = buffer[offset] | (buffer[offset + 1] << 8)
-    if size > max_frame_size:
+    if size > frame_size_bytes_max:
         return SessionReason.FRAME_TOO_LARGE, size
     if size < HEADER_SIZE:
         return SessionReason.MALFORMED_FRAME, size
@@ -177,7 +177,7 @@ def _header_check(buffer, offset: int, available: int, max_frame_size: int) -> t
 
 
 def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int, admin: bool,
-                         max_commands: int, max_frame_size: int = MAX_FRAME_SIZE) -> DecodeResult:
+                         max_commands: int, frame_size_bytes_max: int = MAX_FRAME_SIZE) -> DecodeResult:
     """Decode the client frames at the start of ``buffer`` into command field dicts.
 
     The executable specification of ``_codec.CommandDecoder.decode``: the same stops, the
@@ -194,7 +194,7 @@ def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int
         return DecodeResult(DecodeStatus(status), SessionReason(reason), offset, commands, at, type_)
 
     while total - offset >= 2:
-        reason, size = _header_check(view, offset, total - offset, max_frame_size)
+        reason, size = _header_check(view, offset, total - offset, frame_size_bytes_max)
         type_ = view[offset + 2] if total - offset >= 3 else -1
         if reason:
             return result(DecodeStatus.FATAL, reason, offset, type_)

@@ -22,7 +22,7 @@ def test_precedence_file_environment_flags(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"limits.max_sessions": 0}, "max_sessions"),
-    ({"input_ring_records": 1000}, "power of two"),
+    ({"input_ring_capacity_records": 1000}, "power of two"),
     ({"tls_cert": "/nonexistent"}, "tls_cert and tls_key"),
     ({"engine.max_accounts": 0}, "max_accounts"),
     ({"no_such_field": 1}, "invalid configuration"),

@@ -192,6 +192,6 @@ def test_token_bucket_is_exact_and_bounded():
 
 def test_limits_are_validated():
     with pytest.raises(ValueError):
-        sessions.GatewayLimits(max_frame_size_bytes=64).validate()  # LOGIN is 128 bytes
+        sessions.GatewayLimits(frame_size_bytes_max=64).validate()  # LOGIN is 128 bytes
     with pytest.raises(ValueError):
         sessions.GatewayLimits(burst_messages=0).validate()

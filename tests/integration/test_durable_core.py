@@ -25,7 +25,7 @@ def workload(commands=30_000, seed=11):
 async def serve(dsn, w, stream, *, snapshot_every=10_000, released=None, kept=8, chunk=None):
     service = DurableCore(dsn, w.config, config=DurableCoreConfig(
         snapshot_every_commands=snapshot_every, snapshots_kept=kept,
-        writer=WriterConfig(max_batch_records=2048)),
+        writer=WriterConfig(journal_batch_records_max=2048)),
         on_release=None if released is None else released.append)
     recovered = await service.start()
     for start in range(0, len(stream), chunk or len(stream)):
@@ -141,12 +141,12 @@ def test_database_outage_under_load_through_the_whole_core(pg_server, db_dsn):
     w = workload(commands=40_000, seed=13)
     stream = w.all()
     released = []
-    fast_retry = WriterConfig(max_batch_records=2048, retry_delay_initial_s=0.005,
+    fast_retry = WriterConfig(journal_batch_records_max=2048, retry_delay_initial_s=0.005,
                               retry_delay_max_s=0.05)
 
     async def scenario():
         service = DurableCore(db_dsn, w.config, config=DurableCoreConfig(
-            snapshot_every_commands=0, input_capacity_records=1024, output_capacity_records=4096,
+            snapshot_every_commands=0, input_ring_capacity_records=1024, output_ring_capacity_records=4096,
             writer=fast_retry), on_release=released.append)
         await service.start()
         position = 0

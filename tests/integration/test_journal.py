@@ -86,7 +86,7 @@ def test_round_trip_exact(db_dsn: str, run_on_loop: Callable) -> None:
     chunks = make_chunks(seed=1, command_count=60_000, chunk_max=3_000)
     commands, events = joined(chunks)
     released: list[Batch] = []
-    config = WriterConfig(max_batch_records=4_096, max_batch_delay_s=0.001)
+    config = WriterConfig(journal_batch_records_max=4_096, journal_batch_delay_ms_max=1.0)
     writer = run_on_loop(write_through_writer(db_dsn, chunks, config, released.append))
 
     assert_released_in_order(released, 60_000)
@@ -207,7 +207,7 @@ def test_lost_reply_after_commit_is_resolved(db_dsn: str, run: Callable) -> None
     async def scenario() -> tuple[JournalWriter, CuttingProxy]:
         proxy = await CuttingProxy(db_dsn).start()
         queue = BatchQueue(capacity_records=50_000, next_seq=1)
-        config = WriterConfig(max_batch_records=2_048, max_batch_delay_s=0, **FAST_RETRY)
+        config = WriterConfig(journal_batch_records_max=2_048, journal_batch_delay_ms_max=0, **FAST_RETRY)
         writer = JournalWriter(proxy.dsn, queue, released.append, config=config)
 
         async def produce() -> None:
@@ -277,7 +277,7 @@ def test_outage_loses_nothing_and_releases_nothing_early(pg_server, db_dsn: str,
 
     async def scenario() -> JournalWriter:
         queue = BatchQueue(capacity_records=capacity_records, next_seq=1)
-        config = WriterConfig(max_batch_records=4_096, max_batch_delay_s=0.001, **FAST_RETRY)
+        config = WriterConfig(journal_batch_records_max=4_096, journal_batch_delay_ms_max=1.0, **FAST_RETRY)
         writer = JournalWriter(db_dsn, queue, released.append, config=config)
         stop = asyncio.Event()
 

@@ -23,13 +23,13 @@ def _full(fields: dict) -> dict:
     return {name: int(fields.get(name, 0)) for name in COMMAND_FIELDS}
 
 
-def _python_step(buffer, admin, capacity, max_frame_size):
-    r = spec.decode_client_stream(bytes(buffer), ACCOUNT, admin, capacity, max_frame_size)
+def _python_step(buffer, admin, capacity, frame_size_bytes_max):
+    r = spec.decode_client_stream(bytes(buffer), ACCOUNT, admin, capacity, frame_size_bytes_max)
     return r.status, r.reason, r.consumed_bytes, [_full(c) for c in r.commands], r.frame_offset, r.frame_type
 
 
-def _codec_step_factory(admin, capacity, max_frame_size):
-    decoder = _codec.CommandDecoder(ACCOUNT, admin, max_frame_size)
+def _codec_step_factory(admin, capacity, frame_size_bytes_max):
+    decoder = _codec.CommandDecoder(ACCOUNT, admin, frame_size_bytes_max)
     out = np.zeros(capacity + 3, COMMAND_DTYPE)
 
     def step(buffer, _admin, _capacity, _max):
@@ -42,14 +42,14 @@ def _codec_step_factory(admin, capacity, max_frame_size):
     return step
 
 
-def drive(step, chunks, admin=False, capacity=4, max_frame_size=p.MAX_FRAME_SIZE):
+def drive(step, chunks, admin=False, capacity=4, frame_size_bytes_max=p.MAX_FRAME_SIZE):
     """A receive loop: append each chunk, decode until the decoder wants more bytes."""
     buffer, commands, notes = bytearray(), [], []
     for chunk in chunks:
         buffer += chunk
         while True:
             status, reason, consumed, written, frame_offset, frame_type = step(
-                buffer, admin, capacity, max_frame_size)
+                buffer, admin, capacity, frame_size_bytes_max)
             assert 0 <= consumed <= len(buffer)
             commands += written
             if status == DecodeStatus.FATAL:
@@ -69,10 +69,10 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:])] or [b""]
 
 
-def _both(chunks, admin=False, capacity=4, max_frame_size=p.MAX_FRAME_SIZE):
-    python = drive(_python_step, chunks, admin, capacity, max_frame_size)
-    native = drive(_codec_step_factory(admin, capacity, max_frame_size), chunks, admin, capacity,
-                   max_frame_size)
+def _both(chunks, admin=False, capacity=4, frame_size_bytes_max=p.MAX_FRAME_SIZE):
+    python = drive(_python_step, chunks, admin, capacity, frame_size_bytes_max)
+    native = drive(_codec_step_factory(admin, capacity, frame_size_bytes_max), chunks, admin, capacity,
+                   frame_size_bytes_max)
     assert native == python
     return python
 
@@ -100,11 +100,11 @@ def test_garbage_gives_the_same_typed_outcome_and_never_crashes(garbage, cuts, a
 @given(st.lists(client_message(ACCOUNT), min_size=1, max_size=10), st.integers(0, 10**6),
        st.integers(0, 255), st.lists(st.integers(0, 10**6), max_size=6), st.integers(16, 256))
 @settings(max_examples=400, deadline=None)
-def test_corrupted_and_truncated_streams_agree(messages, position, value, cuts, max_frame_size):
+def test_corrupted_and_truncated_streams_agree(messages, position, value, cuts, frame_size_bytes_max):
     data = bytearray(b"".join(m.encode() for m in messages))
     data[position % len(data)] = value
     truncated = bytes(data[: len(data) - position % 9])
-    commands, notes, rest = _both(_split(truncated, cuts), admin=True, max_frame_size=max_frame_size)
+    commands, notes, rest = _both(_split(truncated, cuts), admin=True, frame_size_bytes_max=frame_size_bytes_max)
     if notes and notes[-1][0] == "fatal":
         assert SessionReason(notes[-1][1]) in (SessionReason.FRAME_TOO_LARGE, SessionReason.MALFORMED_FRAME,
                                                SessionReason.UNKNOWN_MESSAGE_TYPE,
@@ -123,7 +123,7 @@ def test_a_truncated_frame_waits_for_its_bytes():
 
 
 def test_oversize_frames_are_refused_from_the_first_two_bytes():
-    decoder = _codec.CommandDecoder(ACCOUNT, max_frame_size=64)
+    decoder = _codec.CommandDecoder(ACCOUNT, frame_size_bytes_max=64)
     out = np.zeros(4, COMMAND_DTYPE)
     good = p.Cancel(ACCOUNT, 1).encode()
     assert decoder.decode(good + b"\x41\x00", out) == DecodeStatus.FATAL
