@@ -1,7 +1,11 @@
 """Build matchcore: its source folders install as one namespace, ``matchcore.*``.
 
 The Cython extensions are compiled here (numpy headers on the include path). Set
-``MATCHCORE_DEBUG=1`` to build with bounds checks and internal assertions on.
+``MATCHCORE_DEBUG=1`` for the debug build: -O0 -g, bounds checks, Cython's asserts, and the
+expensive internal checks of core/atomics.h (MC_DEBUG_BUILD: the engine's invariants after
+every command). The cheap checks (mc_check) are on in both builds. A debug build keeps its
+generated C and objects under build/debug, so it never reuses the release build's (nor the
+other way round): both decide what to rebuild by timestamps only, not by flags.
 """
 import os
 
@@ -26,9 +30,35 @@ PACKAGE_DIRS = {
 INCLUDE_DIRS = ["core", "protocol", "persistence"]
 
 
+def cython_package_layout() -> str:
+    """A folder holding matchcore/<package> -> <source folder> symlinks; its path.
+
+    Cython finds a module's own .pxd (core/_core.pxd declares the fields and cdef methods of
+    matchcore.core._core's classes) by the module's qualified name, in the package layout
+    under an include directory: matchcore/core/_core.pxd. Our folders become packages only
+    through package_dir, so that layout is given to Cython as symlinks under build/.
+    """
+    root = os.path.join("build", "cython-packages")
+    namespace = os.path.join(root, "matchcore")
+    os.makedirs(namespace, exist_ok=True)
+    for package, folder in PACKAGE_DIRS.items():
+        if package == "matchcore":
+            continue  # the namespace itself (errors.py) has no Cython declarations
+        link = os.path.join(namespace, package.rpartition(".")[2])
+        target = os.path.relpath(folder, namespace)
+        if os.path.islink(link) and os.readlink(link) == target:
+            continue
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(target, link)
+    return root
+
+
 def extension(name: str, source: str) -> Extension:
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
-    if not DEBUG:
+    if DEBUG:
+        macros.append(("MATCHCORE_DEBUG", "1"))
+    else:
         macros.append(("CYTHON_WITHOUT_ASSERTIONS", "1"))
     return Extension(
         name,
@@ -65,7 +95,9 @@ setup(
             "cdivision": True,
             "initializedcheck": DEBUG,
         },
-        include_path=INCLUDE_DIRS,
+        include_path=[*INCLUDE_DIRS, cython_package_layout()],
+        build_dir=os.path.join("build", "debug", "cython") if DEBUG else None,
     ),
+    options={"build": {"build_base": os.path.join("build", "debug")}} if DEBUG else {},
     zip_safe=False,
 )

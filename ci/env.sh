@@ -12,6 +12,6 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-rm -rf build  # setuptools copies stale modules from an old build/lib into the wheel
+rm -rf build/lib.* build/bdist.*  # setuptools copies stale modules from an old build/lib into the wheel
 .venv/bin/python -m pip install -q ".[test]"
 export PATH="$ROOT/.venv/bin:$PATH"

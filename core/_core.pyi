@@ -7,6 +7,8 @@ import numpy.typing as npt
 from matchcore.core.config import EngineConfig
 
 OUTPUT_SLOT_BYTES: int
+#: True in the debug build (MATCHCORE_DEBUG=1): check_invariants after every command of apply.
+DEBUG_BUILD: bool
 
 class Engine:
     """The Cython engine; the same contract as ReferenceEngine (docs/engine.md)."""

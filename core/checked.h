@@ -1,5 +1,5 @@
-/* Overflow-checked int64 arithmetic, the fee formula, the hash mixer and the debug check
- * of the matching engine (core/engine.pxd declares them for Cython).
+/* Overflow-checked int64 arithmetic, the fee formula and the hash mixer of the matching
+ * engine (core/engine.pxd declares them for Cython). Its checks are in core/atomics.h.
  *
  * Every amount in matchcore is an int64 in minor units. The checked helpers return nonzero
  * when the exact result does not fit in int64 (GCC/Clang __builtin_*_overflow: one
@@ -9,8 +9,6 @@
 #define MC_CHECKED_H
 
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 
 /* The "no index" value of every uint32 link and slot of the engine: index 0 of the order
  * pool is never used, so zero-filled memory (calloc) is already a valid empty state. */
@@ -78,21 +76,5 @@ static inline uint64_t mc_hash_word(uint64_t h, uint64_t word)
     h = (h ^ word) * 0x100000001B3ull;
     return h ^ (h >> 32);
 }
-
-/* Internal invariants cost a branch in the hot path, so they are checked only in the debug
- * build (MATCHCORE_DEBUG=1, where setup.py leaves CYTHON_WITHOUT_ASSERTIONS undefined).
- * A broken invariant means the state is already wrong: abort rather than continue. */
-#ifdef CYTHON_WITHOUT_ASSERTIONS
-#define mc_engine_check(condition, what) ((void)(what))
-#else
-#define mc_engine_check(condition, what)                                              \
-    do {                                                                              \
-        if (!(condition)) {                                                           \
-            fprintf(stderr, "matchcore engine invariant broken: %s (%s:%d)\n", (what), \
-                    __FILE__, __LINE__);                                              \
-            abort();                                                                  \
-        }                                                                             \
-    } while (0)
-#endif
 
 #endif /* MC_CHECKED_H */

@@ -24,8 +24,6 @@ cdef extern from "checked.h" nogil:
     uint64_t mc_key_hash(uint32_t account, uint64_t id) noexcept
     uint32_t mc_index_tag(uint32_t account, uint64_t client_id) noexcept
     uint64_t mc_hash_word(uint64_t h, uint64_t word) noexcept
-    # Aborts with a message in the debug build (MATCHCORE_DEBUG=1); compiled out otherwise.
-    void mc_engine_check(bint condition, const char* what) noexcept
 
 cdef extern from "sys/mman.h" nogil:
     int MADV_HUGEPAGE

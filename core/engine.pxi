@@ -1,8 +1,14 @@
 # Engine: the fast twin of core/reference.py (ReferenceEngine), which is the specification.
 # Same events byte for byte, same state hash, same snapshot bytes, for every command stream;
 # each handler below mirrors the reference's handler of the same name, check for check, so
-# read them side by side. Declarations (structs, units, tiny inline helpers) are in
-# engine.pxd; the overflow-checked arithmetic and the fee formula in checked.h.
+# read them side by side. The Engine's fields (with their units) and cdef method signatures
+# are declared in _core.pxd; its structs and tiny inline helpers in engine.pxd; the
+# overflow-checked arithmetic and the fee formula in checked.h; the checks in atomics.h.
+#
+# Checks. Cheap ones (a compare on values at hand, per call) are mc_check and stay on in the
+# release build; each says why it is cheap. The expensive one, check_invariants (a walk over
+# every table and a snapshot round trip), runs after every command of apply() only in the
+# debug build (MC_DEBUG_BUILD, set by MATCHCORE_DEBUG=1 at build time).
 #
 # The command path runs without the GIL and touches no Python object. The core thread calls
 # apply_one per command (with prefetch_ahead before it when it holds a run of commands);
@@ -22,9 +28,10 @@ from engine cimport (
     _SC_PAGESIZE, _SC_PHYS_PAGES, MADV_HUGEPAGE, MC_HUGE_PAGE_BYTES, MC_NONE, Account, Asset,
     Balance, EventBuffer, IndexSlot, Instrument, Level, Order, TransferSlot, WordSink,
     buy_hold_needed, event_buffer_free, event_buffer_init, event_buffer_push, level_key,
-    level_search, limit_hold_needed, madvise, mc_add_overflow, mc_engine_check, mc_fee, mc_hash_word,
+    level_search, limit_hold_needed, madvise, mc_add_overflow, mc_fee, mc_hash_word,
     mc_index_tag, mc_key_hash, mc_mul_overflow, mc_prefetch, sink_put, sysconf,
 )
+from atomics cimport MC_DEBUG_BUILD, mc_check
 
 import numpy as _engine_np
 
@@ -122,9 +129,7 @@ cdef inline int _engine_expect(bint condition, str what) except -1:
 
 @cython.final
 cdef class _EngineCursor:
-    """Bounds-checked reading of snapshot words."""
-    cdef const int64_t[::1] words
-    cdef Py_ssize_t position
+    """Bounds-checked reading of snapshot words (fields: _core.pxd)."""
 
     def __cinit__(self, const int64_t[::1] words, Py_ssize_t position):
         self.words = words
@@ -164,46 +169,9 @@ cdef class Engine:
     for a replay that touches little of it. ``apply`` runs without the GIL
     and makes no Python object per command. Queries (``balance``, ``order``, ``depth``...),
     ``state_hash``, ``snapshot`` and ``restore`` behave as the reference's do.
-    """
 
-    cdef readonly object config
-    # capacities, from config
-    cdef uint32_t max_accounts
-    cdef uint32_t max_assets
-    cdef uint32_t max_instruments
-    cdef uint32_t max_orders
-    cdef uint32_t max_price_levels
-    cdef uint32_t max_transfers
-    cdef uint32_t fee_account
-    cdef uint64_t next_order_id
-    cdef uint64_t next_trade_id
-    # order pool: indices 1..max_orders (0 is MC_NONE); freed indices are reused LIFO
-    cdef Order* orders
-    cdef uint32_t* free_orders
-    cdef uint32_t free_count
-    cdef uint32_t orders_used        # pool high-water mark: indices 1..orders_used handed out
-    cdef IndexSlot* index
-    cdef uint32_t index_mask
-    # reference data and balances
-    cdef Account* accounts
-    cdef uint32_t account_count
-    cdef Asset* assets
-    cdef uint32_t asset_count
-    cdef Balance* balances           # [max_accounts][max_assets]
-    cdef Instrument* instruments
-    cdef uint32_t instrument_count
-    cdef Level* levels               # [max_instruments][2][level_stride]
-    cdef size_t level_stride         # max_price_levels + ENGINE_LEVEL_PADDING
-    cdef TransferSlot* transfers
-    cdef uint32_t transfer_mask
-    cdef uint32_t transfer_count
-    # the command being applied and where its events go
-    cdef const Command* command
-    cdef EventBuffer* out
-    cdef Event scratch_event         # absorbs events after the buffer failed to grow
-    cdef bint out_of_memory          # the current command lost an event
-    cdef bint broken                 # a command lost events: the engine refuses more
-    cdef bint applying               # apply() runs (without the GIL): no second one
+    Fields and cdef methods are declared, with their units, in _core.pxd.
+    """
 
     def __init__(self, config: _EngineConfig | None = None, *, bint prefault=True):
         if self.orders != NULL:
@@ -301,8 +269,14 @@ cdef class Engine:
             raise RuntimeError("Engine.apply is already running in another thread")
         self.applying = True
         try:
-            with nogil:
-                failed = self.apply_batch(first, <size_t>count, &buffer)
+            if MC_DEBUG_BUILD:
+                failed = self.apply_checked(first, <size_t>count, &buffer)
+            else:
+                with nogil:
+                    failed = self.apply_batch(first, <size_t>count, &buffer)
+        except BaseException:
+            event_buffer_free(&buffer)
+            raise
         finally:
             self.applying = False
         if failed:
@@ -441,7 +415,9 @@ cdef class Engine:
                 indexed += 1
         _engine_expect(indexed == self.live_orders(), "index holds dead orders")
         try:
-            Engine.restore(self.snapshot())
+            # prefault=False: the copy is read once and dropped; faulting in every table of
+            # the config each time would make this check cost as much as a new engine.
+            Engine.restore(self.snapshot(), prefault=False)
         except _EngineSnapshotError as error:
             raise AssertionError(f"inconsistent state: {error}") from error
 
@@ -517,6 +493,21 @@ cdef class Engine:
             self.prefetch_ahead(commands, count, position)
             if self.apply_one(&commands[position], out) != 0:
                 return -1
+        return 0
+
+    cdef int apply_checked(self, const Command* commands, size_t count,
+                           EventBuffer* out) except -2:
+        """Debug build only: apply_one per command, each followed by check_invariants (an
+        AssertionError on the first command after which the structures disagree). 0, or -1
+        as apply_one. Without prefetch_ahead, which changes no state."""
+        cdef size_t position
+        cdef int failed
+        for position in range(count):
+            with nogil:
+                failed = self.apply_one(&commands[position], out)
+            if failed != 0:
+                return -1
+            self.check_invariants()
         return 0
 
     cdef inline void prefetch_ahead(self, const Command* commands, size_t count,
@@ -879,8 +870,9 @@ cdef class Engine:
         """A resting buy holds exactly price * leaves plus its maximum fee; free the rest."""
         cdef int64_t needed = order.hold
         if buy_hold_needed(order.price, order.leaves, order.fee_cap_bps, &needed):
-            # cannot happen: leaves only shrank since the same product was checked
-            mc_engine_check(False, "a partly filled buy needs more than int64")
+            # cannot happen: leaves only shrank since the same product was checked. Always
+            # on: it costs nothing on the path taken.
+            mc_check(False, "a partly filled buy needs more than int64")
             return
         self.release(order, instrument, order.hold - needed)
 
@@ -892,7 +884,9 @@ cdef class Engine:
         return self.orders_used - self.free_count
 
     cdef inline uint32_t order_allocate(self) noexcept nogil:
-        mc_engine_check(self.live_orders() < self.max_orders, "order pool exhausted")
+        # Always on (cheap: a subtraction and a compare per new order): validation rejected a
+        # full pool already, so this guards the free list against a bookkeeping slip.
+        mc_check(self.live_orders() < self.max_orders, "order pool exhausted")
         if self.free_count > 0:
             self.free_count -= 1
             return self.free_orders[self.free_count]
@@ -948,7 +942,8 @@ cdef class Engine:
         cdef Order* order = &self.orders[order_index]
         cdef uint32_t position = mc_index_tag(order.account, order.client_id) & self.index_mask
         while self.index[position].order != order_index:
-            mc_engine_check(self.index[position].order != MC_NONE, "live order not indexed")
+            # always on (cheap: the slot is already loaded for the loop's own test)
+            mc_check(self.index[position].order != MC_NONE, "live order not indexed")
             position = (position + 1) & self.index_mask
         return position
 
@@ -1000,7 +995,8 @@ cdef class Engine:
         """A new level holding one order, at its sorted position (the caller checked room)."""
         cdef Level* levels = instrument.levels[side_index]
         cdef uint32_t count = instrument.level_count[side_index]
-        mc_engine_check(count < self.max_price_levels, "level insert into a full book side")
+        # always on (cheap: one compare per new level; validation rejected a full side already)
+        mc_check(count < self.max_price_levels, "level insert into a full book side")
         if position < count:
             memmove(&levels[position + 1], &levels[position], (count - position) * sizeof(Level))
         levels[position].price = price
@@ -1049,7 +1045,8 @@ cdef class Engine:
         cdef uint32_t position = level_search(instrument.levels[side_index],
                                               instrument.level_count[side_index], side_index,
                                               order.price, &found)
-        mc_engine_check(found, "resting order not found on its level")
+        # always on (cheap: the search computed found anyway)
+        mc_check(found, "resting order not found on its level")
         cdef Level* level = &instrument.levels[side_index][position]
         if order.prev != MC_NONE:
             self.orders[order.prev].next = order.next
@@ -1317,7 +1314,10 @@ cdef class Engine:
         seller.hold -= base_amount
         self.balance_of(seller.account, quote).available += notional - seller_fee
         self.balance_of(self.fee_account, quote).available += taker_fee + maker_fee
-        mc_engine_check(buyer.hold >= 0 and seller.hold >= 0, "a fill took more than the hold")
+        # always on (cheap: two compares per fill on values just written), split so a failure
+        # says which side broke
+        mc_check(buyer.hold >= 0, "a fill took more of the buyer than its hold")
+        mc_check(seller.hold >= 0, "a fill took more of the seller than its hold")
         self.emit(EV_FILL, taker.side, 0, taker.instrument, taker.account, maker.account,
                   taker.order_id, taker.client_id, maker.order_id, self.next_trade_id, price,
                   quantity, taker_fee, maker_fee)

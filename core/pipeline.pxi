@@ -21,7 +21,12 @@
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.time cimport nanosleep, timespec
+from atomics cimport (
+    mc_cpu_relax, mc_exchange_int, mc_full_fence, mc_load_acquire_int, mc_load_relaxed_u64,
+    mc_store_relaxed_u64, mc_store_release_int,
+)
 from engine cimport EventBuffer, event_buffer_clear, event_buffer_free, event_buffer_init
+from pipeline cimport CoreControl
 
 cdef extern from "unistd.h" nogil:
     ssize_t c_write "write" (int fd, const void* buf, size_t count)
@@ -34,22 +39,6 @@ cdef extern from "poll.h" nogil:
         short revents
     int c_poll "poll" (pollfd* fds, unsigned long nfds, int timeout)
     short POLLIN
-
-cdef extern from *:
-    """
-    static inline int mc_load_acquire_int(const int* p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-    static inline void mc_store_release_int(int* p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
-    static inline int mc_exchange_int(int* p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_ACQ_REL); }
-    static inline uint64_t mc_load_relaxed_u64_plain(const uint64_t* p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
-    static inline void mc_store_relaxed_u64_plain(uint64_t* p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
-    static inline void mc_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
-    """
-    int mc_load_acquire_int(const int* p) noexcept nogil
-    void mc_store_release_int(int* p, int v) noexcept nogil
-    int mc_exchange_int(int* p, int v) noexcept nogil
-    uint64_t mc_load_relaxed_u64_plain(const uint64_t* p) noexcept nogil
-    void mc_store_relaxed_u64_plain(uint64_t* p, uint64_t v) noexcept nogil
-    void mc_full_fence() noexcept nogil
 
 # Tunables, units in the names.
 cdef enum:
@@ -84,21 +73,6 @@ _EMPTY_SLOTS.flags.writeable = False
 
 class CoreThreadError(_MatchcoreError, RuntimeError):
     """The core thread stopped on an error; the pipeline must not be used further."""
-
-
-cdef struct CoreControl:
-    int stop_requested          # set by Python: finish the current input batch, then exit
-    int abort_requested         # set by Python: leave even while waiting for output space
-    int consumer_waiting        # set by the consumer before it sleeps on the eventfd
-    int wake_fd                 # eventfd written to wake the consumer
-    int core_waiting            # set by the core thread before it blocks on core_wake_fd
-    int core_wake_fd            # eventfd written to wake the core thread
-    int pause_requested         # set by Python: park between batches (for a snapshot)
-    int paused                  # set by the core thread while parked
-    uint64_t last_applied_seq   # seq of the last command applied (read while parked)
-    uint64_t fault_after_commands  # test hook: fail after this many commands (0 = never)
-    uint64_t commands_applied   # counters, relaxed: metrics only
-    uint64_t events_emitted
 
 
 cdef inline void core_idle(uint64_t* spins) noexcept nogil:
@@ -258,9 +232,9 @@ cdef int core_loop(Engine engine, RecordRing* input, RecordRing* output,
             applied += 1
             emitted += events.count
         # relaxed: pause() reads last_applied_seq after the release store of `paused`
-        mc_store_relaxed_u64_plain(&control.last_applied_seq, last_seq)
-        mc_store_relaxed_u64_plain(&control.commands_applied, applied)
-        mc_store_relaxed_u64_plain(&control.events_emitted, emitted)
+        mc_store_relaxed_u64(&control.last_applied_seq, last_seq)
+        mc_store_relaxed_u64(&control.commands_applied, applied)
+        mc_store_relaxed_u64(&control.events_emitted, emitted)
         if status != CORE_EXIT_STOPPED:
             break
         ring_release(input, count)
@@ -275,17 +249,8 @@ cdef class Pipeline:
 
     ``submit`` stamps commands with the next sequence numbers and a time stamp and writes them
     into the input ring; ``drain`` reads output slots (each command followed by its events).
-    One thread may submit and one (possibly another) may drain.
+    One thread may submit and one (possibly another) may drain. Fields: _core.pxd.
     """
-
-    cdef readonly Engine engine
-    cdef RecordRing* _input
-    cdef RecordRing* _output
-    cdef CoreControl _control
-    cdef object _thread
-    cdef int _exit
-    cdef readonly uint64_t next_seq
-    cdef readonly int wake_fd
 
     def __cinit__(self, Engine engine, Py_ssize_t input_capacity=1 << 16,
                   Py_ssize_t output_capacity=1 << 18, uint64_t next_seq=1):
@@ -497,11 +462,11 @@ cdef class Pipeline:
 
     @property
     def commands_applied(self) -> int:
-        return mc_load_relaxed_u64_plain(&self._control.commands_applied)
+        return mc_load_relaxed_u64(&self._control.commands_applied)
 
     @property
     def events_emitted(self) -> int:
-        return mc_load_relaxed_u64_plain(&self._control.events_emitted)
+        return mc_load_relaxed_u64(&self._control.events_emitted)
 
 
 cdef object _as_command_bytes(object commands):

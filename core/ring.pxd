@@ -23,13 +23,9 @@
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.string cimport memcpy
 
-cdef extern from "ring_atomics.h" nogil:
-    uint64_t mc_load_acquire_u64(const uint64_t* index) noexcept
-    uint64_t mc_load_relaxed_u64(const uint64_t* index) noexcept
-    void mc_store_release_u64(uint64_t* index, uint64_t value) noexcept
-    void mc_cpu_relax() noexcept
-    # Aborts with a message in the debug build (MATCHCORE_DEBUG=1); compiled out otherwise.
-    void mc_ring_check(bint condition, const char* what) noexcept
+from atomics cimport (
+    mc_check, mc_cpu_relax, mc_load_acquire_u64, mc_load_relaxed_u64, mc_store_release_u64,
+)
 
 # Limits, checked by ring_arguments_check before anything is allocated.
 cdef enum:
@@ -88,10 +84,12 @@ cdef inline uint64_t ring_claim(RecordRing* ring, uint64_t count_max,
 cdef inline void ring_publish(RecordRing* ring, uint64_t count) noexcept nogil:
     """Producer: make the first count claimed records visible to the consumer."""
     cdef uint64_t write_index = mc_load_relaxed_u64(&ring.write_index)
-    mc_ring_check(write_index + count - ring.read_index_cached <= ring.capacity_records,
-                  "ring_publish beyond the claimed space")
-    mc_ring_check((write_index & ring.index_mask) + count <= ring.capacity_records,
-                  "ring_publish past the end of the claimed run")
+    # Always on (cheap: two compares on fields this line already holds): publishing more than
+    # was claimed would hand the consumer records the producer never wrote.
+    mc_check(write_index + count - ring.read_index_cached <= ring.capacity_records,
+             "ring_publish beyond the claimed space")
+    mc_check((write_index & ring.index_mask) + count <= ring.capacity_records,
+             "ring_publish past the end of the claimed run")
     mc_store_release_u64(&ring.write_index, write_index + count)
 
 
@@ -117,10 +115,12 @@ cdef inline uint64_t ring_peek(RecordRing* ring, uint64_t count_max,
 cdef inline void ring_release(RecordRing* ring, uint64_t count) noexcept nogil:
     """Consumer: hand the first count peeked slots back to the producer."""
     cdef uint64_t read_index = mc_load_relaxed_u64(&ring.read_index)
-    mc_ring_check(read_index + count <= ring.write_index_cached,
-                  "ring_release beyond the peeked records")
-    mc_ring_check((read_index & ring.index_mask) + count <= ring.capacity_records,
-                  "ring_release past the end of the peeked run")
+    # Always on (cheap, as in ring_publish): releasing more than was peeked would let the
+    # producer overwrite records the consumer has not read.
+    mc_check(read_index + count <= ring.write_index_cached,
+             "ring_release beyond the peeked records")
+    mc_check((read_index & ring.index_mask) + count <= ring.capacity_records,
+             "ring_release past the end of the peeked run")
     mc_store_release_u64(&ring.read_index, read_index + count)
 
 
@@ -168,3 +168,21 @@ cdef inline uint64_t ring_pop_copy(RecordRing* ring, uint8_t* destination,
         ring_release(ring, count)
         read_count += count
     return read_count
+
+
+# ring_transfer (ring.pxi): one thread's work and what it saw. Written by its thread only; read
+# after join.
+cdef struct TransferSide:
+    RecordRing* ring
+    uint64_t records_total
+    const uint64_t* batch_sizes       # records per claim or peek, cycled
+    uint64_t batch_sizes_count
+    int64_t deadline_ns               # CLOCK_MONOTONIC; give up after it
+    uint64_t records_done
+    uint64_t waits                    # times the ring was found full (producer) or empty
+    uint64_t bad_records              # consumer: records not matching their pattern
+    uint64_t first_bad_sequence       # consumer: valid when bad_records > 0
+    uint64_t checksum                 # consumer: sum of every word, mod 2**64
+    int64_t started_ns
+    int64_t finished_ns
+    bint timed_out

@@ -1,6 +1,7 @@
 # The SPSC record ring (declared with its hot-path helpers in ring.pxd): creation and
 # destruction, the Python wrapper `Ring` for tests and benchmarks, and `ring_transfer`, which
 # drives a ring from two real threads without the GIL (the ordering tests and `bench ring`).
+# The fields of Ring and _TransferThread are declared in _core.pxd.
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 from libc.stdlib cimport free
 from libc.string cimport memset
@@ -12,9 +13,10 @@ from ring cimport (
     RING_CAPACITY_BELOW_2, RING_CAPACITY_MAX_RECORDS, RING_CAPACITY_NOT_POWER_OF_TWO,
     RING_RECORD_SIZE_ABOVE_MAXIMUM, RING_RECORD_SIZE_MAX_BYTES,
     RING_RECORD_SIZE_NOT_MULTIPLE_OF_8, RING_RECORD_SIZE_NOT_POSITIVE, RecordRing,
-    RingArgumentError, mc_cpu_relax, mc_ring_check, ring_claim, ring_depth, ring_peek,
-    ring_pop_copy, ring_publish, ring_push_copy, ring_release,
+    RingArgumentError, TransferSide, ring_claim, ring_depth, ring_peek, ring_pop_copy,
+    ring_publish, ring_push_copy, ring_release,
 )
+from atomics cimport mc_check, mc_cpu_relax
 
 import threading as _ring_threading
 
@@ -63,7 +65,8 @@ cdef RecordRing* ring_create(int64_t record_size_bytes, int64_t capacity_records
     ring.capacity_records = capacity_records
     ring.index_mask = capacity_records - 1
     ring.record_size_bytes = record_size_bytes
-    mc_ring_check(sizeof(RecordRing) % RING_CACHE_LINE_BYTES == 0, "header not whole lines")
+    # always on (free: both sides are compile-time constants)
+    mc_check(sizeof(RecordRing) % RING_CACHE_LINE_BYTES == 0, "header not whole lines")
     return ring
 
 
@@ -136,8 +139,6 @@ cdef class Ring:
     4096), capacity in records (a power of two, 2 to 2**24). All memory is allocated here.
     One thread may push and one other thread may pop; the methods never block.
     """
-    cdef RecordRing* _ring
-    cdef bint _transfer_running   # ring_transfer's threads own both sides meanwhile
 
     def __cinit__(self, Py_ssize_t record_size, Py_ssize_t capacity):
         cdef RingArgumentError error = ring_arguments_check(record_size, capacity)
@@ -237,23 +238,6 @@ cdef enum:
     TRANSFER_SPINS_BEFORE_YIELD = 256
     # While records flow, read the clock once per this many batches (a power of two).
     TRANSFER_BATCHES_PER_CLOCK_CHECK = 4096
-
-# One thread's work and what it saw. Written by its thread only; read after join.
-cdef struct TransferSide:
-    RecordRing* ring
-    uint64_t records_total
-    const uint64_t* batch_sizes       # records per claim or peek, cycled
-    uint64_t batch_sizes_count
-    int64_t deadline_ns               # CLOCK_MONOTONIC; give up after it
-    uint64_t records_done
-    uint64_t waits                    # times the ring was found full (producer) or empty
-    uint64_t bad_records              # consumer: records not matching their pattern
-    uint64_t first_bad_sequence       # consumer: valid when bad_records > 0
-    uint64_t checksum                 # consumer: sum of every word, mod 2**64
-    int64_t started_ns
-    int64_t finished_ns
-    bint timed_out
-
 
 cdef inline int64_t monotonic_ns() noexcept nogil:
     cdef timespec now
@@ -386,9 +370,6 @@ cdef void transfer_consume(TransferSide* side) noexcept nogil:
 
 cdef class _TransferThread:
     """One side of a ring_transfer; holds the objects whose memory its C loop uses."""
-    cdef TransferSide side
-    cdef Ring ring
-    cdef object batch_sizes
 
     def produce(self):
         with nogil:
