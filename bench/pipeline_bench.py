@@ -62,8 +62,8 @@ def run_pipeline_bench(commands: int = 2_000_000, seed: int = 1, repeats: int = 
     measured = workload.commands
     if not as_json:
         print_header("matchcore bench pipeline", {"commands": commands, "seed": seed,
-                                                  "repeats": repeats, "input_capacity": 1 << 16,
-                                                  "output_capacity": 1 << 18})
+                                                  "repeats": repeats, "input_ring_capacity_records": 1 << 16,
+                                                  "output_ring_capacity_records": 1 << 18})
     rates, checksums = [], set()
     for _ in range(repeats):
         engine = Engine(workload.config)

@@ -252,19 +252,19 @@ cdef class Pipeline:
     One thread may submit and one (possibly another) may drain. Fields: _core.pxd.
     """
 
-    def __cinit__(self, Engine engine, Py_ssize_t input_capacity=1 << 16,
-                  Py_ssize_t output_capacity=1 << 18, uint64_t next_seq=1):
-        cdef RingArgumentError error = ring_arguments_check(sizeof(Command), input_capacity)
+    def __cinit__(self, Engine engine, Py_ssize_t input_ring_capacity_records=1 << 16,
+                  Py_ssize_t output_ring_capacity_records=1 << 18, uint64_t next_seq=1):
+        cdef RingArgumentError error = ring_arguments_check(sizeof(Command), input_ring_capacity_records)
         if error != RING_ARGUMENTS_OK:
-            raise ValueError(ring_argument_error_text(error, sizeof(Command), input_capacity))
-        error = ring_arguments_check(PIPELINE_SLOT_BYTES, output_capacity)
+            raise ValueError(ring_argument_error_text(error, sizeof(Command), input_ring_capacity_records))
+        error = ring_arguments_check(PIPELINE_SLOT_BYTES, output_ring_capacity_records)
         if error != RING_ARGUMENTS_OK:
-            raise ValueError(ring_argument_error_text(error, PIPELINE_SLOT_BYTES, output_capacity))
+            raise ValueError(ring_argument_error_text(error, PIPELINE_SLOT_BYTES, output_ring_capacity_records))
         if next_seq < 1:
             raise ValueError("next_seq must be >= 1")
         self.engine = engine
-        self._input = ring_create(sizeof(Command), input_capacity)
-        self._output = ring_create(PIPELINE_SLOT_BYTES, output_capacity)
+        self._input = ring_create(sizeof(Command), input_ring_capacity_records)
+        self._output = ring_create(PIPELINE_SLOT_BYTES, output_ring_capacity_records)
         if self._input == NULL or self._output == NULL:
             raise MemoryError("cannot allocate the pipeline rings")
         memset(&self._control, 0, sizeof(CoreControl))
@@ -313,15 +313,16 @@ cdef class Pipeline:
     def stop(self, double timeout_s=10.0) -> None:
         """Apply everything submitted, then stop the core thread. If the output ring stays
         full (nobody drains) past timeout_s, abort the thread and raise CoreThreadError."""
-        if self._thread is None:
+        thread = self._thread  # one read: check() on another thread may clear the field
+        if thread is None:
             return
         mc_store_release_int(&self._control.stop_requested, 1)
         core_wake_core(&self._control, True)
-        self._thread.join(timeout_s)
-        if self._thread.is_alive():
+        thread.join(timeout_s)
+        if thread.is_alive():
             mc_store_release_int(&self._control.abort_requested, 1)
             core_wake_core(&self._control, True)
-            self._thread.join()
+            thread.join()
         self._thread = None
         self._raise_if_failed()
 
@@ -364,6 +365,24 @@ cdef class Pipeline:
     def resume(self) -> None:
         """Let a paused core thread go on."""
         mc_store_release_int(&self._control.pause_requested, 0)
+
+    def request_pause(self) -> None:
+        """Ask the core thread to park between two commands, and return at once: an event
+        loop must not wait for the core (the core may be waiting for output ring room that
+        only the loop makes). Poll ``paused``; then read the engine; then ``resume()``."""
+        mc_store_release_int(&self._control.pause_requested, 1)
+        core_wake_core(&self._control, True)
+
+    @property
+    def paused(self) -> bool:
+        """True while the core thread is parked (after ``request_pause``), or not running:
+        the engine may then be read from this thread, as of ``last_applied_seq``."""
+        return not self.running or mc_load_acquire_int(&self._control.paused) != 0
+
+    @property
+    def last_applied_seq(self) -> int:
+        """The seq of the last command the core thread applied (exact while ``paused``)."""
+        return mc_load_relaxed_u64(&self._control.last_applied_seq)  # ordered by `paused`
 
     def inject_fault_after(self, uint64_t commands) -> None:
         """Test hook: make the core thread fail once it has applied this many commands."""
@@ -453,11 +472,11 @@ cdef class Pipeline:
         return ring_depth(self._output)
 
     @property
-    def input_capacity(self) -> int:
+    def input_ring_capacity_records(self) -> int:
         return self._input.capacity_records
 
     @property
-    def output_capacity(self) -> int:
+    def output_ring_capacity_records(self) -> int:
         return self._output.capacity_records
 
     @property

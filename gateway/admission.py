@@ -23,7 +23,10 @@ import numpy as np
 from matchcore.gateway.sessions import Session, SessionState
 from matchcore.gateway.streams import stamp_sender
 
-__all__ = ["Admission", "Core"]
+__all__ = ["Admission", "Core", "ADMISSION_TURN_RECORDS"]
+
+#: commands of one session offered to a full input ring before the next held session's turn
+ADMISSION_TURN_RECORDS = 256
 
 
 class Core(Protocol):
@@ -80,16 +83,24 @@ class Admission:
             self._retry = self._loop.call_later(self.retry_s, self._drain)
 
     def _drain(self) -> None:
+        """Offer the held commands again, in turns: at most ``ADMISSION_TURN_RECORDS`` of one
+        session at a time, so one session's large backlog does not keep the others waiting
+        behind all of it (each session's own commands keep their order: a held session
+        decodes nothing more until all of its commands are taken)."""
         self._retry = None
         while self._held:
             session, commands = self._held[0]
-            taken = self.core.submit(commands)
+            offered = commands[:ADMISSION_TURN_RECORDS] if session is not None else commands
+            taken = self.core.submit(offered)
             self.commands_taken += taken
             self._held_records -= taken
-            if taken < len(commands):
+            if taken < len(offered):
                 self._held[0] = (session, commands[taken:])
                 self._schedule()
                 return
             self._held.popleft()
+            if taken < len(commands):  # its turn is over: to the back of the line
+                self._held.append((session, commands[taken:]))
+                continue
             if session is not None and session.state == SessionState.ACTIVE:
                 session.on_input_released(time.time_ns())

@@ -18,6 +18,7 @@ sent, then each session gets LOGOUT SERVER_SHUTDOWN.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import json
 import logging
@@ -29,7 +30,9 @@ import time
 import asyncpg
 
 from matchcore.core import Engine
+from matchcore.core.codes import CommandKind
 from matchcore.core.commands import mass_cancels
+from matchcore.gateway.cod import CancelOnDisconnectRows
 from matchcore.gateway import checkpoints, keys
 from matchcore import protocol as p
 from matchcore.gateway.config import ServerConfig
@@ -47,6 +50,15 @@ __all__ = ["GatewayServer", "run_server"]
 _log = logging.getLogger("matchcore.gateway")
 #: allocations between two young-generation collections (CPython's default is 700)
 GC_YOUNG_THRESHOLD = 50_000
+#: connections of the gateway's pool (catch-up replays from the journal, checkpoints)
+GATEWAY_POOL_CONNECTIONS_MAX = 4
+#: one query of the gateway's (a page of journal rows, a checkpoint) may take this long
+GATEWAY_QUERY_TIMEOUT_S = 30.0
+#: after a failed checkpoint, the next one is tried no sooner than this
+CHECKPOINT_RETRY_S = 5.0
+#: SIGTERM: what the database must still do (journal the last commands, the last snapshot
+#: and checkpoint) gets this long beyond shutdown_grace_ms; then the server stops anyway
+STOP_DATABASE_BOUND_S = 10.0
 
 
 class GatewayServer:
@@ -71,9 +83,17 @@ class GatewayServer:
         self._metrics_server = None
         self._stopped = asyncio.Event()
         self._stopping = False
-        self._checkpoint_connection: asyncpg.Connection | None = None
         self._checkpoint_task: asyncio.Task | None = None
         self._checkpointed_seq = 0
+        self._checkpoint_not_before = 0.0  # monotonic seconds: the retry back-off
+        #: set when the server stopped because the journal writer failed (exit status 1)
+        self.failed: BaseException | None = None
+        self.cod: CancelOnDisconnectRows | None = None
+        #: account -> COD sessions closed whose MASS_CANCEL is not released yet
+        self._cod_closing: dict[int, list[str]] = {}
+        self._cod_rows: set[int] = set()  # session ids with a row written
+        self._background: set[asyncio.Task] = set()
+        self._serve_lock: int | None = None  # the fd of data_dir/serve.lock (embedded server)
 
     # ------------------------------------------------------------------ start
 
@@ -85,29 +105,37 @@ class GatewayServer:
         config = self.config
         self.dsn = config.dsn or await asyncio.get_running_loop().run_in_executor(None, self._start_embedded)
         self.registry = await PgKeyRegistry.connect(self.dsn)
-        self._journal = await AsyncJournal.connect(self.dsn, apply=True)
-        self._checkpoint_connection = await asyncpg.connect(
-            self.dsn, server_settings={"application_name": "matchcore-gateway"})
+        # Catch-up replays and checkpoints share one pool: a connection the database closed
+        # (restart, disk full, terminate) is replaced at the next use, and replays run side by side.
+        self._journal = await AsyncJournal.connect_pool(
+            self.dsn, apply=True, connections_max=GATEWAY_POOL_CONNECTIONS_MAX,
+            application_name="matchcore-gateway", command_timeout_s=GATEWAY_QUERY_TIMEOUT_S)
+        self.cod = CancelOnDisconnectRows(self._journal.pool)
+        await self.cod.ensure_schema()
         rebuilt_through = await self._rebuild_streams()
         self.dispatcher = Dispatcher(self.streams, self.metrics, self._journal_batches,
-                                     replay_chunk_frames=config.limits.replay_chunk_frames)
+                                     replay_chunk_frames=config.limits.replay_chunk_frames,
+                                     catch_up_stall_ms_max=config.limits.catch_up_stall_ms_max)
         service_config = DurableCoreConfig(
             input_ring_capacity_records=config.input_ring_capacity_records, output_ring_capacity_records=config.output_ring_capacity_records,
             snapshot_every_commands=config.snapshot_every_commands,
             writer=WriterConfig(journal_batch_records_max=config.journal_batch_records_max,
                                 journal_batch_delay_ms_max=config.journal_batch_delay_ms_max))
         self.service = DurableCore(self.dsn, config.engine, config=service_config, on_release=self._on_release,
-                                   on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s))
+                                   on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s),
+                                   on_failure=self._core_failed)
         recovered = await self.service.start()
         if recovered.last_seq != rebuilt_through:
             raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")
         # Nothing is submitted yet: the core thread idles, so the state can be copied.
         self.dispatcher.order_view = OrderView(Engine.restore(self.service.engine.snapshot()))
+        await self._cancel_after_crash()
         self.sequencer = Admission(self.service)
         self.table = SessionTable(config.limits, self.sequencer, self.registry,
                                   last_event_seq_of=self.streams.last_event_seq,
                                   order_status=self.dispatcher.order_status,
-                                  on_active=self._on_active, observer=self)
+                                  on_active=self._on_active, observer=self,
+                                  before_accept=self._before_accept)
         self._start_metrics()
         # Everything made so far lives as long as the server: keep it out of the collector's
         # scans, and collect the young generation less often (fewer, shorter pauses).
@@ -123,23 +151,48 @@ class GatewayServer:
                                       "metrics_port": self.metrics_port, "dsn": redact_dsn(self.dsn),
                                       "last_seq": recovered.last_seq, "accounts_with_events": len(self.streams.last)})
 
+    async def _cancel_after_crash(self) -> None:
+        """Accounts whose cancel-on-disconnect sessions ended in a crash: their MASS_CANCELs
+        are journaled (and released, so the order view sees them) before the port opens."""
+        accounts = await self.cod.left_open()
+        if accounts:
+            last_seq = self.service.next_seq + len(accounts) - 1
+            await self.service.submit_all(mass_cancels(accounts))
+            await self.service.wait_released(last_seq)
+            _log.warning("cancel-on-disconnect after an unclean stop", extra={
+                "accounts": accounts, "through_seq": last_seq})
+        await self.cod.forget_all_but_mine()
+
+    async def _before_accept(self, session: Session, login: p.Login) -> None:
+        """Before LOGIN_ACCEPTED: a cancel-on-disconnect session is written down (cod.py)."""
+        if login.login_flags & p.LoginFlags.CANCEL_ON_DISCONNECT:
+            await self.cod.open(session.session_id, login.account_id)
+            self._cod_rows.add(session.session_id)
+
     def _start_embedded(self) -> str:
+        """The embedded server of ``data_dir``: started, or adopted when a server that died
+        (kill -9) left it running; either way stopped again at a clean stop. A lock held for
+        the server's life makes sure no other live ``matchcore serve`` uses that folder."""
         from matchcore.persistence.embedded import EmbeddedPostgres
 
         embedded = EmbeddedPostgres(self.config.data_dir)
+        self._serve_lock = hold_serve_lock(embedded.data_dir)
         already_running = embedded.is_running()
         dsn = embedded.start()
-        if not already_running:
-            self.embedded = embedded  # stopped again at stop
+        if already_running:
+            _log.warning("adopted a running embedded PostgreSQL (left by an unclean stop)",
+                         extra={"data_dir": str(embedded.data_dir), "dsn": redact_dsn(dsn)})
+        self.embedded = embedded  # stopped again at stop
         return dsn
 
     async def _rebuild_streams(self) -> int:
         """Every account's event counter (and the recent frames): the newest checkpoint, then
         the journal rows after it."""
         started = time.perf_counter()
-        await checkpoints.ensure_schema(self._checkpoint_connection)
-        journal_last_seq = await self._journal.last_seq()
-        checkpoint = await checkpoints.read_latest(self._checkpoint_connection, journal_last_seq)
+        async with self._journal.acquire() as connection:
+            await checkpoints.ensure_schema(connection)
+            journal_last_seq = await self._journal.last_seq()
+            checkpoint = await checkpoints.read_latest(connection, journal_last_seq)
         last_seq = 0
         if checkpoint is not None:
             last_seq, accounts, counts = checkpoint
@@ -156,17 +209,27 @@ class GatewayServer:
 
     def _on_release(self, batch) -> None:
         self.dispatcher.on_release(batch)
+        if self._cod_closing:
+            self._cod_released(batch.commands)
         every = self.config.stream_checkpoint_every_commands
-        if every and batch.last_seq - self._checkpointed_seq >= every and self._checkpoint_task is None:
+        if (every and batch.last_seq - self._checkpointed_seq >= every and self._checkpoint_task is None
+                and time.monotonic() >= self._checkpoint_not_before):
             self._checkpoint_task = asyncio.get_running_loop().create_task(
                 self._write_checkpoint(batch.last_seq, *self.streams.counters()))
 
-    async def _write_checkpoint(self, seq: int, accounts, counts) -> None:
+    async def _write_checkpoint(self, seq: int, accounts, counts) -> bool:
+        """True when written. A failure is one log line and a back-off: a later checkpoint,
+        or a longer start, makes up for it."""
         try:
-            await checkpoints.write(self._checkpoint_connection, seq, accounts, counts)
+            async with self._journal.acquire() as connection:
+                await checkpoints.write(connection, seq, accounts, counts)
             self._checkpointed_seq = seq
-        except Exception:  # a later checkpoint, or a longer start, makes up for it
-            _log.exception("stream checkpoint not written", extra={"seq": seq})
+            return True
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            self._checkpoint_not_before = time.monotonic() + CHECKPOINT_RETRY_S
+            _log.warning("stream checkpoint not written", extra={"seq": seq, "error": repr(error),
+                                                                 "retry_in_s": CHECKPOINT_RETRY_S})
+            return False
         finally:
             self._checkpoint_task = None
 
@@ -217,7 +280,33 @@ class GatewayServer:
     def session_reject(self, session: Session, reason: int) -> None:
         self.metrics.session_reject(reason)
 
+    def _cod_released(self, commands) -> None:
+        """Rows of COD sessions whose MASS_CANCEL is in this released batch are deleted."""
+        mass = commands[commands["kind"] == CommandKind.MASS_CANCEL]
+        done = [key for account in set(mass["account_id"].tolist()) for key in self._cod_closing.pop(account, ())]
+        if done:
+            self._forget_cod_now(done)
+
+    def _forget_cod_now(self, keys_: list[str]) -> None:
+        task = asyncio.get_running_loop().create_task(self._cod_forget(keys_))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _cod_forget(self, keys_: list[str]) -> None:
+        try:
+            await self.cod.closed(keys_)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            # Left behind, the rows only mean an extra MASS_CANCEL at an unclean restart.
+            _log.warning("cancel-on-disconnect rows not deleted", extra={"error": repr(error)})
+
     def session_closed(self, session: Session) -> None:
+        if session.session_id in self._cod_rows:
+            self._cod_rows.discard(session.session_id)
+            key = self.cod.session_key(session.session_id)
+            if session.cancel_on_disconnect:  # its MASS_CANCEL is submitted: forget it once released
+                self._cod_closing.setdefault(session.account_id, []).append(key)
+            elif session.close_reason != p.SessionReason.SERVER_SHUTDOWN and not self._stopping:
+                self._forget_cod_now([key])  # refused after the row was written: never active
         self.dispatcher.detach(session)
         reason = session.close_reason
         self.metrics.session_closed(int(reason))
@@ -228,24 +317,60 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ stop
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "requested") -> None:
         if not self._stopping:
             self._stopping = True
+            _log.info("stop requested", extra={"reason": reason})
             asyncio.get_running_loop().create_task(self.stop())
+
+    def _core_failed(self, error: BaseException) -> None:
+        """Fail-stop: the journal writer died (logged by DurableCore), so nothing more can be
+        acknowledged; stop (exit status 1) and let the supervisor restart and recover."""
+        self.failed = error
+        self.request_stop("journal writer failed")
 
     async def serve_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop)
+        # SIGHUP (a closed terminal, a supervisor's reload) runs the same stop sequence.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
         await self._stopped.wait()
 
     async def stop(self) -> None:
-        """Drain and stop; see the module docstring for the order."""
+        """Drain and stop, within ``shutdown_grace_ms`` + ``STOP_DATABASE_BOUND_S`` whatever
+        the database does; see the module docstring for the order."""
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.shutdown_grace_ms / 1000 + STOP_DATABASE_BOUND_S
         _log.info("stopping")
         if self._server is not None:
             self._server.close()
         sessions = list(self.table.sessions.values()) if self.table else []
+        self._pause_reading(sessions)
+        if self.sequencer is not None:
+            self._cancel_on_shutdown(sessions)
+            while self.sequencer.held_records and loop.time() < deadline:
+                await asyncio.sleep(0.001)
+            if self.sequencer.held_records:
+                _log.error("stopped with commands never admitted", extra={
+                    "held_records": self.sequencer.held_records, "reason": "the input ring stayed full"})
+        if self.service is not None:
+            await self.service.stop(timeout_s=max(0.0, deadline - loop.time()))
+        if self._clock is not None:
+            self._clock.cancel()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+            if self.dispatcher.order_view is not None:
+                self.dispatcher.order_view.stop()
+        await self._logout_all(sessions, loop.time() + self.config.shutdown_grace_ms / 1000)
+        await self._final_checkpoint(max(0.5, deadline - loop.time()))
+        await self._forget_cod_rows(max(0.5, deadline - loop.time()))
+        await self._close_database(max(0.5, deadline - loop.time()))
+        _log.info("stopped", extra={"released_seq": self.service.released_seq if self.service else 0})
+        self._stopped.set()
+
+    @staticmethod
+    def _pause_reading(sessions: list[Session]) -> None:
         for session in sessions:
             pause = getattr(session.transport, "pause_reading", None)
             if pause is not None and session.state != SessionState.CLOSED:
@@ -253,47 +378,54 @@ class GatewayServer:
                     pause()
                 except RuntimeError:
                     pass
-        if self.sequencer is not None:
-            self._cancel_on_shutdown(sessions)
-            while self.sequencer.held_records:
-                await asyncio.sleep(0.001)
-        if self.service is not None:
-            await self.service.stop()
-        if self._clock is not None:
-            self._clock.cancel()
-        if self.dispatcher is not None:
-            await self.dispatcher.stop()
-            if self.dispatcher.order_view is not None:
-                self.dispatcher.order_view.stop()
+
+    async def _logout_all(self, sessions: list[Session], until: float) -> None:
         now_ns = time.time_ns()
         for session in sessions:
             if session.state == SessionState.ACTIVE:
                 session.cancel_on_disconnect = False
                 session.logout(p.SessionReason.SERVER_SHUTDOWN, now_ns)
-        deadline = time.monotonic() + self.config.shutdown_grace_ms / 1000
-        while time.monotonic() < deadline and self.table is not None and self.table.sessions:  # until flushed
+        loop = asyncio.get_running_loop()
+        while loop.time() < until and self.table is not None and self.table.sessions:  # until flushed
             await asyncio.sleep(0.01)
-        await self._final_checkpoint()
+
+    async def _forget_cod_rows(self, timeout_s: float) -> None:
+        """A clean stop journaled every MASS_CANCEL of its COD sessions: their rows go. An
+        unclean one keeps them, so the next start cancels those accounts' orders."""
+        if self.cod is None or self.service is None or not self.service.stopped_cleanly:
+            return
+        try:
+            await asyncio.wait_for(self.cod.forget_mine(), timeout_s)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            _log.warning("cancel-on-disconnect rows not deleted at stop", extra={"error": repr(error)})
+
+    async def _close_database(self, timeout_s: float) -> None:
         if self._journal is not None:
-            await self._journal.close()
+            await self._journal.close(timeout_s=min(timeout_s, 5.0))
         if self.registry is not None:
-            await self.registry.close()
+            try:
+                await asyncio.wait_for(self.registry.close(), min(timeout_s, 5.0))
+            except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                _log.warning("key registry not closed cleanly", extra={"error": repr(error)})
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         if self.embedded is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.embedded.stop)
-        _log.info("stopped", extra={"released_seq": self.service.released_seq if self.service else 0})
-        self._stopped.set()
+        if self._serve_lock is not None:
+            os.close(self._serve_lock)
+            self._serve_lock = None
 
-    async def _final_checkpoint(self) -> None:
-        if self._checkpoint_task is not None:
-            await self._checkpoint_task
-        if self._checkpoint_connection is None:
-            return
-        released = self.service.released_seq if self.service is not None else 0
-        if self.dispatcher is not None and released > self._checkpointed_seq:
-            await self._write_checkpoint(released, *self.streams.counters())
-        await self._checkpoint_connection.close()
+    async def _final_checkpoint(self, timeout_s: float) -> None:
+        try:
+            if self._checkpoint_task is not None:
+                await asyncio.wait_for(asyncio.shield(self._checkpoint_task), timeout_s)
+            released = self.service.released_seq if self.service is not None else 0
+            if self._journal is not None and self.dispatcher is not None and released > self._checkpointed_seq:
+                self._checkpoint_not_before = 0.0
+                await asyncio.wait_for(self._write_checkpoint(released, *self.streams.counters()), timeout_s)
+        except asyncio.TimeoutError:
+            _log.warning("last stream checkpoint not written", extra={
+                "reason": "the database did not answer in time", "effect": "the next start scans more rows"})
 
     def _cancel_on_shutdown(self, sessions: list[Session]) -> None:
         accounts = sorted({s.account_id for s in sessions
@@ -305,6 +437,30 @@ class GatewayServer:
         self.sequencer.submit_system(mass_cancels(accounts))
 
 
+def hold_serve_lock(data_dir) -> int:
+    """An exclusive lock on ``data_dir/serve.lock`` for this process's life (its fd); a
+    PersistenceError naming the holder when another live ``matchcore serve`` has it."""
+    from pathlib import Path
+
+    from matchcore.persistence.errors import PersistenceError
+
+    folder = Path(data_dir)
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        folder.chmod(0o755 if os.geteuid() == 0 else 0o700)  # as EmbeddedPostgres makes it
+    path = folder / "serve.lock"
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(descriptor)
+        raise PersistenceError(f"another matchcore serve (pid {holder}) uses the data folder {folder}") from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return descriptor
+
+
 def write_ready_file(path: str, server: GatewayServer) -> None:
     """Tell a parent process where the server listens (atomically: write, then rename)."""
     temporary = f"{path}.tmp{os.getpid()}"
@@ -313,7 +469,7 @@ def write_ready_file(path: str, server: GatewayServer) -> None:
     os.replace(temporary, path)
 
 
-async def _serve(config: ServerConfig, ready_file: str | None) -> None:
+async def _serve(config: ServerConfig, ready_file: str | None) -> int:
     server = GatewayServer(config)
     try:
         await server.start()
@@ -323,11 +479,12 @@ async def _serve(config: ServerConfig, ready_file: str | None) -> None:
     if ready_file:
         write_ready_file(ready_file, server)
     await server.serve_until_stopped()
+    return 1 if server.failed is not None else 0
 
 
 def run_server(config: ServerConfig, ready_file: str | None = None) -> int:
-    """Run until SIGTERM or SIGINT, on uvloop."""
+    """Run until SIGTERM, SIGINT or SIGHUP, on uvloop; the exit status (1: the journal
+    writer failed and the server stopped itself)."""
     import uvloop
 
-    uvloop.run(_serve(config, ready_file))
-    return 0
+    return uvloop.run(_serve(config, ready_file))

@@ -21,6 +21,7 @@ import logging
 import time
 from typing import AsyncIterator, Callable
 
+import asyncpg
 
 from matchcore import protocol as p
 from matchcore.gateway.metrics import GatewayMetrics
@@ -33,6 +34,11 @@ __all__ = ["Dispatcher"]
 _log = logging.getLogger("matchcore.gateway.dispatch")
 #: while a client's socket buffer holds more than this, a catch-up waits
 _CATCH_UP_BUFFER_BYTES_MAX = 4 << 20
+#: catch-ups reading the journal at once (each holds a connection of the gateway's pool)
+CATCH_UP_JOURNAL_READERS_MAX = 2
+#: a catch-up whose journal read failed tries again after this, doubling up to the max
+CATCH_UP_RETRY_S, CATCH_UP_RETRY_S_MAX = 0.05, 1.0
+_DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Dispatcher:
@@ -40,7 +46,7 @@ class Dispatcher:
 
     def __init__(self, streams: AccountStreams, metrics: GatewayMetrics,
                  journal_batches: Callable[[int], AsyncIterator], *, replay_chunk_frames: int = 8192,
-                 order_view: OrderView | None = None) -> None:
+                 order_view: OrderView | None = None, catch_up_stall_ms_max: int = 30_000) -> None:
         self.streams = streams
         self.metrics = metrics
         self.journal_batches = journal_batches
@@ -49,7 +55,10 @@ class Dispatcher:
         self.subscribers: dict[int, list[Session]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._now_ns = 0
-        self._journal_lock = asyncio.Lock()  # one journal connection: one reader at a time
+        self._journal_readers = asyncio.Semaphore(CATCH_UP_JOURNAL_READERS_MAX)
+        #: a catch-up that makes no progress this long (the client does not read, the
+        #: database stays down) ends the session: bounded in time, and so in memory
+        self.catch_up_stall_s_max = catch_up_stall_ms_max / 1000
         self.on_released: Callable[[object], None] | None = None  # extra hook (tests, demo)
 
     # ------------------------------------------------------------------ sessions
@@ -67,10 +76,13 @@ class Dispatcher:
             if not sessions:
                 del self.subscribers[session.account_id]
 
-    def order_status(self, account_id: int, client_order_id: int) -> p.OrderStatus | None:
+    def order_status(self, account_id: int, client_order_id: int,
+                     reply: Callable[[p.OrderStatus | None], object]) -> None:
+        """ORDER_STATUS from released state, answered off the loop through ``reply``."""
         if self.order_view is None:
-            return None
-        return self.order_view.status(account_id, client_order_id, self.streams.last_event_seq(account_id))
+            reply(None)
+            return
+        self.order_view.query(account_id, client_order_id, self.streams.last_event_seq(account_id), reply)
 
     # ------------------------------------------------------------------ release
 
@@ -122,9 +134,9 @@ class Dispatcher:
                 source = "memory"
                 if found is None:
                     source = "journal"
-                    async with self._journal_lock:
-                        found = await self.streams.from_journal(self.journal_batches, account, wanted,
-                                                                self.replay_chunk_frames)
+                    found = await self._from_journal(session, wanted)
+                    if found is None:
+                        return
                 frames, through = found
                 if session.state != SessionState.ACTIVE or session.last_event_seq_sent + 1 != wanted:
                     return
@@ -140,11 +152,42 @@ class Dispatcher:
         finally:
             session.catching_up = False
 
-    @staticmethod
-    async def _drained(session: Session) -> None:
+    async def _from_journal(self, session: Session, wanted: int) -> tuple[bytes, int] | None:
+        """Frames from ``wanted`` re-made from the journal. While the database is away it
+        tries again with a back-off; past the stall bound the session ends (None)."""
+        loop = asyncio.get_running_loop()
+        give_up, retry_s = loop.time() + self.catch_up_stall_s_max, CATCH_UP_RETRY_S
+        while session.state == SessionState.ACTIVE:
+            try:
+                async with self._journal_readers:
+                    return await self.streams.from_journal(self.journal_batches, session.account_id, wanted,
+                                                           self.replay_chunk_frames)
+            except _DATABASE_ERRORS as error:
+                if loop.time() + retry_s > give_up:
+                    _log.warning("catch-up abandoned: the journal stayed unreadable", extra={
+                        "session_id": session.session_id, "account_id": session.account_id, "error": repr(error)})
+                    session.logout(p.SessionReason.SERVER_SHUTDOWN, time.time_ns())
+                    return None
+                _log.info("catch-up waits for the journal", extra={
+                    "session_id": session.session_id, "error": repr(error), "retry_in_s": retry_s})
+                await asyncio.sleep(retry_s)
+                retry_s = min(retry_s * 2, CATCH_UP_RETRY_S_MAX)
+        return None
+
+    async def _drained(self, session: Session) -> None:
+        """Wait while the client's socket buffer is full; a client that reads nothing for the
+        stall bound is a slow consumer (LOGOUT SLOW_CONSUMER)."""
         size = getattr(session.transport, "get_write_buffer_size", None)
         await asyncio.sleep(0)
+        loop = asyncio.get_running_loop()
+        give_up, least = loop.time() + self.catch_up_stall_s_max, None
         while size is not None and session.state == SessionState.ACTIVE and size() > _CATCH_UP_BUFFER_BYTES_MAX:
+            if least is None or size() < least:  # the client read something: progress
+                least, give_up = size(), loop.time() + self.catch_up_stall_s_max
+            elif loop.time() > give_up:
+                _log.info("catch-up ended: the client does not read", extra={"session_id": session.session_id})
+                session.logout(p.SessionReason.SLOW_CONSUMER, time.time_ns())
+                return
             await asyncio.sleep(0.001)
 
     async def stop(self) -> None:

@@ -16,10 +16,11 @@ import asyncio
 import logging
 from typing import Callable
 
+import asyncpg
 import msgspec
 
 from matchcore.core import Engine, EngineConfig
-from matchcore.core._core import Pipeline
+from matchcore.core._core import CoreThreadError, Pipeline
 from matchcore.persistence.batch import Batch
 from matchcore.persistence.errors import PersistenceError
 from matchcore.persistence.journal import AsyncJournal
@@ -30,6 +31,19 @@ from matchcore.persistence.writer import JournalWriter, WriterConfig
 __all__ = ["DurableCore", "DurableCoreConfig"]
 
 _log = logging.getLogger("matchcore.gateway.durable_core")
+#: while a snapshot waits for the core to park, the loop looks again this often
+PAUSE_POLL_S = 0.0005
+#: one query of the core's journal connections (recovery pages, snapshots) may take this long
+JOURNAL_QUERY_TIMEOUT_S = 60.0
+#: at stop without a deadline, the core thread gets this long to apply what was submitted
+PIPELINE_STOP_S = 10.0
+
+
+def _remaining(loop: asyncio.AbstractEventLoop, deadline: float | None, default: float | None = None) -> float | None:
+    """Seconds left until ``deadline`` (loop time; None: ``default``), never negative."""
+    if deadline is None:
+        return default
+    return max(0.0, deadline - loop.time())
 
 
 class DurableCoreConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,14 +64,18 @@ class DurableCore:
 
     def __init__(self, dsn: str, engine_config: EngineConfig, *, config: DurableCoreConfig | None = None,
                  on_release: Callable[[Batch], object] | None = None,
-                 on_commit: Callable[[Batch, float], object] | None = None):
+                 on_commit: Callable[[Batch, float], object] | None = None,
+                 on_failure: Callable[[BaseException], object] | None = None):
         """``on_release(batch)``: after each batch's commit, in seq order. ``on_commit(batch,
-        latency_s)``: just before it, with the writer's own commit latency (for metrics)."""
+        latency_s)``: just before it, with the writer's own commit latency (for metrics).
+        ``on_failure(error)``: the journal writer stopped on an error (it is logged too): the
+        core can no longer make anything durable, so its owner must stop (fail-stop)."""
         self.dsn = dsn
         self.engine_config = engine_config.validate()
         self.config = config or DurableCoreConfig()
         self.on_release = on_release
         self.on_commit = on_commit
+        self.on_failure = on_failure
         self.engine: Engine | None = None
         self.pipeline: Pipeline | None = None
         self.released_seq = 0
@@ -69,10 +87,15 @@ class DurableCore:
         self._next_snapshot_seq = 0
         self._pending_snapshot: tuple[int, bytes, int] | None = None
         self._snapshot_task: asyncio.Task | None = None
+        self._pause_poll: asyncio.TimerHandle | None = None
+        #: after stop(): True when everything submitted was journaled and released
+        self.stopped_cleanly = False
 
     async def start(self) -> ReplayResult:
         """Recover from the journal and start the core thread and the writer."""
-        self._journal = await AsyncJournal.connect(self.dsn, apply=True)
+        self._journal = await AsyncJournal.connect_pool(
+            self.dsn, apply=True, connections_max=2, application_name="matchcore-core",
+            command_timeout_s=JOURNAL_QUERY_TIMEOUT_S)
         stored = await self._journal.read_meta(CONFIG_META_KEY)
         if stored is None:
             await self._journal.write_meta(CONFIG_META_KEY, msgspec.structs.asdict(self.engine_config))
@@ -81,8 +104,8 @@ class DurableCore:
         recovered = await replay_async(self._journal, self.engine_config)
         self.engine = recovered.engine
         self.released_seq = recovered.last_seq
-        self.pipeline = Pipeline(self.engine, input_capacity=self.config.input_ring_capacity_records,
-                                 output_capacity=self.config.output_ring_capacity_records,
+        self.pipeline = Pipeline(self.engine, input_ring_capacity_records=self.config.input_ring_capacity_records,
+                                 output_ring_capacity_records=self.config.output_ring_capacity_records,
                                  next_seq=recovered.last_seq + 1)
         self.pipeline.start()
         self._source = PipelineSource(self.pipeline, busy=lambda: self._writer.writing)
@@ -90,6 +113,7 @@ class DurableCore:
                                      on_commit=self._committed)
         await self._writer.connect()
         self._writer_task = asyncio.create_task(self._writer.run(), name="matchcore-journal-writer")
+        self._writer_task.add_done_callback(self._writer_done)
         self._schedule_snapshot_after(recovered.last_seq)
         _log.info("recovered", extra={"last_seq": recovered.last_seq, "snapshot_seq": recovered.snapshot_seq,
                                       "replayed_commands": recovered.commands})
@@ -129,26 +153,66 @@ class DurableCore:
             if error is not None:
                 raise error
 
-    async def stop(self) -> None:
-        """Apply and journal everything submitted, write a last snapshot, stop."""
+    async def stop(self, timeout_s: float | None = None) -> None:
+        """Apply and journal everything submitted, write a last snapshot, stop.
+
+        With ``timeout_s``, stop within about that long whatever the database does: what is
+        not journaled by then was never acknowledged (and is not lost: no client saw it), and
+        a snapshot not written only makes the next start replay longer. Each is logged."""
         if self.pipeline is None:
             return
-        self.pipeline.stop()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        self._cancel_pause()
+        # The core thread may need output ring room to finish: the loop keeps draining it
+        # while another thread waits for the core.
+        pipeline = self.pipeline
+        try:
+            await loop.run_in_executor(None, lambda: pipeline.stop(_remaining(loop, deadline, PIPELINE_STOP_S)))
+        except CoreThreadError as error:
+            _log.error("core thread did not finish", extra={"error": str(error)})
         self._source.close()
         try:
-            await self._writer_task
+            await asyncio.wait_for(asyncio.shield(self._writer_task), _remaining(loop, deadline))
+            self.stopped_cleanly = self.released_seq == pipeline.last_applied_seq
+        except asyncio.TimeoutError:
+            self._writer_task.cancel()
+            self.stopped_cleanly = False
+            _log.error("stopped before everything was journaled", extra={
+                "released_seq": self.released_seq, "applied_seq": pipeline.last_applied_seq,
+                "reason": "the database did not commit in time; those commands were never acknowledged"})
+        except Exception:  # already logged by _writer_done
+            pass
         finally:
             self._source.detach()
-        if self._snapshot_task is not None:
-            await self._snapshot_task
-        if self.config.snapshot_every_commands and self.released_seq > 0:
-            await self._journal.write_snapshot(self.released_seq, self.engine.snapshot(),
-                                               self.engine.state_hash())
-            self.snapshots_written += 1
-            if self.config.snapshots_kept:
-                await self._journal.prune_snapshots(self.config.snapshots_kept)
-        await self._journal.close()
+        await self._final_snapshot(loop, deadline)
+        await self._journal.close(timeout_s=min(5.0, _remaining(loop, deadline, 5.0)))
         self.pipeline = None
+
+    async def _final_snapshot(self, loop, deadline: float | None) -> None:
+        try:
+            if self._snapshot_task is not None:
+                await asyncio.wait_for(asyncio.shield(self._snapshot_task), _remaining(loop, deadline))
+            if self.config.snapshot_every_commands and self.released_seq > 0 and not self._writer_failed():
+                await asyncio.wait_for(self._write_snapshot(self.released_seq, self.engine.snapshot(),
+                                                            self.engine.state_hash()), _remaining(loop, deadline))
+        except (asyncio.TimeoutError, Exception) as error:
+            _log.warning("last snapshot not written", extra={"seq": self.released_seq, "error": repr(error),
+                                                             "effect": "the next start replays more of the journal"})
+
+    def _writer_failed(self) -> bool:
+        task = self._writer_task
+        return task is not None and task.done() and (task.cancelled() or task.exception() is not None)
+
+    def _writer_done(self, task: asyncio.Task) -> None:
+        """The writer never dies silently: its error is logged and handed to ``on_failure``."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        _log.critical("journal writer stopped: nothing more can be made durable", extra={
+            "released_seq": self.released_seq, "error": repr(error)}, exc_info=error)
+        if self.on_failure is not None:
+            self.on_failure(error)
 
     # ------------------------------------------------------------------ release and snapshots
 
@@ -173,20 +237,47 @@ class DurableCore:
         self._next_snapshot_seq = seq + every if every else 0
 
     def _take_snapshot(self) -> None:
-        """Park the core between two commands only for the copy of the state."""
-        seq = self.pipeline.pause()
+        """Park the core between two commands only for the copy of the state. The loop never
+        waits for the core: it asks for the pause and looks again on later iterations (the
+        core may first need output ring room that only the loop's writer makes)."""
+        if self._pause_poll is not None:
+            return
+        self._next_snapshot_seq = 0  # until this one is taken
+        self.pipeline.request_pause()
+        self._poll_pause()
+
+    def _poll_pause(self) -> None:
+        self._pause_poll = None
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        if not pipeline.paused:
+            self._pause_poll = asyncio.get_running_loop().call_later(PAUSE_POLL_S, self._poll_pause)
+            return
         try:
+            seq = pipeline.last_applied_seq
             state, state_hash = self.engine.snapshot(), self.engine.state_hash()
         finally:
-            self.pipeline.resume()
+            pipeline.resume()
         self._pending_snapshot = (seq, state, state_hash)
         self._schedule_snapshot_after(seq)
 
+    def _cancel_pause(self) -> None:
+        if self._pause_poll is not None:
+            self._pause_poll.cancel()
+            self._pause_poll = None
+            self.pipeline.resume()
+
     async def _write_snapshot(self, seq: int, state: bytes, state_hash: int) -> None:
+        """Store a snapshot; a failure is logged (the next one, or a longer replay, makes up
+        for it) and never stops the writer."""
         try:
             await self._journal.write_snapshot(seq, state, state_hash)
             self.snapshots_written += 1
             if self.config.snapshots_kept:
                 await self._journal.prune_snapshots(self.config.snapshots_kept)
+        except (OSError, asyncio.TimeoutError, PersistenceError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as error:
+            _log.warning("snapshot not written", extra={"seq": seq, "error": repr(error)})
         finally:
             self._snapshot_task = None

@@ -8,29 +8,35 @@ cross-CPU wake-up).
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
+from typing import Callable
 
 import numpy as np
 
 from matchcore import protocol as p
 from matchcore.core import Engine
 
-__all__ = ["OrderView", "ORDER_VIEW_APPLY_EVERY_S", "ORDER_VIEW_WAKE_BATCHES"]
+__all__ = ["OrderView", "ORDER_VIEW_APPLY_EVERY_S", "ORDER_VIEW_WAKE_BATCHES", "ORDER_VIEW_QUERIES_MAX"]
 
 #: the order-status replica applies what was released at least this often...
 ORDER_VIEW_APPLY_EVERY_S = 0.02
 #: ... and as soon as this many batches wait (a query wakes it at once)
 ORDER_VIEW_WAKE_BATCHES = 64
+#: ORDER_STATUS queries waiting for the replica's thread, all sessions together; beyond it (or
+#: when the replica failed) a query is answered None, which the session refuses BUSY
+ORDER_VIEW_QUERIES_MAX = 4096
 
 
 class OrderView:
     """Order state as of the released (durable) events: a replica Engine that a thread of its
     own keeps applying the released batches to (``Engine.apply`` runs without the GIL, so
-    the loop is not held up); a query wakes it and waits until it has caught up."""
+    the loop is not held up); a query wakes it, and the thread answers once it has caught up
+    (``query``): the loop never waits for it."""
 
     __slots__ = ("engine", "_pending", "_wake", "_condition", "_submitted", "_applied", "_thread",
-                 "_error")
+                 "_error", "_queries")
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -39,6 +45,8 @@ class OrderView:
         self._condition = threading.Condition()
         self._submitted = self._applied = 0
         self._error: BaseException | None = None
+        #: ORDER_STATUS queries for the thread: (loop, reply, account, client order id, as of)
+        self._queries: collections.deque = collections.deque()
         self._thread = threading.Thread(target=self._run, name="matchcore-order-view", daemon=True)
         self._thread.start()
 
@@ -48,6 +56,16 @@ class OrderView:
         if len(self._pending) >= ORDER_VIEW_WAKE_BATCHES:
             self._wake.set()
 
+    def query(self, account_id: int, client_order_id: int, as_of_event_seq: int,
+              reply: Callable[[p.OrderStatus | None], object]) -> None:
+        """Answer ORDER_STATUS off the loop: the replica's thread applies every batch released
+        so far, then calls ``reply(status)`` back on this loop (None: it cannot answer)."""
+        if len(self._queries) >= ORDER_VIEW_QUERIES_MAX or self._error is not None:
+            reply(None)
+            return
+        self._queries.append((asyncio.get_running_loop(), reply, account_id, client_order_id, as_of_event_seq))
+        self._wake.set()
+
     def _run(self) -> None:
         while True:
             self._wake.wait(ORDER_VIEW_APPLY_EVERY_S)
@@ -55,6 +73,7 @@ class OrderView:
             while self._pending:
                 commands = self._pending.popleft()
                 if commands is None:
+                    self._answer_queries()
                     return
                 try:
                     with self._condition:
@@ -63,17 +82,21 @@ class OrderView:
                         self._condition.notify_all()
                 except BaseException as error:  # surfaced to the next query
                     self._error = error
+                    self._answer_queries()
                     return
+            self._answer_queries()
 
-    def status(self, account_id: int, client_order_id: int, as_of_event_seq: int,
-               timeout_s: float = 5.0) -> p.OrderStatus | None:
-        """None when the replica cannot answer (it failed, or is far behind)."""
-        submitted = self._submitted
-        self._wake.set()
+    def _answer_queries(self) -> None:
+        while self._queries:
+            loop, reply, account_id, client_order_id, as_of = self._queries.popleft()
+            status = None if self._error is not None else self._status_now(account_id, client_order_id, as_of)
+            try:
+                loop.call_soon_threadsafe(reply, status)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _status_now(self, account_id: int, client_order_id: int, as_of_event_seq: int) -> p.OrderStatus:
         with self._condition:
-            if not self._condition.wait_for(lambda: self._applied >= submitted or self._error is not None,
-                                            timeout_s) or self._error is not None:
-                return None
             order = self.engine.order(account_id, client_order_id)
         if order is None:
             return p.OrderStatus(p.OrderState.NOT_OPEN, 0, 0, client_order_id, 0, 0, 0, as_of_event_seq)

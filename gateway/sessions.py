@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import struct
 import time
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
+import asyncpg
 import msgspec
 import numpy as np
 
@@ -60,7 +62,8 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     burst_messages: int = 10_000
     heartbeat_interval_ms_min: int = 100
     heartbeat_interval_ms_max: int = 60_000
-    #: Unprocessed bytes a connection may hold (frames received before the login completes).
+    #: Unprocessed bytes a connection may hold: before the login completes a connection that
+    #: sends more is closed; after it, reading stops until the backlog is handled (backpressure).
     receive_buffer_bytes_max: int = 1 << 20
     #: Commands decoded per codec call (the preallocated record batch of a session).
     decode_batch_records: int = 1_024
@@ -70,6 +73,20 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     output_buffer_bytes_max: int = 64 << 20
     #: Events sent per step while a session catches up (replay), before yielding to the loop.
     replay_chunk_frames: int = 8_192
+    #: Frames one session handles per turn of the event loop; the rest wait for its next turn,
+    #: so every session gets the loop in turn however much one of them sends.
+    frames_per_turn_max: int = 1_024
+    #: Frames refused RATE_LIMITED in one second after which the session is closed
+    #: (LOGOUT RATE_EXCEEDED): every frame costs a token, and a client that keeps sending
+    #: past its rate only costs the venue the refusals up to this bound.
+    rate_limited_frames_per_s_max: int = 1_000
+    #: A catch-up replay (events the client asked for again) that makes no progress this long
+    #: (the client reads nothing, the journal stays unreadable) ends the session.
+    catch_up_stall_ms_max: int = 30_000
+    #: After LOGOUT SLOW_CONSUMER the connection is given this long to flush, then aborted.
+    slow_consumer_linger_ms: int = 2_000
+    #: ORDER_STATUS queries of one session waiting for the order view; beyond it: BUSY.
+    order_status_in_flight_max: int = 16
 
     def validate(self) -> "GatewayLimits":
         """Raise ValueError on an impossible limit; returns self."""
@@ -90,6 +107,11 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
             (self.idle_timeout_heartbeats >= 2, "idle_timeout_heartbeats must be at least 2"),
             (self.output_buffer_bytes_max >= 1 << 16, "output_buffer_bytes_max must be at least 64 KiB"),
             (self.replay_chunk_frames > 0, "replay_chunk_frames must be positive"),
+            (self.frames_per_turn_max > 0, "frames_per_turn_max must be positive"),
+            (self.rate_limited_frames_per_s_max > 0, "rate_limited_frames_per_s_max must be positive"),
+            (self.catch_up_stall_ms_max > 0, "catch_up_stall_ms_max must be positive"),
+            (self.slow_consumer_linger_ms >= 0, "slow_consumer_linger_ms must be >= 0"),
+            (self.order_status_in_flight_max > 0, "order_status_in_flight_max must be positive"),
         ]
         for ok, message in checks:
             if not ok:
@@ -182,11 +204,12 @@ class Session:
                  "last_event_seq_sent", "close_reason", "_last_event_seq_of", "_order_status",
                  "_buffer", "_pending_login", "_login", "_decoder", "_bucket", "_batch", "_buffer_size",
                  "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
-                 "observer", "catching_up", "_held", "_closed_notified", "peer")
+                 "observer", "catching_up", "_held", "_closed_notified", "peer", "_reading_paused",
+                 "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight")
 
     def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
                  slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
-                 order_status: Callable[[int, int], p.OrderStatus | None] | None = None,
+                 order_status: Callable[[int, int, Callable[[p.OrderStatus | None], object]], None] | None = None,
                  on_active: Callable[["Session"], None] | None = None) -> None:
         self.session_id, self.transport, self.limits = session_id, transport, limits
         self.sink, self.slots = sink, slots
@@ -214,6 +237,11 @@ class Session:
         self._held = False  # the sink holds commands of this session: do not decode more
         self._closed_notified = False
         self.peer = ""
+        self._reading_paused = False  # the backlog is over receive_buffer_bytes_max
+        self._turn: asyncio.Handle | None = None  # the next turn of a session with a backlog
+        self._over_rate_second = 0  # the second (clock ns // 1e9) the count below is of
+        self._over_rate_frames = 0
+        self._status_in_flight = 0
 
     # ------------------------------------------------------------------ events from the adapter
 
@@ -230,12 +258,15 @@ class Session:
             return
         self._last_received_ns = now_ns
         self._buffer += data
+        if self.state == SessionState.ACTIVE:
+            if self._turn is None:  # else its turn comes: frames keep their order
+                self._process_active(now_ns)
+            self._apply_backpressure()
+            return
         if len(self._buffer) > self.limits.receive_buffer_bytes_max:
             return self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)
         if self.state == SessionState.AWAIT_LOGIN:
             self._process_login_frame(now_ns)
-        elif self.state == SessionState.ACTIVE:
-            self._process_active(now_ns)
 
     def take_login(self) -> p.Login | None:
         """The LOGIN to authenticate (once), or None."""
@@ -264,7 +295,11 @@ class Session:
             if now_ns - self._connected_ns > self.limits.login_timeout_ms * NS_PER_MS:
                 self._close(SessionReason.LOGIN_TIMEOUT, now_ns)
         elif self.state == SessionState.ACTIVE:
-            if now_ns - self._last_received_ns > self.limits.idle_timeout_heartbeats * self.heartbeat_interval_ns:
+            if self._held or self._reading_paused or self._turn is not None:
+                # The server is not reading this session (backpressure): its heartbeats wait
+                # unread in the socket, so silence is not the client's.
+                self._last_received_ns = now_ns
+            elif now_ns - self._last_received_ns > self.limits.idle_timeout_heartbeats * self.heartbeat_interval_ns:
                 self._close(SessionReason.IDLE_TIMEOUT, now_ns)
             elif now_ns - self._last_sent_ns >= self.heartbeat_interval_ns:
                 self._write(p.Heartbeat(self.last_event_seq_sent, now_ns).encode(), now_ns)
@@ -313,11 +348,9 @@ class Session:
         self._held = False
         if self.state != SessionState.ACTIVE:
             return
-        resume = getattr(self.transport, "resume_reading", None)
-        if resume is not None:
-            resume()
-        if self._buffer:
+        if self._buffer and self._turn is None:
             self._process_active(now_ns)
+        self._apply_backpressure()
 
     # ------------------------------------------------------------------ login
 
@@ -373,15 +406,19 @@ class Session:
     # ------------------------------------------------------------------ logged in
 
     def _process_active(self, now_ns: int) -> None:
-        decoder, consumed = self._decoder, 0
+        """Handle the backlog: at most ``frames_per_turn_max`` frames, then yield the loop to
+        the other sessions (the rest is handled on a later turn). Every frame costs a token:
+        commands, heartbeats, queries and refused frames alike."""
+        decoder, consumed, budget = self._decoder, 0, self.limits.frames_per_turn_max
         view = memoryview(self._buffer)
         try:
-            while self.state == SessionState.ACTIVE and not self._held:
+            while self.state == SessionState.ACTIVE and not self._held and budget > 0:
                 tokens = self._bucket.available(now_ns)
-                status = decoder.decode(view[consumed:], self._batch, max_commands=tokens)
+                status = decoder.decode(view[consumed:], self._batch, max_commands=min(tokens, budget))
                 frame_offset = consumed + decoder.frame_offset
                 consumed += decoder.consumed_bytes
                 if decoder.commands_written:
+                    budget -= decoder.commands_written
                     self._bucket.take(decoder.commands_written, now_ns)
                     self._submit(self._batch[:decoder.commands_written], now_ns)
                 if status == DecodeStatus.OK:
@@ -390,17 +427,60 @@ class Session:
                     self._close(SessionReason(decoder.reason), now_ns)
                     break
                 if status == DecodeStatus.OUTPUT_FULL:
-                    if tokens <= decoder.commands_written:
-                        consumed += self._refuse_next(view[consumed:], SessionReason.RATE_LIMITED, now_ns)
+                    if tokens <= decoder.commands_written and budget > 0:
+                        budget -= 1
+                        size = view[consumed] | view[consumed + 1] << 8  # a whole command frame
+                        self._over_rate(bytes(view[consumed:consumed + size]), now_ns)
+                        consumed += size
                     continue
+                budget -= 1
                 frame = bytes(view[frame_offset:consumed])
-                if status == DecodeStatus.REFUSED:
-                    self._reject(p.decode(frame), SessionReason(decoder.reason), now_ns)
+                if not self._bucket.take(1, now_ns):
+                    self._over_rate(frame, now_ns)
+                elif status == DecodeStatus.REFUSED:
+                    self._refuse(frame, SessionReason(decoder.reason), now_ns)
                 else:
-                    self._control(p.decode(frame), now_ns)
+                    self._control(frame, now_ns)
         finally:
             view.release()
         del self._buffer[:consumed]
+        if budget <= 0 and self._buffer and self.state == SessionState.ACTIVE and not self._held:
+            try:
+                self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
+            except RuntimeError:  # no loop (a test driving the session by hand): go on now
+                self._next_turn()
+
+    def _next_turn(self) -> None:
+        self._turn = None
+        if self.state == SessionState.ACTIVE and self._buffer:
+            self._process_active(time.time_ns())
+            self._apply_backpressure()
+
+    def _apply_backpressure(self) -> None:
+        """Stop reading while the backlog exceeds ``receive_buffer_bytes_max`` (or the sink
+        holds this session's commands); read again once it is handled."""
+        over = len(self._buffer) > self.limits.receive_buffer_bytes_max or self._held
+        if over != self._reading_paused and self.state == SessionState.ACTIVE:
+            method = "pause_reading" if over else "resume_reading"
+            self._reading_paused = over
+            switch = getattr(self.transport, method, None)
+            if switch is not None:
+                try:
+                    switch()
+                except RuntimeError:  # already closing
+                    pass
+
+    def _over_rate(self, frame: bytes, now_ns: int) -> None:
+        """A frame beyond the session's rate: SESSION_REJECT RATE_LIMITED, and a session that
+        keeps over-running is closed (LOGOUT RATE_EXCEEDED)."""
+        second = now_ns // NS_PER_S
+        if second != self._over_rate_second:
+            self._over_rate_second, self._over_rate_frames = second, 0
+        self._over_rate_frames += 1
+        if self._over_rate_frames > self.limits.rate_limited_frames_per_s_max:
+            self._close(SessionReason.RATE_EXCEEDED, now_ns)
+        else:
+            self._refuse(frame, SessionReason.RATE_LIMITED, now_ns)
 
     def _submit(self, commands: np.ndarray, now_ns: int) -> None:
         taken = self.sink.submit(self, commands)
@@ -410,44 +490,61 @@ class Session:
         if hold is not None:
             # Backpressure: the sink keeps the rest; stop reading until it has taken them.
             self._held = True
-            pause = getattr(self.transport, "pause_reading", None)
-            if pause is not None:
-                pause()
             hold(self, commands[taken:])
+            self._apply_backpressure()
             return
         for index in range(taken, len(commands)):
             record = commands[index]
-            self._write(p.SessionReject(int(record["kind"]), SessionReason.BUSY, int(record["client_id"])).encode(),
+            self._write(_session_reject_frame(int(record["kind"]), SessionReason.BUSY, int(record["client_id"])),
                         now_ns)
 
-    def _refuse_next(self, view: memoryview, reason: SessionReason, now_ns: int) -> int:
-        """Refuse the complete command frame at the start of ``view``; its size."""
-        size = view[0] | view[1] << 8
-        self._reject(p.decode(bytes(view[:size])), reason, now_ns)
-        return size
-
-    def _reject(self, message: p.Message, reason: SessionReason, now_ns: int) -> None:
-        client_id = 0
-        for name in ("client_order_id", "transfer_id", "request_id"):
-            client_id = getattr(message, name, client_id) or client_id
+    def _refuse(self, frame: bytes, reason: SessionReason, now_ns: int) -> None:
+        """SESSION_REJECT for the (whole, valid) client frame at the start of ``frame``, read
+        straight from its bytes: no message object is made for a refusal."""
+        type_ = frame[2]
         if self.observer is not None:
             self.observer.session_reject(self, int(reason))
-        self._write(p.SessionReject(message.frame_type(), int(reason), client_id).encode(), now_ns)
+        self._write(_session_reject_frame(type_, int(reason), _frame_client_id(frame, type_)), now_ns)
 
-    def _control(self, message: p.Message, now_ns: int) -> None:
-        if isinstance(message, p.Heartbeat):
-            return
-        if isinstance(message, p.Logout):
+    def _control(self, frame: bytes, now_ns: int) -> None:
+        type_ = frame[2]
+        if type_ == p.MessageType.HEARTBEAT:
+            return  # its token is taken; receiving it has reset the idle clock
+        if type_ == p.MessageType.LOGOUT:
             return self._close(SessionReason.CLIENT_LOGOUT, now_ns, send_logout=False)
-        if isinstance(message, p.OrderStatusQuery):
-            if not self._bucket.take(1, now_ns):
-                return self._reject(message, SessionReason.RATE_LIMITED, now_ns)
-            status = self._order_status(self.account_id, message.client_order_id) if self._order_status else None
-            if status is None:
-                status = p.OrderStatus(p.OrderState.NOT_OPEN, 0, 0, message.client_order_id, 0, 0, 0,
-                                       self.last_event_seq_sent)
-            return self._write(status.encode(), now_ns)
+        if type_ == p.MessageType.ORDER_STATUS_QUERY:
+            return self._order_status_query(p.OrderStatusQuery.decode(frame), now_ns)
         self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)  # a second LOGIN
+
+    def _order_status_query(self, query: p.OrderStatusQuery, now_ns: int) -> None:
+        """Answered by the order view off the loop (``reply`` comes back on the loop); at most
+        ``order_status_in_flight_max`` per session wait, more are refused BUSY."""
+        if self._order_status is None:
+            return self._answer_status(query.client_order_id, None)
+        if self._status_in_flight >= self.limits.order_status_in_flight_max:
+            return self._write(_session_reject_frame(p.MessageType.ORDER_STATUS_QUERY, SessionReason.BUSY,
+                                                     query.client_order_id), now_ns)
+        self._status_in_flight += 1
+        client_order_id = query.client_order_id
+
+        def reply(status: p.OrderStatus | None) -> None:
+            self._status_in_flight -= 1
+            if status is None:  # the order view cannot answer now (failed, or too many waiting)
+                if self.state == SessionState.ACTIVE:
+                    self._write(_session_reject_frame(p.MessageType.ORDER_STATUS_QUERY, SessionReason.BUSY,
+                                                      client_order_id), time.time_ns())
+                return
+            self._answer_status(client_order_id, status)
+
+        self._order_status(self.account_id, client_order_id, reply)
+
+    def _answer_status(self, client_order_id: int, status: p.OrderStatus | None) -> None:
+        """Write the answer; None (a venue without an order view) means not open."""
+        if self.state != SessionState.ACTIVE:
+            return
+        if status is None:
+            status = p.OrderStatus(p.OrderState.NOT_OPEN, 0, 0, client_order_id, 0, 0, 0, self.last_event_seq_sent)
+        self._write(status.encode(), time.time_ns())
 
     # ------------------------------------------------------------------ output
 
@@ -456,7 +553,7 @@ class Session:
         self.transport.write(data)
         size = self._buffer_size
         if size is not None and self.state == SessionState.ACTIVE and size() > self.limits.output_buffer_bytes_max:
-            self._close(SessionReason.SLOW_CONSUMER, now_ns, send_logout=False)
+            self._close(SessionReason.SLOW_CONSUMER, now_ns)
 
     def logout(self, reason: SessionReason, now_ns: int) -> None:
         """End the session from the server's side: LOGOUT with ``reason``, then close."""
@@ -469,12 +566,51 @@ class Session:
     def _close(self, reason: SessionReason, now_ns: int, send_logout: bool = True) -> None:
         if self.state == SessionState.CLOSED:
             return
-        if send_logout:
-            self._write(p.Logout(int(reason)).encode(), now_ns)
+        if self._turn is not None:
+            self._turn.cancel()
+            self._turn = None
         self.close_reason = reason
+        if send_logout:  # straight to the transport: the output bound is not checked again
+            self._last_sent_ns = now_ns
+            self.transport.write(p.Logout(int(reason)).encode())
         self.on_connection_lost(now_ns)
-        abort = getattr(self.transport, "abort", None) if reason == SessionReason.SLOW_CONSUMER else None
-        (abort or self.transport.close)()
+        self.transport.close()  # sends what is queued, then closes
+        if reason == SessionReason.SLOW_CONSUMER:
+            # The LOGOUT is queued behind what the client has not read: give it the linger
+            # to read on, then let go of the memory (abort drops the queue).
+            abort = getattr(self.transport, "abort", None)
+            if abort is not None:
+                try:
+                    asyncio.get_running_loop().call_later(self.limits.slow_consumer_linger_ms / 1000, abort)
+                except RuntimeError:  # no loop (a test's transport): at once
+                    abort()
+
+
+#: per client message type: (offset, width) of the id a SESSION_REJECT echoes (client order
+#: id, transfer id or request id), read from the protocol's layouts once
+_CLIENT_ID_FIELD: dict[int, tuple[int, int]] = {}
+for _type, _layout in p.LAYOUTS.items():
+    for _name in ("client_order_id", "transfer_id", "request_id"):
+        if _name in _layout.names:
+            _field_dtype, _field_offset = _layout.fields[_name][:2]
+            _CLIENT_ID_FIELD[_type] = (_field_offset, _field_dtype.itemsize)
+            break
+#: SESSION_REJECT: frame_size, type, reserved, refused_type, reserved, reason, client_id
+_SESSION_REJECT = struct.Struct("<HBBBBHQ")
+assert _SESSION_REJECT.size == p.FRAME_SIZES[p.MessageType.SESSION_REJECT]
+
+
+def _frame_client_id(frame: bytes, type_: int) -> int:
+    field = _CLIENT_ID_FIELD.get(type_)
+    if field is None:
+        return 0
+    offset, width = field
+    return int.from_bytes(frame[offset:offset + width], "little")
+
+
+def _session_reject_frame(refused_type: int, reason: int, client_id: int) -> bytes:
+    return _SESSION_REJECT.pack(_SESSION_REJECT.size, p.MessageType.SESSION_REJECT, 0, refused_type, 0,
+                                reason, client_id)
 
 
 def _peek(buffer: bytearray, frame_size_bytes_max: int) -> tuple[SessionReason, int]:
@@ -503,14 +639,18 @@ class SessionTable:
     """The server's sessions, the slots, and the clock that ticks them (``run_clock``)."""
 
     __slots__ = ("limits", "sink", "registry", "slots", "sessions", "last_event_seq_of", "order_status",
-                 "on_active", "observer", "_next_session_id")
+                 "on_active", "observer", "_next_session_id", "before_accept")
 
     def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: keys.KeyRegistry, *,
                  last_event_seq_of: Callable[[int], int] = lambda account: 0,
-                 order_status: Callable[[int, int], p.OrderStatus | None] | None = None,
+                 order_status: Callable[[int, int, Callable[[p.OrderStatus | None], object]], None] | None = None,
                  on_active: Callable[[Session], None] | None = None,
-                 observer: SessionObserver | None = None) -> None:
+                 observer: SessionObserver | None = None,
+                 before_accept: Callable[[Session, p.Login], Awaitable[None]] | None = None) -> None:
         self.limits = limits.validate()
+        #: awaited after a login is authenticated and before it is accepted (a failure to do
+        #: it, the database being away, refuses the login UNAVAILABLE)
+        self.before_accept = before_accept
         self.sink, self.registry = sink, registry
         self.slots = SessionSlots(limits.max_sessions)
         self.sessions: dict[int, Session] = {}
@@ -561,12 +701,17 @@ class SessionProtocol(asyncio.Protocol):
             asyncio.get_running_loop().create_task(self._authenticate(session, login))
 
     async def _authenticate(self, session: Session, login: p.Login) -> None:
+        timeout_s = self.table.limits.login_timeout_ms / 1000
         try:
-            reason, record = await keys.authenticate(self.table.registry, login, session.nonce)
-        except Exception:  # the key registry is unreachable: no answer, the client retries
-            _log.exception("key lookup failed", extra={"session_id": session.session_id})
-            session.drop(time.time_ns())
-            return
+            reason, record = await asyncio.wait_for(
+                keys.authenticate(self.table.registry, login, session.nonce), timeout_s)
+            if reason == SessionReason.NONE and self.table.before_accept is not None:
+                await asyncio.wait_for(self.table.before_accept(session, login), timeout_s)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            # The key registry is unreachable: a typed answer (retry later), one log line.
+            _log.warning("login not checked: key registry unavailable",
+                         extra={"session_id": session.session_id, "error": repr(error)})
+            reason, record = SessionReason.UNAVAILABLE, None
         session.complete_login(reason, record, time.time_ns())
 
     def connection_lost(self, exc: Exception | None) -> None:

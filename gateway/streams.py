@@ -23,6 +23,7 @@ falls in) tells where to start reading.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from typing import AsyncIterator, Callable
 
 import numpy as np
@@ -231,24 +232,35 @@ class AccountStreams:
         out = bytearray()
         through = from_event_seq - 1
         last = self.last.get(account_id, 0)
-        async for batch in batches(start_seq):
-            accounts, indexes = route(batch.commands, batch.events)
-            mine = indexes[accounts == account_id]
-            if len(mine) == 0:
-                continue
-            first = count + 1
-            count += len(mine)
-            if count < from_event_seq:
-                continue
-            skip = max(0, from_event_seq - first)
-            chosen = take_events(batch.events, mine[skip:skip + max_frames - (through - from_event_seq + 1)])
-            buffer = bytearray(len(chosen) * EVENT_FRAME_SIZE)
-            _codec.encode_events(chosen, buffer, 0, account_id, first + skip)
-            out += buffer
-            through = first + skip + len(chosen) - 1
-            if through - from_event_seq + 1 >= max_frames or through >= last:
-                break
+        async with contextlib.aclosing(batches(start_seq)) as rows:  # its connection back at once
+            async for batch in rows:
+                count, piece = self._journal_piece(batch, account_id, count, from_event_seq,
+                                                   max_frames - (through - from_event_seq + 1))
+                if piece is None:
+                    continue
+                frames, through = piece
+                out += frames
+                if through - from_event_seq + 1 >= max_frames or through >= last:
+                    break
         return bytes(out), through
+
+    @staticmethod
+    def _journal_piece(batch, account_id: int, count: int, from_event_seq: int,
+                       room_frames: int) -> tuple[int, tuple[bytearray, int] | None]:
+        """One journal row for ``account_id``, ``count`` of its events before the row:
+        (events counted through the row, (frames from ``from_event_seq`` on, at most
+        ``room_frames``, and the last event seq among them) or None when none is due)."""
+        accounts, indexes = route(batch.commands, batch.events)
+        mine = indexes[accounts == account_id]
+        first = count + 1
+        count += len(mine)
+        if len(mine) == 0 or count < from_event_seq:
+            return count, None
+        skip = max(0, from_event_seq - first)
+        chosen = take_events(batch.events, mine[skip:skip + room_frames])
+        frames = bytearray(len(chosen) * EVENT_FRAME_SIZE)
+        _codec.encode_events(chosen, frames, 0, account_id, first + skip)
+        return count, (frames, first + skip + len(chosen) - 1)
 
     def rebuild_from(self, commands: np.ndarray, events: np.ndarray) -> None:
         """Count (and keep in the ring) a journal row's events at start."""

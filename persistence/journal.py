@@ -15,6 +15,7 @@ state hash (stored as two's complement in a bigint) and a CRC-32 of seq and stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 import threading
@@ -91,12 +92,22 @@ def snapshot_checksum(seq: int, state: bytes) -> int:
 
 
 class AsyncJournal:
-    """Read access to a journal (plus snapshots and meta). ``await AsyncJournal.connect(dsn)``."""
+    """Read access to a journal (plus snapshots and meta). ``await AsyncJournal.connect(dsn)``.
 
-    __slots__ = ("_connection",)
+    Over one connection (``connect``: a script's, closed by ``close``) or over a pool
+    (``connect_pool``: a server's). A pool replaces a connection the database closed (a
+    restart, a disk-full episode, an administrator's ``pg_terminate_backend``) at the next
+    call, and lets several readers (catch-up replays) work at once: each call, and each
+    ``batches`` iteration for as long as it runs, holds a connection of its own.
+    """
 
-    def __init__(self, connection: asyncpg.Connection):
+    __slots__ = ("_connection", "_pool")
+
+    def __init__(self, connection: asyncpg.Connection | None = None, *, pool: asyncpg.Pool | None = None):
+        if (connection is None) == (pool is None):
+            raise ValueError("give a connection or a pool")
         self._connection = connection
+        self._pool = pool
 
     @classmethod
     async def connect(cls, dsn: str, *, apply: bool = False, timeout_s: float = 10.0) -> "AsyncJournal":
@@ -110,8 +121,46 @@ class AsyncJournal:
             raise
         return cls(connection)
 
-    async def close(self) -> None:
-        await self._connection.close()
+    @classmethod
+    async def connect_pool(cls, dsn: str, *, apply: bool = False, timeout_s: float = 10.0,
+                           connections_max: int = 4, application_name: str = "matchcore-reader",
+                           command_timeout_s: float | None = None) -> "AsyncJournal":
+        """A pool of at most ``connections_max`` connections (opened when needed, each with
+        ``timeout_s`` to connect); the schema is checked (or applied) once, now."""
+        pool = await asyncpg.create_pool(
+            dsn, min_size=0, max_size=connections_max, timeout=timeout_s,
+            command_timeout=command_timeout_s, max_inactive_connection_lifetime=60.0,
+            server_settings={"application_name": application_name})
+        try:
+            async with pool.acquire(timeout=timeout_s) as connection:
+                await (apply_schema(connection) if apply else check_schema(connection))
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool=pool)
+
+    @property
+    def pool(self) -> asyncpg.Pool | None:
+        """The pool (``connect_pool``), or None over a single connection."""
+        return self._pool
+
+    def acquire(self) -> "contextlib.AbstractAsyncContextManager[asyncpg.Connection]":
+        """A connection for a few statements: the pool's (replaced if the database closed
+        it), or the one connection."""
+        if self._pool is not None:
+            return self._pool.acquire()
+        return contextlib.nullcontext(self._connection)
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Close the connection (or the pool: waits up to ``timeout_s`` for calls in flight,
+        then terminates what is left)."""
+        if self._pool is None:
+            await self._connection.close(timeout=timeout_s)
+            return
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout_s)
+        except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self._pool.terminate()
 
     async def __aenter__(self) -> "AsyncJournal":
         return self
@@ -121,7 +170,8 @@ class AsyncJournal:
 
     async def last_seq(self) -> int:
         """The seq of the last journaled command; 0 for an empty journal."""
-        return int(await self._connection.fetchval(_LAST_SEQ) or 0)
+        async with self.acquire() as connection:
+            return int(await connection.fetchval(_LAST_SEQ) or 0)
 
     async def batches(self, from_seq: int | None = None, to_seq: int | None = None, *,
                       verify: bool = True, read_ahead: bool = False) -> AsyncIterator[Batch]:
@@ -131,11 +181,12 @@ class AsyncJournal:
         page, so the connection is busy until the iteration ends or is closed: only for a
         caller that has the connection to itself and closes the iterator (``aclosing``)."""
         lower = FIRST_SEQ if from_seq is None else max(from_seq, FIRST_SEQ)
-        async for rows in self._pages(from_seq, to_seq, read_ahead):
-            for row in rows:
-                batch = Batch.from_row(*row, verify=verify)
-                if batch.last_seq >= lower:
-                    yield batch
+        async with contextlib.aclosing(self._pages(from_seq, to_seq, read_ahead)) as pages:
+            async for rows in pages:
+                for row in rows:
+                    batch = Batch.from_row(*row, verify=verify)
+                    if batch.last_seq >= lower:
+                        yield batch
 
     async def _pages(self, from_seq: int | None, to_seq: int | None,
                      read_ahead: bool) -> AsyncIterator[list[asyncpg.Record]]:
@@ -145,10 +196,18 @@ class AsyncJournal:
         handed out; closing the iterator waits for that query, so the connection is free."""
         lower = FIRST_SEQ if from_seq is None else max(from_seq, FIRST_SEQ)
         upper = _INT64_MAX if to_seq is None else min(to_seq, _INT64_MAX)
-        start = await self._connection.fetchval(_START_ROW, lower)
+        async with self.acquire() as connection:
+            # closed before the connection goes back: a read-ahead query is then finished
+            async with contextlib.aclosing(self._pages_on(connection, lower, upper, read_ahead)) as pages:
+                async for rows in pages:
+                    yield rows
+
+    async def _pages_on(self, connection: asyncpg.Connection, lower: int, upper: int,
+                        read_ahead: bool) -> AsyncIterator[list[asyncpg.Record]]:
+        start = await connection.fetchval(_START_ROW, lower)
         cursor = lower if start is None else int(start)
         expected: int | None = None  # the seq the next row must start with
-        fetch = self._connection.fetch
+        fetch = connection.fetch
         pending: asyncio.Future | None = None
         try:
             rows = await fetch(_PAGE, cursor, upper, PAGE_ROWS) if cursor <= upper else []
@@ -218,24 +277,26 @@ class AsyncJournal:
             raise ValueError(f"state_hash={state_hash} is not a uint64")
         signed_hash = state_hash - _UINT64 if state_hash > _INT64_MAX else state_hash
         checksum = snapshot_checksum(seq, state)
-        inserted = await self._connection.fetchval(
-            "INSERT INTO snapshot (seq, state, state_hash, checksum, state_bytes) "
-            "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING RETURNING 1",
-            seq, state, signed_hash, checksum, len(state))
-        if inserted is not None:
-            return True
-        stored = await self._connection.fetchrow(
-            "SELECT state_hash, checksum FROM snapshot WHERE seq = $1", seq)
+        async with self.acquire() as connection:
+            inserted = await connection.fetchval(
+                "INSERT INTO snapshot (seq, state, state_hash, checksum, state_bytes) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (seq) DO NOTHING RETURNING 1",
+                seq, state, signed_hash, checksum, len(state))
+            if inserted is not None:
+                return True
+            stored = await connection.fetchrow(
+                "SELECT state_hash, checksum FROM snapshot WHERE seq = $1", seq)
         if stored is None or tuple(stored) != (signed_hash, checksum):
             raise ConflictingBatchError(seq, f"a different snapshot is stored at seq {seq}")
         return False
 
     async def latest_snapshot(self, before_seq: int | None = None) -> Snapshot | None:
         """The newest snapshot with ``seq <= before_seq`` (inclusive; default: the newest)."""
-        row = await self._connection.fetchrow(
-            "SELECT seq, state, state_hash, checksum, written_at FROM snapshot "
-            "WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
-            _INT64_MAX if before_seq is None else before_seq)
+        async with self.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT seq, state, state_hash, checksum, written_at FROM snapshot "
+                "WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
+                _INT64_MAX if before_seq is None else before_seq)
         if row is None:
             return None
         seq, state = int(row["seq"]), row["state"]
@@ -247,20 +308,23 @@ class AsyncJournal:
         """Delete all but the ``keep`` newest snapshots; returns how many were deleted."""
         if keep < 1:
             raise ValueError(f"keep={keep} must be at least 1")
-        status = await self._connection.execute(
-            "DELETE FROM snapshot WHERE seq < (SELECT seq FROM snapshot ORDER BY seq DESC "
-            "OFFSET $1 LIMIT 1)", keep - 1)
+        async with self.acquire() as connection:
+            status = await connection.execute(
+                "DELETE FROM snapshot WHERE seq < (SELECT seq FROM snapshot ORDER BY seq DESC "
+                "OFFSET $1 LIMIT 1)", keep - 1)
         return int(status.split()[-1])
 
     async def write_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value under ``key`` (replacing any earlier one)."""
-        await self._connection.execute(
-            "INSERT INTO meta (key, value) VALUES ($1, $2::jsonb) ON CONFLICT (key) "
-            "DO UPDATE SET value = excluded.value, updated_at = now()", key, json.dumps(value))
+        async with self.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO meta (key, value) VALUES ($1, $2::jsonb) ON CONFLICT (key) "
+                "DO UPDATE SET value = excluded.value, updated_at = now()", key, json.dumps(value))
 
     async def read_meta(self, key: str) -> Any:
         """The value stored under ``key``; None when there is none."""
-        text = await self._connection.fetchval("SELECT value::text FROM meta WHERE key = $1", key)
+        async with self.acquire() as connection:
+            text = await connection.fetchval("SELECT value::text FROM meta WHERE key = $1", key)
         return None if text is None else json.loads(text)
 
 

@@ -23,7 +23,7 @@ def prepared(commands=20_000, seed=3):
 
 def test_pipeline_events_equal_engine_apply():
     workload, setup, engine = prepared()
-    pipeline = Pipeline(engine, input_capacity=1024, output_capacity=4096, next_seq=len(setup) + 1)
+    pipeline = Pipeline(engine, input_ring_capacity_records=1024, output_ring_capacity_records=4096, next_seq=len(setup) + 1)
     pipeline.start()
     drained = []
     _, _, slots_count = pump(pipeline, workload.commands, chunk=700, drain_max=999,
@@ -42,7 +42,7 @@ def test_pipeline_events_equal_engine_apply():
 
 def test_output_slots_interleave_each_command_with_its_events():
     workload, setup, engine = prepared(commands=3_000)
-    pipeline = Pipeline(engine, input_capacity=256, output_capacity=1 << 14, next_seq=len(setup) + 1)
+    pipeline = Pipeline(engine, input_ring_capacity_records=256, output_ring_capacity_records=1 << 14, next_seq=len(setup) + 1)
     pipeline.start()
     assert pipeline.submit(workload.commands[:200], timestamp_ns=42) == 200
     deadline = time.monotonic() + 10
@@ -61,7 +61,7 @@ def test_output_slots_interleave_each_command_with_its_events():
 
 def test_full_rings_are_backpressure_not_loss():
     workload, setup, engine = prepared(commands=5_000)
-    pipeline = Pipeline(engine, input_capacity=64, output_capacity=128, next_seq=len(setup) + 1)
+    pipeline = Pipeline(engine, input_ring_capacity_records=64, output_ring_capacity_records=128, next_seq=len(setup) + 1)
     pipeline.start()
     offered = workload.commands[:2_000]
     accepted = 0
@@ -69,7 +69,7 @@ def test_full_rings_are_backpressure_not_loss():
         accepted += pipeline.submit(offered[accepted:])
         time.sleep(0.002)
     assert accepted < len(offered), "nobody drains: the rings must fill and refuse"
-    assert pipeline.output_depth == pipeline.output_capacity
+    assert pipeline.output_depth == pipeline.output_ring_capacity_records
     slots = []
     while accepted < len(offered) or pipeline.commands_applied < len(offered):
         accepted += pipeline.submit(offered[accepted:])
