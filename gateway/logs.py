@@ -58,6 +58,21 @@ def configure(level: str = "info", stream: TextIO | None = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    pool_logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _OneLine) for f in pool_logger.filters):
+        pool_logger.addFilter(_OneLine())
+
+
+class _OneLine(logging.Filter):
+    """asyncpg's pool logs a traceback when it cannot reset a connection the database closed
+    (a restart); the pool replaces the connection, so one line without the traceback says it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]!r}"
+            record.args = None
+            record.exc_info = None
+        return True
 
 
 def redact_dsn(dsn: str) -> str:

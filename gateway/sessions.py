@@ -85,7 +85,8 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     catch_up_stall_ms_max: int = 30_000
     #: After LOGOUT SLOW_CONSUMER the connection is given this long to flush, then aborted.
     slow_consumer_linger_ms: int = 2_000
-    #: ORDER_STATUS queries of one session waiting for the order view; beyond it: BUSY.
+    #: ORDER_STATUS queries of one session waiting for the order view; while that many wait,
+    #: the session's later frames wait too (backpressure).
     order_status_in_flight_max: int = 16
 
     def validate(self) -> "GatewayLimits":
@@ -205,7 +206,7 @@ class Session:
                  "_buffer", "_pending_login", "_login", "_decoder", "_bucket", "_batch", "_buffer_size",
                  "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
                  "observer", "catching_up", "_held", "_closed_notified", "peer", "_reading_paused",
-                 "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight")
+                 "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight", "_status_blocked")
 
     def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
                  slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -242,6 +243,7 @@ class Session:
         self._over_rate_second = 0  # the second (clock ns // 1e9) the count below is of
         self._over_rate_frames = 0
         self._status_in_flight = 0
+        self._status_blocked = False  # the backlog waits for answers of the order view
 
     # ------------------------------------------------------------------ events from the adapter
 
@@ -264,6 +266,12 @@ class Session:
             self._apply_backpressure()
             return
         if len(self._buffer) > self.limits.receive_buffer_bytes_max:
+            if self.state == SessionState.AUTHENTICATING:  # a pipelining client: wait for the check
+                self._reading_paused = True
+                pause = getattr(self.transport, "pause_reading", None)
+                if pause is not None:
+                    pause()
+                return
             return self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)
         if self.state == SessionState.AWAIT_LOGIN:
             self._process_login_frame(now_ns)
@@ -295,7 +303,7 @@ class Session:
             if now_ns - self._connected_ns > self.limits.login_timeout_ms * NS_PER_MS:
                 self._close(SessionReason.LOGIN_TIMEOUT, now_ns)
         elif self.state == SessionState.ACTIVE:
-            if self._held or self._reading_paused or self._turn is not None:
+            if self._held or self._reading_paused or self._turn is not None or self._status_blocked:
                 # The server is not reading this session (backpressure): its heartbeats wait
                 # unread in the socket, so silence is not the client's.
                 self._last_received_ns = now_ns
@@ -402,6 +410,7 @@ class Session:
             self._on_active(self)
         if self._buffer:
             self._process_active(now_ns)
+        self._apply_backpressure()
 
     # ------------------------------------------------------------------ logged in
 
@@ -413,6 +422,9 @@ class Session:
         view = memoryview(self._buffer)
         try:
             while self.state == SessionState.ACTIVE and not self._held and budget > 0:
+                if self._status_in_flight >= self.limits.order_status_in_flight_max:
+                    self._status_blocked = True  # an answer coming back goes on (backpressure)
+                    break
                 tokens = self._bucket.available(now_ns)
                 status = decoder.decode(view[consumed:], self._batch, max_commands=min(tokens, budget))
                 frame_offset = consumed + decoder.frame_offset
@@ -452,9 +464,9 @@ class Session:
 
     def _next_turn(self) -> None:
         self._turn = None
-        if self.state == SessionState.ACTIVE and self._buffer:
+        if self.state == SessionState.ACTIVE and self._buffer and not self._held:
             self._process_active(time.time_ns())
-            self._apply_backpressure()
+        self._apply_backpressure()
 
     def _apply_backpressure(self) -> None:
         """Stop reading while the backlog exceeds ``receive_buffer_bytes_max`` (or the sink
@@ -517,18 +529,19 @@ class Session:
         self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)  # a second LOGIN
 
     def _order_status_query(self, query: p.OrderStatusQuery, now_ns: int) -> None:
-        """Answered by the order view off the loop (``reply`` comes back on the loop); at most
-        ``order_status_in_flight_max`` per session wait, more are refused BUSY."""
+        """Answered by the order view off the loop (``reply`` comes back on the loop); while
+        ``order_status_in_flight_max`` of the session's wait, its backlog waits too."""
         if self._order_status is None:
             return self._answer_status(query.client_order_id, None)
-        if self._status_in_flight >= self.limits.order_status_in_flight_max:
-            return self._write(_session_reject_frame(p.MessageType.ORDER_STATUS_QUERY, SessionReason.BUSY,
-                                                     query.client_order_id), now_ns)
         self._status_in_flight += 1
         client_order_id = query.client_order_id
 
         def reply(status: p.OrderStatus | None) -> None:
             self._status_in_flight -= 1
+            if self._status_blocked and self.state == SessionState.ACTIVE:
+                self._status_blocked = False
+                if self._turn is None:
+                    self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
             if status is None:  # the order view cannot answer now (failed, or too many waiting)
                 if self.state == SessionState.ACTIVE:
                     self._write(_session_reject_frame(p.MessageType.ORDER_STATUS_QUERY, SessionReason.BUSY,

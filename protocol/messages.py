@@ -128,7 +128,7 @@ class SessionReason(IntEnum):
     INVALID_HEARTBEAT_INTERVAL = 27
     INVALID_EVENT_SEQ = 28    # next_event_seq beyond the account's last event + 1
     TOO_MANY_SESSIONS = 29
-    UNAVAILABLE = 30          # the server cannot check logins now (its database is unreachable): retry later
+    UNAVAILABLE = 33          # the server cannot check logins now (its database is unreachable): retry later
     # one message refused; nothing reaches the engine and the session goes on
     NOT_AUTHORIZED = 40       # an admin message from a session without the admin right
     WRONG_ACCOUNT = 41        # account_id of an order-entry message is not the session's
@@ -139,7 +139,7 @@ class SessionReason(IntEnum):
     IDLE_TIMEOUT = 61         # nothing received for the idle timeout (3 heartbeat intervals)
     SERVER_SHUTDOWN = 62
     SLOW_CONSUMER = 63        # the client does not read its events fast enough
-    RATE_EXCEEDED = 64        # the session kept sending over its message rate (see RATE_LIMITED)
+    RATE_EXCEEDED = 66        # the session kept sending over its message rate (see RATE_LIMITED)
 
 
 class DecodeStatus(IntEnum):
