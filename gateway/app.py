@@ -35,7 +35,8 @@ from matchcore import protocol as p
 from matchcore.gateway.config import ServerConfig
 from matchcore.gateway.dispatch import Dispatcher
 from matchcore.gateway.order_view import OrderView
-from matchcore.gateway.key_store import PgKeyRegistry
+from matchcore.gateway.key_store import KEY_CHANGED_CHANNEL, PgKeyRegistry
+from matchcore.gateway.key_watch import KeyWatch
 from matchcore.gateway.logs import redact_dsn
 from matchcore.gateway.metrics import GatewayMetrics
 from matchcore.gateway.admission import Admission
@@ -74,6 +75,7 @@ class GatewayServer:
         self._checkpoint_connection: asyncpg.Connection | None = None
         self._checkpoint_task: asyncio.Task | None = None
         self._checkpointed_seq = 0
+        self.key_watch: KeyWatch | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -108,6 +110,7 @@ class GatewayServer:
                                   last_event_seq_of=self.streams.last_event_seq,
                                   order_status=self.dispatcher.order_status,
                                   on_active=self._on_active, observer=self)
+        await self._start_key_watch()
         self._start_metrics()
         # Everything made so far lives as long as the server: keep it out of the collector's
         # scans, and collect the young generation less often (fewer, shorter pauses).
@@ -132,6 +135,14 @@ class GatewayServer:
         if not already_running:
             self.embedded = embedded  # stopped again at stop
         return dsn
+
+    async def _start_key_watch(self) -> None:
+        """Open sessions end when their key is revoked (NOTIFY, periodic recheck) or too old."""
+        limits = self.config.limits
+        self.key_watch = KeyWatch(self.dsn, KEY_CHANGED_CHANNEL, self.registry.lookup_many,
+                                  recheck_interval_ms=limits.key_recheck_interval_ms,
+                                  session_age_ms_max=limits.session_age_ms_max)
+        await self.key_watch.start()
 
     async def _rebuild_streams(self) -> int:
         """Every account's event counter (and the recent frames): the newest checkpoint, then
@@ -211,6 +222,10 @@ class GatewayServer:
             fields.update(key_id=record.key_id, key=record.fingerprint, admin=record.admin)
         if reason == p.SessionReason.NONE:
             _log.info("login accepted", extra=fields)
+            if self.key_watch is not None:
+                self.key_watch.track(session, record, time.time_ns())
+        elif reason == p.SessionReason.LOGIN_THROTTLED:  # "login throttled" was logged once, at the start
+            _log.debug("login rejected", extra={**fields, "reason": reason.name})
         else:
             _log.warning("login rejected", extra={**fields, "reason": reason.name})
 
@@ -218,6 +233,8 @@ class GatewayServer:
         self.metrics.session_reject(reason)
 
     def session_closed(self, session: Session) -> None:
+        if self.key_watch is not None:
+            self.key_watch.forget(session)
         self.dispatcher.detach(session)
         reason = session.close_reason
         self.metrics.session_closed(int(reason))
@@ -276,6 +293,8 @@ class GatewayServer:
         await self._final_checkpoint()
         if self._journal is not None:
             await self._journal.close()
+        if self.key_watch is not None:
+            await self.key_watch.stop()
         if self.registry is not None:
             await self.registry.close()
         if self._metrics_server is not None:

@@ -59,6 +59,7 @@ class ServerProcess:
         run(_execute(pg.dsn, f"CREATE DATABASE {self.database}"))
         head, _, _ = pg.dsn.rpartition("/")
         self.dsn = f"{head}/{self.database}"
+        self.admin_dsn = self.dsn  # the cluster's superuser, for what a test does behind the server's back
         self.keys: dict[int, tuple[int, client_keys.PrivateKey]] = {}
         self.process: subprocess.Popen | None = None
         self.port = self.metrics_port = 0
