@@ -56,10 +56,9 @@ class ServerProcess:
         self.folder = folder
         self.settings = {**ENGINE_SETTINGS, **settings}
         self.database = f"e2e_{uuid.uuid4().hex[:12]}"
-        run(_execute(pg.dsn, f"CREATE DATABASE {self.database}"))
-        head, _, _ = pg.dsn.rpartition("/")
-        self.dsn = f"{head}/{self.database}"
-        self.admin_dsn = self.dsn  # the cluster's superuser, for what a test does behind the server's back
+        self.dsn = pg.create_database(self.database)  # the application role's (least privilege)
+        head, _, _ = pg.admin_dsn.rpartition("/")
+        self.admin_dsn = f"{head}/{self.database}"  # the superuser's, for what a test does behind the server's back
         self.keys: dict[int, tuple[int, client_keys.PrivateKey]] = {}
         self.process: subprocess.Popen | None = None
         self.port = self.metrics_port = 0
@@ -141,7 +140,7 @@ class ServerProcess:
 
     def drop(self) -> None:
         self.stop()
-        run(_execute(self.pg.dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+        run(_execute(self.pg.admin_dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
 
 
 @pytest.fixture
