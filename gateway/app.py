@@ -46,6 +46,8 @@ from matchcore.gateway.streams import AccountStreams
 __all__ = ["GatewayServer", "run_server"]
 
 _log = logging.getLogger("matchcore.gateway")
+#: OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are not chosen by it, and are all AEAD).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 #: allocations between two young-generation collections (CPython's default is 700)
 GC_YOUNG_THRESHOLD = 50_000
 
@@ -185,10 +187,15 @@ class GatewayServer:
         return self._journal.batches(from_seq)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
+        """TLS 1.3 when the client has it (every 1.3 suite is AEAD); TLS 1.2 only with
+        ECDHE (forward secrecy) and AEAD suites: AES-GCM, ChaCha20-Poly1305; no CBC, no RSA
+        key exchange, no compression, no renegotiation."""
         if self.config.tls_cert is None:
             return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS)
+        context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
 

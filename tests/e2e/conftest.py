@@ -63,6 +63,9 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
         self.port = self.metrics_port = 0
         self.tls: tuple[str, str] | None = None
+        #: what ``--dsn`` is given (None: ``dsn``), and extra environment for the server
+        self.dsn_argument: str | None = None
+        self.environment: dict[str, str] = {}
         self.log_path = folder / f"{self.database}.log"
         run(self._register())
 
@@ -79,14 +82,15 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         ready = self.folder / f"{self.database}.ready"
         ready.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "matchcore.cli", "serve", "--dsn", self.dsn, "--port", "0",
+        command = [sys.executable, "-m", "matchcore.cli", "serve", "--dsn", self.dsn_argument or self.dsn, "--port", "0",
                    "--metrics-port", "0", "--ready-file", str(ready), "--log-level", "info"]
         if self.tls:
             command += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         for key, value in self.settings.items():
             command += ["--set", f"{key}={value}"]
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, **self.environment})
         log.close()
         deadline = time.monotonic() + 60
         while not ready.exists():

@@ -272,3 +272,25 @@ def test_keys_add_writes_a_passphrase_protected_key(shared_server, tmp_path):
             return client.connected
 
     assert run(login())
+
+
+def test_the_client_warns_when_it_connects_without_tls_beyond_this_machine(shared_server):
+    import warnings
+
+    from matchcore.client.connection import PlaintextWarning
+
+    key_id, key = shared_server.keys[ALICE]
+
+    async def scenario():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with shared_server.client(ALICE) as alice:  # 127.0.0.1: loopback, no warning
+                assert alice.connected
+        assert not [w for w in caught if issubclass(w.category, PlaintextWarning)]
+        remote = Client("192.0.2.1", shared_server.port, account_id=ALICE, key_id=key_id, private_key=key,
+                        connect_timeout_s=0.2)  # TEST-NET-1: never answers
+        with pytest.warns(PlaintextWarning, match="without TLS"):
+            with pytest.raises((OSError, asyncio.TimeoutError)):
+                await remote.connect()
+
+    run(scenario())
