@@ -76,7 +76,8 @@ class Venue:
                 self.temp_dir.chmod(0o755)  # as root, the server's OS user must enter it
                 folder = self.temp_dir / "pg"
             self.embedded = EmbeddedPostgres(folder)
-            self.cluster_dsn = self.embedded.start()
+            self.embedded.start()
+            self.cluster_dsn = self.embedded.admin_dsn  # it makes and drops the benchmark's database
         self.database = f"mc_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
         asyncio.run(_sql(self.cluster_dsn, f"CREATE DATABASE {self.database}"))
         head, _, _ = self.cluster_dsn.rpartition("/")

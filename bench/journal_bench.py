@@ -189,7 +189,8 @@ def _server(dsn: str | None, data_dir: str | None) -> Iterator[str]:
         data_dir = str(scratch / "pg")
     server = EmbeddedPostgres(data_dir)
     try:
-        yield server.start()
+        server.start()
+        yield server.admin_dsn  # the benchmark makes and drops databases
     finally:
         server.stop()
         if scratch is not None:

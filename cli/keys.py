@@ -23,7 +23,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--admin", action="store_true", help="the key may send admin commands")
     add.add_argument("--label", default=None, help="a note stored with the key")
     add.add_argument("--out", default=None, help="write the private key (PEM) to this new file, mode 0600, "
-                     "instead of printing it")
+                     "instead of printing it (an existing file or a symlink there is refused)")
+    protect = add.add_mutually_exclusive_group()
+    protect.add_argument("--passphrase-file", default=None,
+                         help="encrypt the private key (PKCS#8) with the first line of this file")
+    protect.add_argument("--passphrase-prompt", action="store_true",
+                         help="encrypt the private key with a passphrase asked on the terminal")
     add.set_defaults(handler=keys_command)
     listing = key_commands.add_parser("list", help="registered keys (public fingerprints only)")
     add_database_options(listing)
@@ -59,23 +64,89 @@ async def _keys(args: argparse.Namespace, dsn: str) -> int:
 
 
 async def _add(args: argparse.Namespace, registry) -> int:
+    """The private key's file is made first (O_EXCL | O_NOFOLLOW, 0600), the public key
+    registered after, and on any failure after the file exists the file is removed and the
+    key (if registered) revoked: no active key without its private half, no half-written file."""
     from matchcore.client.keys import generate_key
 
+    try:
+        passphrase = _passphrase(args)
+    except (OSError, ValueError) as error:
+        print(f"matchcore keys add: {error}", file=sys.stderr)
+        return 2
     key = generate_key()
-    record = await registry.add(args.account, key.public_key, admin=args.admin, label=args.label or "")
-    secret = key.private_pem()
+    secret = key.private_pem(passphrase)
+    descriptor = -1
+    if args.out:
+        try:
+            descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o600)
+        except OSError as error:
+            print(f"matchcore keys add: cannot create {args.out}: {error.strerror} (nothing registered)",
+                  file=sys.stderr)
+            return 2
+    record = None
+    try:
+        record = await registry.add(args.account, key.public_key, admin=args.admin, label=args.label or "")
+        if descriptor >= 0:
+            _write_all(descriptor, secret)
+            os.fsync(descriptor)
+    except BaseException as error:
+        await _undo(args.out if descriptor >= 0 else None, registry, record)
+        if not isinstance(error, Exception):
+            raise
+        print(f"matchcore keys add: {error} (no key left active)", file=sys.stderr)
+        return 2
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
     described = (f"key_id {record.key_id} account {record.account_id} admin {record.admin} "
                  f"fingerprint {record.fingerprint}")
+    protected = "encrypted, " if passphrase else ""
     if args.out:
-        descriptor = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(secret)
-        print(f"{described}; private key written to {args.out} (mode 0600)")
+        print(f"{described}; private key written to {args.out} ({protected}mode 0600)")
     else:
         print(described)
-        print("private key (shown once, not stored by the server):")
+        print(f"private key ({protected}shown once, not stored by the server):")
         sys.stdout.write(secret.decode())
     return 0
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.passphrase_file:
+        with open(args.passphrase_file, "rb") as handle:
+            passphrase = handle.readline().rstrip(b"\r\n")
+    elif args.passphrase_prompt:
+        import getpass
+
+        passphrase = getpass.getpass("passphrase for the new private key: ").encode()
+        if getpass.getpass("again: ").encode() != passphrase:
+            raise ValueError("the passphrases differ")
+    else:
+        return None
+    if len(passphrase) < 8:
+        raise ValueError("a passphrase has at least 8 bytes")
+    return passphrase
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view):]
+
+
+async def _undo(path: str | None, registry, record) -> None:
+    """After a failure: no file holding a half-written key, no active key nobody holds."""
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    if record is not None:
+        try:
+            await registry.revoke(record.key_id)
+        except Exception as error:  # say so: the operator must revoke it by hand
+            print(f"matchcore keys add: key {record.key_id} could not be revoked: {error}", file=sys.stderr)
 
 
 async def _list(args: argparse.Namespace, registry) -> int:

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from matchcore.cli.database import add_database_options
 
-__all__ = ["register"]
+__all__ = ["register", "DSN_PASSWORD_WARNING"]
+
+DSN_PASSWORD_WARNING = ("a password on the command line is visible to every local user (ps, /proc/PID/cmdline); "
+                        "put it in a passfile (PGPASSFILE, ~/.pgpass) or the environment (PGPASSWORD, "
+                        "MATCHCORE_DSN) instead")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,4 +49,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"matchcore serve: {error}", file=sys.stderr)
         return 2
     logs.configure(config.log_level)
+    if args.dsn and logs.dsn_has_password(args.dsn):
+        logging.getLogger("matchcore.cli").warning(
+            "--dsn carries a password", extra={"detail": DSN_PASSWORD_WARNING})
     return run_server(config, ready_file=args.ready_file)

@@ -10,8 +10,8 @@ import ``matchcore.gateway`` (a test checks)::
 
 See ``docs/protocol.md`` for the protocol.
 """
-from matchcore.client.connection import Client, ClientError, ConnectionLost, LoginRefused, Outcome
+from matchcore.client.connection import Client, ClientError, ConnectionLost, LoginRefused, Outcome, PlaintextWarning
 from matchcore.client.keys import PrivateKey, generate_key, load_private_key
 
-__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "Outcome", "PrivateKey",
+__all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "Outcome", "PlaintextWarning", "PrivateKey",
            "generate_key", "load_private_key"]

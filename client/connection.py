@@ -18,14 +18,24 @@ their outcomes (``Outcome``) by client order id / request id / transfer id, stre
 account's events in event sequence order, heartbeats, and ``reconnect()`` asks for the
 events after the last one seen, so nothing is missed and nothing is seen twice. It also
 fills in the client order id of the maker side of fills, which the wire leaves 0.
+
+TLS: pass ``ssl=`` an ``ssl.SSLContext`` (``ssl.create_default_context(cafile=...)`` checks
+the server's certificate and host name; the server speaks TLS 1.3, or 1.2 with AEAD
+suites only). Without it the connection is plain TCP: the login cannot be replayed (it is
+signed over a fresh challenge), but orders, fills and balances travel in clear and can be
+altered by anyone on the path. Connecting without TLS to an address that is not loopback
+warns (``PlaintextWarning``); silence it with the warnings module only on a network you
+trust.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import dataclasses
+import ipaddress
 import ssl as ssl_module
 import time
+import warnings
 from typing import AsyncIterator
 
 from matchcore import protocol as p
@@ -33,7 +43,20 @@ from matchcore.client import keys
 from matchcore.core.codes import ALL_INSTRUMENTS, EventKind, OrderType, StpMode, TimeInForce
 from matchcore.errors import MatchcoreError
 
-__all__ = ["Client", "Outcome", "ClientError", "LoginRefused", "ConnectionLost"]
+__all__ = ["Client", "Outcome", "ClientError", "LoginRefused", "ConnectionLost", "PlaintextWarning"]
+
+
+class PlaintextWarning(UserWarning):
+    """A connection without TLS to an address that is not this machine's loopback."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: where it resolves to is not known here
 
 
 class ClientError(MatchcoreError):
@@ -150,6 +173,10 @@ class Client:
 
     async def connect(self) -> p.LoginAccepted:
         """Connect and log in; returns the LOGIN_ACCEPTED. Raises ``LoginRefused``."""
+        if self._ssl is None and not _is_loopback(self.host):
+            warnings.warn(f"connecting to {self.host}:{self.port} without TLS: orders, fills and balances "
+                          "travel in clear; pass ssl=ssl.create_default_context(...)", PlaintextWarning,
+                          stacklevel=2)
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
             self.host, self.port, ssl=self._ssl,
             server_hostname=self._server_hostname if self._ssl else None), self.connect_timeout_s)

@@ -5,6 +5,8 @@
 - ``durable_core``: the core thread and the journal writer, recovered at start.
 - ``dispatch`` and ``streams``: durable events to the sessions they belong to, replay.
 - ``order_view``: ORDER_STATUS from released state only.
-- ``keys`` and ``key_store``: the login check and the public keys in PostgreSQL.
+- ``keys`` and ``key_store``: the login check and the public keys in PostgreSQL;
+  ``login_throttle``: failed logins per source address; ``key_watch``: revoked keys and
+  old sessions logged out.
 - ``checkpoints``, ``config``, ``metrics``, ``logs``; ``app``: all of it wired together.
 """

@@ -38,7 +38,8 @@ from matchcore import protocol as p
 from matchcore.gateway.config import ServerConfig
 from matchcore.gateway.dispatch import Dispatcher
 from matchcore.gateway.order_view import OrderView
-from matchcore.gateway.key_store import PgKeyRegistry
+from matchcore.gateway.key_store import KEY_CHANGED_CHANNEL, PgKeyRegistry
+from matchcore.gateway.key_watch import KeyWatch
 from matchcore.gateway.logs import redact_dsn
 from matchcore.gateway.metrics import GatewayMetrics
 from matchcore.gateway.admission import Admission
@@ -48,6 +49,8 @@ from matchcore.gateway.streams import AccountStreams
 __all__ = ["GatewayServer", "run_server"]
 
 _log = logging.getLogger("matchcore.gateway")
+#: OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are not chosen by it, and are all AEAD).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
 #: allocations between two young-generation collections (CPython's default is 700)
 GC_YOUNG_THRESHOLD = 50_000
 #: connections of the gateway's pool (catch-up replays from the journal, checkpoints)
@@ -94,6 +97,7 @@ class GatewayServer:
         self._cod_rows: set[int] = set()  # session ids with a row written
         self._background: set[asyncio.Task] = set()
         self._serve_lock: int | None = None  # the fd of data_dir/serve.lock (embedded server)
+        self.key_watch: KeyWatch | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -136,6 +140,7 @@ class GatewayServer:
                                   order_status=self.dispatcher.order_status,
                                   on_active=self._on_active, observer=self,
                                   before_accept=self._before_accept)
+        await self._start_key_watch()
         self._start_metrics()
         # Everything made so far lives as long as the server: keep it out of the collector's
         # scans, and collect the young generation less often (fewer, shorter pauses).
@@ -184,6 +189,14 @@ class GatewayServer:
                          extra={"data_dir": str(embedded.data_dir), "dsn": redact_dsn(dsn)})
         self.embedded = embedded  # stopped again at stop
         return dsn
+
+    async def _start_key_watch(self) -> None:
+        """Open sessions end when their key is revoked (NOTIFY, periodic recheck) or too old."""
+        limits = self.config.limits
+        self.key_watch = KeyWatch(self.dsn, KEY_CHANGED_CHANNEL, self.registry.lookup_many,
+                                  recheck_interval_ms=limits.key_recheck_interval_ms,
+                                  session_age_ms_max=limits.session_age_ms_max)
+        await self.key_watch.start()
 
     async def _rebuild_streams(self) -> int:
         """Every account's event counter (and the recent frames): the newest checkpoint, then
@@ -237,10 +250,15 @@ class GatewayServer:
         return self._journal.batches(from_seq)
 
     def _ssl_context(self) -> ssl.SSLContext | None:
+        """TLS 1.3 when the client has it (every 1.3 suite is AEAD); TLS 1.2 only with
+        ECDHE (forward secrecy) and AEAD suites: AES-GCM, ChaCha20-Poly1305; no CBC, no RSA
+        key exchange, no compression, no renegotiation."""
         if self.config.tls_cert is None:
             return None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS)
+        context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
 
@@ -274,6 +292,10 @@ class GatewayServer:
             fields.update(key_id=record.key_id, key=record.fingerprint, admin=record.admin)
         if reason == p.SessionReason.NONE:
             _log.info("login accepted", extra=fields)
+            if self.key_watch is not None:
+                self.key_watch.track(session, record, time.time_ns())
+        elif reason == p.SessionReason.LOGIN_THROTTLED:  # "login throttled" was logged once, at the start
+            _log.debug("login rejected", extra={**fields, "reason": reason.name})
         else:
             _log.warning("login rejected", extra={**fields, "reason": reason.name})
 
@@ -307,6 +329,8 @@ class GatewayServer:
                 self._cod_closing.setdefault(session.account_id, []).append(key)
             elif session.close_reason != p.SessionReason.SERVER_SHUTDOWN and not self._stopping:
                 self._forget_cod_now([key])  # refused after the row was written: never active
+        if self.key_watch is not None:
+            self.key_watch.forget(session)
         self.dispatcher.detach(session)
         reason = session.close_reason
         self.metrics.session_closed(int(reason))
@@ -402,6 +426,11 @@ class GatewayServer:
     async def _close_database(self, timeout_s: float) -> None:
         if self._journal is not None:
             await self._journal.close(timeout_s=min(timeout_s, 5.0))
+        if self.key_watch is not None:
+            try:
+                await asyncio.wait_for(self.key_watch.stop(), min(timeout_s, 5.0))
+            except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                _log.warning("key watch not stopped cleanly", extra={"error": repr(error)})
         if self.registry is not None:
             try:
                 await asyncio.wait_for(self.registry.close(), min(timeout_s, 5.0))

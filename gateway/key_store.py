@@ -6,7 +6,9 @@ row (``revoked_at``) so a key id is never reused. The table is created at start 
 (``ensure_schema``); it lives beside the journal, in the same database.
 
 Every login looks its key up in the table (no cache), so a revocation takes effect at the
-next login. ``matchcore keys add|list|revoke`` uses the same class.
+next login; and a trigger sends ``pg_notify(KEY_CHANGED_CHANNEL, key_id)`` on every update
+or delete of a key row, which ``key_watch.KeyWatch`` listens to so that the key's open
+sessions end too. ``matchcore keys add|list|revoke`` uses the same class.
 """
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import asyncpg
 
 from matchcore.gateway.keys import PUBLIC_KEY_SIZE, KeyRecord, KeyRegistry, checked_new_key
 
-__all__ = ["PgKeyRegistry", "ensure_schema", "KEY_TABLE"]
+__all__ = ["PgKeyRegistry", "ensure_schema", "KEY_TABLE", "KEY_CHANGED_CHANNEL"]
 
 KEY_TABLE = "gateway_key"
+#: NOTIFY channel of the key table's trigger; the payload is the key id (decimal text).
+KEY_CHANGED_CHANNEL = "matchcore_key_changed"
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {KEY_TABLE} (
@@ -29,6 +33,15 @@ CREATE TABLE IF NOT EXISTS {KEY_TABLE} (
     revoked_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS {KEY_TABLE}_account ON {KEY_TABLE} (account_id);
+CREATE OR REPLACE FUNCTION {KEY_TABLE}_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{KEY_CHANGED_CHANNEL}', coalesce(NEW.key_id, OLD.key_id)::text);
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS {KEY_TABLE}_changed ON {KEY_TABLE};
+CREATE TRIGGER {KEY_TABLE}_changed AFTER UPDATE OR DELETE ON {KEY_TABLE}
+    FOR EACH ROW EXECUTE FUNCTION {KEY_TABLE}_changed();
 """
 _COLUMNS = "key_id, account_id, public_key, admin, revoked_at IS NOT NULL AS revoked"
 
@@ -73,6 +86,14 @@ class PgKeyRegistry(KeyRegistry):
             return None
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM {KEY_TABLE} WHERE key_id = $1", key_id)
         return None if row is None else _record(row)
+
+    async def lookup_many(self, key_ids: list[int]) -> dict[int, KeyRecord]:
+        wanted = [key_id for key_id in key_ids if 0 < key_id < 1 << 63]
+        if not wanted:
+            return {}
+        rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM {KEY_TABLE} WHERE key_id = ANY($1::bigint[])",
+                                      wanted)
+        return {int(row["key_id"]): _record(row) for row in rows}
 
     async def add(self, account_id: int, public_key: bytes, *, admin: bool = False,
                   label: str = "") -> KeyRecord:

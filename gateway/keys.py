@@ -2,8 +2,9 @@
 
 The server holds only public keys (``KeyRecord``), so nothing it stores lets anyone log in.
 It hands each connection a fresh nonce in CHALLENGE (``new_nonce``); ``authenticate`` checks
-a LOGIN's key, account, nonce and signature, in that order, and returns a typed
-``SessionReason``. The client's half (signing) is ``matchcore.client.keys``; the signed bytes
+a LOGIN's version, flags and nonce before it reads the registry, then its key, account and
+signature, and returns the exact ``SessionReason``; ``public_reason`` folds the credential
+failures into the one AUTH_FAILED a client is told. The client's half (signing) is ``matchcore.client.keys``; the signed bytes
 are the protocol's (``matchcore.protocol.login_signed_bytes``).
 
 The PostgreSQL-backed registry is ``key_store.PgKeyRegistry``; ``MemoryKeyRegistry``
@@ -20,13 +21,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from matchcore.protocol import (
-    NONCE_SIZE, PROTOCOL_VERSION, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Login, SessionReason, fingerprint,
+    LOGIN_FLAGS_DEFINED, NONCE_SIZE, PROTOCOL_VERSION, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, Login, SessionReason, fingerprint,
     login_signed_bytes,
 )
 
 __all__ = [
     "PUBLIC_KEY_SIZE", "KeyRecord", "KeyRegistry", "MemoryKeyRegistry", "checked_new_key",
-    "new_nonce", "verify_signature", "authenticate",
+    "new_nonce", "verify_signature", "authenticate", "check_without_registry", "public_reason",
+    "CREDENTIAL_REASONS",
 ]
 
 
@@ -85,6 +87,15 @@ class KeyRegistry(abc.ABC):
     async def lookup(self, key_id: int) -> KeyRecord | None:
         """The key ``key_id``, revoked or not, or None."""
 
+    async def lookup_many(self, key_ids: list[int]) -> dict[int, KeyRecord]:
+        """The keys among ``key_ids`` that exist, revoked or not, by key id."""
+        found = {}
+        for key_id in key_ids:
+            record = await self.lookup(key_id)
+            if record is not None:
+                found[key_id] = record
+        return found
+
     @abc.abstractmethod
     async def add(self, account_id: int, public_key: bytes, *, admin: bool = False) -> KeyRecord:
         """Register a public key for ``account_id``; the registry assigns the key id."""
@@ -132,25 +143,63 @@ class MemoryKeyRegistry(KeyRegistry):
                 if account_id is None or record.account_id == account_id]
 
 
-async def authenticate(registry: KeyRegistry, login: Login,
-                       issued_nonce: bytes) -> tuple[SessionReason, KeyRecord | None]:
+#: A valid Ed25519 public key no one holds the private half of (the Ed25519 base point):
+#: a failed lookup is still followed by a signature check, so an unknown, revoked or
+#: mismatched key id costs the same time as a wrong signature and is not told apart.
+_DECOY_PUBLIC_KEY = bytes.fromhex("5866666666666666666666666666666666666666666666666666666666666666")
+
+#: The checks that answer AUTH_FAILED on the wire (the log keeps which one failed).
+CREDENTIAL_REASONS = frozenset({SessionReason.UNKNOWN_KEY, SessionReason.KEY_REVOKED,
+                                SessionReason.ACCOUNT_MISMATCH, SessionReason.STALE_CHALLENGE,
+                                SessionReason.BAD_SIGNATURE})
+
+
+def public_reason(reason: SessionReason) -> SessionReason:
+    """What the client is told: AUTH_FAILED for any credential failure, else ``reason``."""
+    return SessionReason.AUTH_FAILED if reason in CREDENTIAL_REASONS else reason
+
+
+def check_without_registry(login: Login, issued_nonce: bytes,
+                           heartbeat_interval_ms_range: tuple[int, int] | None = None) -> SessionReason:
+    """The checks that need no database, done before the key lookup: protocol version,
+    flag bits, heartbeat interval (when a range is given), and the nonce of this connection."""
+    if login.protocol_version != PROTOCOL_VERSION:
+        return SessionReason.UNSUPPORTED_VERSION
+    if login.login_flags & ~LOGIN_FLAGS_DEFINED:
+        return SessionReason.UNSUPPORTED_LOGIN_FLAGS
+    if heartbeat_interval_ms_range is not None and not (
+            heartbeat_interval_ms_range[0] <= login.heartbeat_interval_ms <= heartbeat_interval_ms_range[1]):
+        return SessionReason.INVALID_HEARTBEAT_INTERVAL
+    if len(issued_nonce) != NONCE_SIZE or not hmac.compare_digest(login.nonce, issued_nonce):
+        return SessionReason.STALE_CHALLENGE
+    return SessionReason.NONE
+
+
+async def authenticate(registry: KeyRegistry, login: Login, issued_nonce: bytes, *,
+                       heartbeat_interval_ms_range: tuple[int, int] | None = None,
+                       ) -> tuple[SessionReason, KeyRecord | None]:
     """Check a LOGIN against the nonce this connection was issued.
 
-    Returns ``(NONE, record)`` when it may log in, else ``(reason, None)``; checks in
-    order: protocol version, key known, not revoked, key of the named account, nonce,
-    signature. (Heartbeat interval, event sequence and session limits are the server's.)
+    Returns ``(NONE, record)`` when it may log in, else ``(reason, None)`` with the exact
+    reason (for the log; ``public_reason`` is what the client gets). Order: everything that
+    needs no database (``check_without_registry``), then the key lookup; the signature is
+    verified whatever the lookup found (against a decoy key when there is no usable one),
+    then: key known, not revoked, key of the named account, signature. (Heartbeat interval,
+    event sequence and session limits are the server's.)
     """
-    if login.protocol_version != PROTOCOL_VERSION:
-        return SessionReason.UNSUPPORTED_VERSION, None
+    reason = check_without_registry(login, issued_nonce, heartbeat_interval_ms_range)
+    if reason != SessionReason.NONE:
+        return reason, None
     record = await registry.lookup(login.key_id)
+    usable = record is not None and not record.revoked and record.account_id == login.account_id
+    signed_ok = verify_signature(record.public_key if usable else _DECOY_PUBLIC_KEY, login.signature,
+                                 login_signed_bytes(login.encode()))
     if record is None:
         return SessionReason.UNKNOWN_KEY, None
     if record.revoked:
         return SessionReason.KEY_REVOKED, None
     if record.account_id != login.account_id:
         return SessionReason.ACCOUNT_MISMATCH, None
-    if len(issued_nonce) != NONCE_SIZE or not hmac.compare_digest(login.nonce, issued_nonce):
-        return SessionReason.STALE_CHALLENGE, None
-    if not verify_signature(record.public_key, login.signature, login_signed_bytes(login.encode())):
+    if not signed_ok:
         return SessionReason.BAD_SIGNATURE, None
     return SessionReason.NONE, record

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
 import msgspec
 
-__all__ = ["JsonFormatter", "configure", "redact_dsn"]
+__all__ = ["JsonFormatter", "configure", "redact_dsn", "dsn_has_password"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -75,11 +76,32 @@ class _OneLine(logging.Filter):
         return True
 
 
+# key=value DSN (libpq): password = value, the value bare or single-quoted with \' and \\ escapes
+_KEY_VALUE_PASSWORD = re.compile(r"""(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)""", re.IGNORECASE)
+# URL query parameter: ?password=... or &password=..., up to the next & or #
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_dsn(dsn: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    """Mask every password a DSN can carry: URL userinfo (``user:secret@``), a
+    ``password=`` query parameter, and a key=value ``password=`` (bare or quoted)::
+
+        postgresql://user:secret@host/db          -> postgresql://user:***@host/db
+        postgresql://host/db?password=secret&x=1  -> postgresql://host/db?password=***&x=1
+        host=db password='se cret' user=u         -> host=db password=*** user=u
+    """
     head, sep, tail = dsn.partition("://")
-    if not sep or "@" not in tail:
-        return dsn
-    credentials, _, rest = tail.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{head}://{user}:***@{rest}"
+    if not sep:
+        return _KEY_VALUE_PASSWORD.sub(r"\1***", dsn)
+    query_at = tail.find("?")
+    before, query = (tail, "") if query_at < 0 else (tail[:query_at], tail[query_at:])
+    if "@" in before:  # userinfo ends at the last "@" (a password may hold "@" or "/")
+        credentials, _, location = before.rpartition("@")
+        user, colon, _ = credentials.partition(":")
+        before = f"{user}:***@{location}" if colon else f"{user}@{location}"
+    return f"{head}://{before}" + _QUERY_PASSWORD.sub(r"\1***", query)
+
+
+def dsn_has_password(dsn: str) -> bool:
+    """True when ``dsn`` carries a password (which a command line shows in /proc)."""
+    return redact_dsn(dsn) != dsn

@@ -38,6 +38,7 @@ from matchcore.core.commands import mass_cancels
 from matchcore.core.records import COMMAND_DTYPE
 from matchcore.protocol import _codec
 from matchcore.gateway import keys
+from matchcore.gateway.login_throttle import LoginThrottle
 from matchcore import protocol as p
 from matchcore.protocol import DecodeStatus, SessionReason
 
@@ -52,7 +53,7 @@ NS_PER_MS = 1_000_000
 IDLE_HEARTBEATS = 3
 
 
-class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
+class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Per-connection and per-server limits. Units are in the names."""
 
     max_sessions: int = 1_000
@@ -88,6 +89,16 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
     #: ORDER_STATUS queries of one session waiting for the order view; while that many wait,
     #: the session's later frames wait too (backpressure).
     order_status_in_flight_max: int = 16
+    # credentials (gateway/key_watch.py, gateway/login_throttle.py)
+    #: A session is logged out SESSION_AGE_EXCEEDED this long after its login.
+    session_age_ms_max: int = 86_400_000
+    #: The keys of open sessions are read again this often (a revocation whose NOTIFY was lost).
+    key_recheck_interval_ms: int = 5_000
+    #: Failed logins one source address may make at once, then one more per refill.
+    login_failures_burst: int = 20
+    login_failure_refill_ms: int = 3_000
+    #: Source addresses the login throttle remembers (the least recently seen is forgotten).
+    login_throttle_addresses_max: int = 65_536
 
     def validate(self) -> "GatewayLimits":
         """Raise ValueError on an impossible limit; returns self."""
@@ -113,11 +124,21 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True):
             (self.catch_up_stall_ms_max > 0, "catch_up_stall_ms_max must be positive"),
             (self.slow_consumer_linger_ms >= 0, "slow_consumer_linger_ms must be >= 0"),
             (self.order_status_in_flight_max > 0, "order_status_in_flight_max must be positive"),
-        ]
+        ] + self._credential_checks()
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         return self
+
+    def _credential_checks(self) -> list[tuple[bool, str]]:
+        return [
+            (1_000 <= self.session_age_ms_max <= 30 * 86_400_000,
+             "session_age_ms_max must be in [1000, 30 days]"),
+            (100 <= self.key_recheck_interval_ms <= 600_000, "key_recheck_interval_ms must be in [100, 600000]"),
+            (self.login_failures_burst > 0, "login_failures_burst must be positive"),
+            (100 <= self.login_failure_refill_ms <= 3_600_000, "login_failure_refill_ms must be in [100, 3600000]"),
+            (self.login_throttle_addresses_max > 0, "login_throttle_addresses_max must be positive"),
+        ]
 
 
 class TokenBucket:
@@ -291,8 +312,8 @@ class Session:
         if self.observer is not None:
             self.account_id = login.account_id
             self.observer.session_login(self, reason, record)
-        if reason != SessionReason.NONE:
-            self._write(p.LoginRejected(int(reason)).encode(), now_ns)
+        if reason != SessionReason.NONE:  # the observer logged the exact reason; the client gets less
+            self._write(p.LoginRejected(int(keys.public_reason(reason))).encode(), now_ns)
             return self._close(reason, now_ns, send_logout=False)
         self._slot_held = True
         self._activate(login, record, now_ns)
@@ -652,7 +673,7 @@ class SessionTable:
     """The server's sessions, the slots, and the clock that ticks them (``run_clock``)."""
 
     __slots__ = ("limits", "sink", "registry", "slots", "sessions", "last_event_seq_of", "order_status",
-                 "on_active", "observer", "_next_session_id", "before_accept")
+                 "on_active", "observer", "_next_session_id", "before_accept", "login_throttle")
 
     def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: keys.KeyRegistry, *,
                  last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -671,6 +692,8 @@ class SessionTable:
         self.on_active = on_active
         self.observer = observer
         self._next_session_id = 1
+        self.login_throttle = LoginThrottle(limits.login_failures_burst, limits.login_failure_refill_ms,
+                                            limits.login_throttle_addresses_max)
 
     def protocol_factory(self) -> "SessionProtocol":
         return SessionProtocol(self)
@@ -714,10 +737,16 @@ class SessionProtocol(asyncio.Protocol):
             asyncio.get_running_loop().create_task(self._authenticate(session, login))
 
     async def _authenticate(self, session: Session, login: p.Login) -> None:
-        timeout_s = self.table.limits.login_timeout_ms / 1000
+        throttle, address = self.table.login_throttle, session.peer.rpartition(":")[0]
+        if not throttle.allowed(address, time.time_ns()):
+            return session.complete_login(SessionReason.LOGIN_THROTTLED, None, time.time_ns())
+        limits = self.table.limits
+        timeout_s = limits.login_timeout_ms / 1000
         try:
-            reason, record = await asyncio.wait_for(
-                keys.authenticate(self.table.registry, login, session.nonce), timeout_s)
+            reason, record = await asyncio.wait_for(keys.authenticate(
+                self.table.registry, login, session.nonce,
+                heartbeat_interval_ms_range=(limits.heartbeat_interval_ms_min, limits.heartbeat_interval_ms_max)),
+                timeout_s)
             if reason == SessionReason.NONE and self.table.before_accept is not None:
                 await asyncio.wait_for(self.table.before_accept(session, login), timeout_s)
         except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
@@ -725,6 +754,10 @@ class SessionProtocol(asyncio.Protocol):
             _log.warning("login not checked: key registry unavailable",
                          extra={"session_id": session.session_id, "error": repr(error)})
             reason, record = SessionReason.UNAVAILABLE, None
+        if reason in keys.CREDENTIAL_REASONS:
+            throttle.failed(address, time.time_ns())
+            if not throttle.allowed(address, time.time_ns()):
+                _log.warning("login throttled", extra={"peer_address": address, "addresses": len(throttle)})
         session.complete_login(reason, record, time.time_ns())
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -9,11 +9,23 @@ Layout of a data folder (created on first start, reused on every later one)::
 
     data_dir/            the folder of its own; owned by the calling user
       .lock              serializes start and stop between processes (flock)
-      password           the server password, mode 0600, owned by the calling user
+      password           the bootstrap superuser's password, mode 0600, owned by the calling user
+      app_password       the application role's password, mode 0600, owned by the calling user
       port               the last port used, so the DSN stays stable between runs
       pgdata/            PGDATA, owned by the server's OS user, mode 0700
-        matchcore.conf   our settings, rewritten at every start, included by postgresql.conf
         server.log       the server log
+
+Two database roles: the bootstrap superuser ``DATABASE_USER`` (``admin_dsn``), used only to
+set up, and the application role ``app_role.APP_ROLE`` (``dsn``, what ``start()`` returns
+and ``matchcore serve`` connects as): no superuser, no CREATEROLE or CREATEDB, the owner of
+one schema per database and nothing else (``app_role``). ``create_database(name)`` makes a
+database the application role can use.
+
+Our settings (``SERVER_SETTINGS``, the port) go on the ``pg_ctl start`` command line
+(``-o "-c name=value ..."``), where they win over every configuration file; nothing is
+written into pgdata by this process. (It used to write ``pgdata/matchcore.conf``, and as
+root that followed a symlink the server user could plant there: a root-owned file taken
+over. A folder made then still includes that file; the command line overrides it.)
 
 PostgreSQL refuses to run as root. When the caller is root, the server runs as the system user
 ``SERVER_OS_USER`` (created with ``useradd --system`` if missing) and that user must be able to
@@ -23,11 +35,14 @@ permissions. The default folder for root is therefore ``/var/lib/matchcore/pg`` 
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import fcntl
 import importlib.util
 import os
 import pwd
 import secrets
+import shlex
 import socket
 import stat
 import subprocess
@@ -38,6 +53,7 @@ from typing import Any
 
 import platformdirs
 
+from matchcore.persistence.app_role import APP_ROLE, database_statements, legacy_statements, role_statements
 from matchcore.persistence.errors import PersistenceError
 
 __all__ = [
@@ -60,19 +76,21 @@ def _binaries_path() -> Path:
 POSTGRES_BIN_PATH = _binaries_path()
 #: OS user the server runs as when the caller is root (PostgreSQL refuses to run as root).
 SERVER_OS_USER = "matchcore_pg"
-#: Database role created by initdb; the DSN connects as it.
+#: The bootstrap superuser created by initdb: set-up only (``admin_dsn``).
 DATABASE_USER = "matchcore"
+#: The database of ``dsn`` and ``admin_dsn``.
+DEFAULT_DATABASE = "postgres"
 LISTEN_ADDRESS = "127.0.0.1"
 STOP_MODES = ("smart", "fast", "immediate")
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
 
-# Settings written to pgdata/matchcore.conf at every start. Durability stays on (fsync,
+# Settings passed on the pg_ctl command line at every start. Durability stays on (fsync,
 # synchronous_commit, full_page_writes): the journal's guarantee depends on it. The WAL sizes
 # let a journal of ~200 MB/s run without a checkpoint every few seconds.
 SERVER_SETTINGS: dict[str, str] = {
-    "listen_addresses": f"'{LISTEN_ADDRESS}'",
-    "unix_socket_directories": "''",
+    "listen_addresses": LISTEN_ADDRESS,
+    "unix_socket_directories": "",
     "max_connections": "64",
     "shared_buffers": "256MB",
     "wal_buffers": "64MB",
@@ -112,7 +130,7 @@ class EmbeddedPostgres:
     manager it starts on entry and, on exit, stops the server if this object started it.
     """
 
-    __slots__ = ("data_dir", "pgdata", "_port_requested", "_port", "_password", "_started_here")
+    __slots__ = ("data_dir", "pgdata", "_port_requested", "_port", "_password", "_app_password", "_started_here")
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None):
         if port is not None and not 0 < port < 65536:
@@ -123,21 +141,49 @@ class EmbeddedPostgres:
         self._port_requested = port
         self._port: int | None = None
         self._password: str | None = None
+        self._app_password: str | None = None
         self._started_here = False
 
     # -- public API ------------------------------------------------------------------------
 
     @property
     def dsn(self) -> str:
-        """The connection string; contains the password, so never log it (see ``dsn_redacted``)."""
+        """The application role's connection string (least privilege); contains the password,
+        so never log it (see ``dsn_redacted``)."""
+        return self.dsn_for(DEFAULT_DATABASE)
+
+    def dsn_for(self, database: str) -> str:
+        """The application role's connection string for ``database`` (see ``create_database``)."""
+        if self._port is None or self._app_password is None:
+            raise EmbeddedPostgresError("the server has not been started by this object")
+        return f"postgresql://{APP_ROLE}:{self._app_password}@{LISTEN_ADDRESS}:{self._port}/{database}"
+
+    @property
+    def admin_dsn(self) -> str:
+        """The bootstrap superuser's connection string: for set-up (databases, roles), never
+        for the server."""
         if self._port is None or self._password is None:
             raise EmbeddedPostgresError("the server has not been started by this object")
-        return f"postgresql://{DATABASE_USER}:{self._password}@{LISTEN_ADDRESS}:{self._port}/postgres"
+        return f"postgresql://{DATABASE_USER}:{self._password}@{LISTEN_ADDRESS}:{self._port}/{DEFAULT_DATABASE}"
 
     @property
     def dsn_redacted(self) -> str:
         """The DSN with the password masked, fit for logs."""
-        return f"postgresql://{DATABASE_USER}:***@{LISTEN_ADDRESS}:{self._port}/postgres"
+        return f"postgresql://{APP_ROLE}:***@{LISTEN_ADDRESS}:{self._port}/{DEFAULT_DATABASE}"
+
+    def create_database(self, name: str) -> str:
+        """Make database ``name`` (as the superuser) with the application role's schema in it;
+        its application DSN."""
+        _run_async(self._create_database(name))
+        return self.dsn_for(name)
+
+    async def _create_database(self, name: str) -> None:
+        admin = await _connect(self.admin_dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        await self._grant(name)
 
     @property
     def port(self) -> int | None:
@@ -155,18 +201,50 @@ class EmbeddedPostgres:
             self.data_dir.chmod(0o755 if os.geteuid() == 0 else 0o700)
         with self._folder_lock():
             self._password = self._ensure_password()
+            self._app_password = self._ensure_secret("app_password")
             if not (self.pgdata / "PG_VERSION").exists():
                 self._initdb()
             running_port = self._running_port()
             if running_port is not None:
                 self._port = running_port
-                return self.dsn
-            self._port = self._choose_port()
-            self._write_settings(self._port)
-            self._pg_ctl(["-w", "-t", str(START_TIMEOUT_S), "-l", str(self.log_path), "start"])
-            (self.data_dir / "port").write_text(f"{self._port}\n")
-            self._started_here = True
+            else:
+                self._port = self._choose_port()
+                self._pg_ctl(["-w", "-t", str(START_TIMEOUT_S), "-l", str(self.log_path),
+                              "-o", _command_line_settings(self._port), "start"])
+                (self.data_dir / "port").write_text(f"{self._port}\n")
+                self._started_here = True
+            _run_async(self._set_up_role())
         return self.dsn
+
+    async def _set_up_role(self) -> None:
+        """As the superuser: the application role (idempotent) and its schema in the default
+        database, with the tables of an older matchcore moved into it."""
+        admin = await _connect(self.admin_dsn)
+        try:
+            async with admin.transaction():
+                await admin.execute("SELECT pg_advisory_xact_lock(7400003)")
+                for statement in role_statements(APP_ROLE, self._app_password):
+                    await admin.execute(statement)
+        finally:
+            await admin.close()
+        await self._grant(DEFAULT_DATABASE)
+
+    def grant(self, database: str) -> None:
+        """Give the application role its schema in the existing ``database`` (idempotent;
+        tables an older matchcore left in public move into it)."""
+        _run_async(self._grant(database))
+
+    async def _grant(self, database: str) -> None:
+        head, _, _ = self.admin_dsn.rpartition("/")
+        admin = await _connect(f"{head}/{database}")
+        try:
+            async with admin.transaction():
+                await admin.execute("SELECT pg_advisory_xact_lock(7400003)")
+                for statement in database_statements(APP_ROLE, database):
+                    await admin.execute(statement)
+                await admin.execute(legacy_statements(APP_ROLE))
+        finally:
+            await admin.close()
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server: ``fast`` (clean, the default), ``smart`` or ``immediate`` (a crash,
@@ -236,9 +314,6 @@ class EmbeddedPostgres:
                 "--auth-host=scram-sha-256", "--auth-local=peer", "--encoding=UTF8",
                 "--locale=C", "--no-instructions",
             ])
-        with open(self.pgdata / "postgresql.conf", "a") as conf:
-            conf.write("\n# matchcore: settings of the embedded server\n"
-                       "include_if_exists = 'matchcore.conf'\n")
 
     def _ensure_password(self) -> str:
         path = self.data_dir / "password"
@@ -246,11 +321,21 @@ class EmbeddedPostgres:
             return path.read_text().strip()
         if (self.pgdata / "PG_VERSION").exists():
             raise EmbeddedPostgresError(f"{path} is missing: cannot connect to the existing server")
-        password = secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as file:
-            file.write(password + "\n")
-        return password
+        return self._ensure_secret("password")
+
+    def _ensure_secret(self, name: str) -> str:
+        """A random password kept in ``data_dir/name`` (0600, made once, never through a link)."""
+        path = self.data_dir / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            password = secrets.token_urlsafe(24)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(password + "\n")
+            return password
+        with os.fdopen(fd) as file:
+            return file.read().strip()
 
     def _choose_port(self) -> int:
         if self._port_requested is not None:
@@ -261,15 +346,6 @@ class EmbeddedPostgres:
             if _port_is_free(previous):
                 return previous
         return _free_port()
-
-    def _write_settings(self, port: int) -> None:
-        settings = dict(SERVER_SETTINGS, port=str(port))
-        text = "".join(f"{name} = {value}\n" for name, value in settings.items())
-        path = self.pgdata / "matchcore.conf"
-        path.write_text("# written by matchcore.persistence.embedded at every start\n" + text)
-        user = self._server_user()
-        if user is not None:
-            os.chown(path, user.pw_uid, user.pw_gid)
 
     # -- process control -------------------------------------------------------------------
 
@@ -354,6 +430,26 @@ def _check_traversable(folder: Path, user: pwd.struct_passwd) -> None:
                 f"the server runs as OS user {user.pw_name!r}, which cannot enter {path} "
                 f"(mode {stat.filemode(info.st_mode)}); choose a data folder outside it, "
                 f"for example {default_data_dir()}")
+
+
+def _command_line_settings(port: int) -> str:
+    """``SERVER_SETTINGS`` and the port as postgres options for ``pg_ctl -o`` (which hands
+    them to /bin/sh: every value is shell-quoted)."""
+    settings = dict(SERVER_SETTINGS, port=str(port))
+    return " ".join(f"-c {shlex.quote(f'{name}={value}')}" for name, value in settings.items())
+
+
+async def _connect(dsn: str):
+    import asyncpg
+
+    return await asyncpg.connect(dsn, server_settings={"application_name": "matchcore-setup"})
+
+
+def _run_async(coroutine) -> None:
+    """Run ``coroutine`` to completion from synchronous code, even when the calling thread
+    already runs an event loop (in a thread of its own)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
 
 
 def _free_port() -> int:

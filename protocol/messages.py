@@ -27,7 +27,8 @@ from matchcore.errors import MatchcoreError
 __all__ = [
     "PROTOCOL_VERSION", "HEADER_SIZE", "MAX_FRAME_SIZE", "NONCE_SIZE", "SIGNATURE_SIZE",
     "LOGIN_SIGNATURE_CONTEXT", "PUBLIC_KEY_SIZE", "ALL_INSTRUMENTS", "fingerprint",
-    "MessageType", "SessionReason", "DecodeStatus", "Direction", "LoginFlags", "SessionFlags",
+    "MessageType", "SessionReason", "DecodeStatus", "Direction", "LoginFlags", "LOGIN_FLAGS_DEFINED",
+    "SessionFlags",
     "Liquidity", "OrderState", "ProtocolError",
     "Message", "AddAsset", "AddAccount", "AddInstrument", "SetPriceBand", "SetFees",
     "HaltInstrument", "ResumeInstrument", "Deposit", "Withdraw", "NewOrder", "Cancel", "Replace",
@@ -108,7 +109,11 @@ class SessionReason(IntEnum):
     One enum, explicit numbers, grouped in ranges by effect and ordered by precedence inside
     a range. A retired number is never reused. 1-19 framing (the connection is closed),
     20-39 login (LOGIN_REJECTED, then close), 40-59 one message (SESSION_REJECT, the session
-    goes on), 60-79 end of session (LOGOUT).
+    goes on), 60-79 end of session (LOGOUT). Numbers added later follow the older ones of
+    their range, so inside a range the order of the checks is the protocol document's
+    (3.1 for logins), not always the numbers'. On the wire a login that fails on its
+    credentials (UNKNOWN_KEY, KEY_REVOKED, ACCOUNT_MISMATCH, STALE_CHALLENGE, BAD_SIGNATURE)
+    is answered AUTH_FAILED only; the server's log keeps the exact reason.
     """
 
     NONE = 0
@@ -128,6 +133,9 @@ class SessionReason(IntEnum):
     INVALID_HEARTBEAT_INTERVAL = 27
     INVALID_EVENT_SEQ = 28    # next_event_seq beyond the account's last event + 1
     TOO_MANY_SESSIONS = 29
+    AUTH_FAILED = 30          # the one answer a client gets for UNKNOWN_KEY .. BAD_SIGNATURE (the log has which)
+    LOGIN_THROTTLED = 31      # too many failed logins from this address; retry later
+    UNSUPPORTED_LOGIN_FLAGS = 32  # a LoginFlags bit this version does not define
     UNAVAILABLE = 33          # the server cannot check logins now (its database is unreachable): retry later
     # one message refused; nothing reaches the engine and the session goes on
     NOT_AUTHORIZED = 40       # an admin message from a session without the admin right
@@ -139,6 +147,8 @@ class SessionReason(IntEnum):
     IDLE_TIMEOUT = 61         # nothing received for the idle timeout (3 heartbeat intervals)
     SERVER_SHUTDOWN = 62
     SLOW_CONSUMER = 63        # the client does not read its events fast enough
+    SESSION_KEY_REVOKED = 64  # the session's key was revoked (or changed) while it was open
+    SESSION_AGE_EXCEEDED = 65  # the session reached the server's maximum age; log in again
     RATE_EXCEEDED = 66        # the session kept sending over its message rate (see RATE_LIMITED)
 
 
@@ -160,6 +170,10 @@ class Direction(IntEnum):
 
 class LoginFlags(IntFlag):
     CANCEL_ON_DISCONNECT = 1  # cancel the account's resting orders when this connection drops
+
+
+#: Every LoginFlags bit this version defines; a LOGIN with another bit set is refused.
+LOGIN_FLAGS_DEFINED = int(LoginFlags.CANCEL_ON_DISCONNECT)
 
 
 class SessionFlags(IntFlag):

@@ -56,13 +56,16 @@ class ServerProcess:
         self.folder = folder
         self.settings = {**ENGINE_SETTINGS, **settings}
         self.database = f"e2e_{uuid.uuid4().hex[:12]}"
-        run(_execute(pg.dsn, f"CREATE DATABASE {self.database}"))
-        head, _, _ = pg.dsn.rpartition("/")
-        self.dsn = f"{head}/{self.database}"
+        self.dsn = pg.create_database(self.database)  # the application role's (least privilege)
+        head, _, _ = pg.admin_dsn.rpartition("/")
+        self.admin_dsn = f"{head}/{self.database}"  # the superuser's, for what a test does behind the server's back
         self.keys: dict[int, tuple[int, client_keys.PrivateKey]] = {}
         self.process: subprocess.Popen | None = None
         self.port = self.metrics_port = 0
         self.tls: tuple[str, str] | None = None
+        #: what ``--dsn`` is given (None: ``dsn``), and extra environment for the server
+        self.dsn_argument: str | None = None
+        self.environment: dict[str, str] = {}
         self.log_path = folder / f"{self.database}.log"
         run(self._register())
 
@@ -79,14 +82,15 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         ready = self.folder / f"{self.database}.ready"
         ready.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "matchcore.cli", "serve", "--dsn", self.dsn, "--port", "0",
+        command = [sys.executable, "-m", "matchcore.cli", "serve", "--dsn", self.dsn_argument or self.dsn, "--port", "0",
                    "--metrics-port", "0", "--ready-file", str(ready), "--log-level", "info"]
         if self.tls:
             command += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         for key, value in self.settings.items():
             command += ["--set", f"{key}={value}"]
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, **self.environment})
         log.close()
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -140,7 +144,7 @@ class ServerProcess:
 
     def drop(self) -> None:
         self.stop()
-        run(_execute(self.pg.dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
+        run(_execute(self.pg.admin_dsn, f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)"))
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from .conftest import env_without_matchcore
 
 def test_demo_runs_and_its_replay_verifies(pg_server):
     result = subprocess.run([sys.executable, "-m", "matchcore.cli", "demo", "--clients", "2",
-                             "--seconds", "1", "--dsn", pg_server.dsn],
+                             "--seconds", "1", "--dsn", pg_server.admin_dsn],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "every event re-derived and equal to the journal" in result.stdout
@@ -20,7 +20,7 @@ def test_demo_runs_and_its_replay_verifies(pg_server):
 
 def test_bench_e2e_json_keys(pg_server):
     result = subprocess.run([sys.executable, "-m", "matchcore.cli", "bench", "e2e", "--clients", "1",
-                             "--seconds", "1", "--warmup", "0.5", "--rate", "2000", "--json", "--dsn", pg_server.dsn],
+                             "--seconds", "1", "--warmup", "0.5", "--rate", "2000", "--json", "--dsn", pg_server.admin_dsn],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])

@@ -116,3 +116,34 @@ def test_no_secret_in_reprs_or_logs(caplog):
         import pickle
 
         pickle.dumps(key)
+
+
+def test_login_throttle_budget_refill_and_bounded_table():
+    from matchcore.gateway.login_throttle import LoginThrottle
+
+    throttle = LoginThrottle(burst=2, refill_ms=1_000, addresses_max=3)
+    ms = 1_000_000
+    for _ in range(2):
+        assert throttle.allowed("10.0.0.1", 0)
+        throttle.failed("10.0.0.1", 0)
+    assert not throttle.allowed("10.0.0.1", 0) and throttle.allowed("10.0.0.2", 0)
+    assert not throttle.allowed("10.0.0.1", 999 * ms) and throttle.allowed("10.0.0.1", 1_000 * ms)
+    for address in ("a", "b", "c", "d"):
+        throttle.failed(address, 0)
+    assert len(throttle) == 3  # the least recently seen address was forgotten
+
+
+def test_undefined_login_flags_and_limits_fields_are_refused():
+    import msgspec
+    import pytest
+
+    from matchcore import protocol as p
+    from matchcore.gateway import keys
+    from matchcore.gateway.sessions import GatewayLimits
+
+    login = p.Login(p.PROTOCOL_VERSION, 0x80, 1, 1000, 1, 0, bytes(32), bytes(64))
+    assert keys.check_without_registry(login, bytes(32)) == p.SessionReason.UNSUPPORTED_LOGIN_FLAGS
+    assert keys.public_reason(p.SessionReason.UNKNOWN_KEY) == p.SessionReason.AUTH_FAILED
+    assert keys.public_reason(p.SessionReason.UNSUPPORTED_VERSION) == p.SessionReason.UNSUPPORTED_VERSION
+    with pytest.raises(msgspec.ValidationError):  # a misspelt limit is an error, not a default
+        msgspec.convert({"session_age_ms_maxx": 5}, GatewayLimits)

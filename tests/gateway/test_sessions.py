@@ -73,7 +73,7 @@ def test_login_accepted_states_the_session():
 def test_bad_logins_get_typed_rejects_and_close():
     session, transport, _ = make()
     [answer] = login(session, transport, key=client_keys.generate_key())
-    assert answer == p.LoginRejected(SessionReason.BAD_SIGNATURE) and transport.closed
+    assert answer == p.LoginRejected(SessionReason.AUTH_FAILED) and transport.closed
     session, transport, _ = make(last_event_seq_of=lambda account: 5)
     assert login(session, transport, next_event_seq=7) == [p.LoginRejected(SessionReason.INVALID_EVENT_SEQ)]
     session, transport, _ = make()

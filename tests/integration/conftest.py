@@ -27,9 +27,9 @@ def database_dsn(server_dsn: str, database: str) -> str:
 
 @pytest.fixture
 def db_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
-    """The DSN of a new, empty database, dropped after the test."""
+    """The application role's DSN of a new, empty database, dropped after the test."""
     name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = pg_server.dsn
+    admin = pg_server.admin_dsn
 
     async def run(sql: str) -> None:
         connection = await asyncpg.connect(admin)
@@ -38,9 +38,9 @@ def db_dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
         finally:
             await connection.close()
 
-    asyncio.run(run(f"CREATE DATABASE {name}"))
+    dsn = pg_server.create_database(name)
     try:
-        yield database_dsn(admin, name)
+        yield dsn
     finally:
         if not pg_server.is_running():
             pg_server.start()
