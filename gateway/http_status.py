@@ -157,7 +157,7 @@ class StatusServer:
             raise failure[0]
 
     def _run(self, started: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
+        loop = _new_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._serve(started))
@@ -324,6 +324,16 @@ class StatusServer:
             problem = f"the database is not reachable: {type(error).__name__}: {error}"
         self._database = (time.monotonic_ns(), problem)
         return problem
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed (accept and socket work in C: less time holding the GIL that the
+    trading loop needs), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 class _Connection:
