@@ -16,6 +16,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_pipeline(benches)
     _add_journal(benches)
     _add_e2e(benches)
+    _add_abuse(benches)
     _add_memory(benches)
     _add_report(benches)
     _add_gate(benches)
@@ -76,6 +77,17 @@ def _add_e2e(benches: argparse._SubParsersAction) -> None:
     e2e.add_argument("--data-dir", default=None, help="embedded server's data folder (default: a temp folder)")
     e2e.add_argument("--json", action="store_true", help="print one JSON object")
     e2e.set_defaults(handler=bench_e2e)
+
+
+def _add_abuse(benches: argparse._SubParsersAction) -> None:
+    abuse = benches.add_parser("abuse", help="a trader's order round trip while another client attacks "
+                                             "(floods, refused frames, connection floods, scrapes)")
+    abuse.add_argument("--samples", type=int, default=500, help="round trips per phase")
+    abuse.add_argument("--phase-seconds", type=float, default=10.0, help="longest phase, seconds")
+    abuse.add_argument("--attacks", nargs="*", default=None, help="some of the attacks (default: all)")
+    abuse.add_argument("--dsn", default=None, help="a PostgreSQL to use (default: embedded, in a temp folder)")
+    abuse.add_argument("--json", action="store_true", help="print one JSON object")
+    abuse.set_defaults(handler=bench_abuse)
 
 
 def _add_memory(benches: argparse._SubParsersAction) -> None:
@@ -164,6 +176,14 @@ def bench_e2e(args: argparse.Namespace) -> int:
 
     run_e2e_bench(clients=args.clients, seconds=args.seconds, rate=args.rate, warmup_s=args.warmup,
                   as_json=args.json, dsn=args.dsn, data_dir=args.data_dir)
+    return 0
+
+
+def bench_abuse(args: argparse.Namespace) -> int:
+    from matchcore.bench.abuse_bench import ATTACKS, run_abuse_bench
+
+    run_abuse_bench(samples=args.samples, phase_s=args.phase_seconds, attacks=tuple(args.attacks or ATTACKS),
+                    as_json=args.json, dsn=args.dsn)
     return 0
 
 

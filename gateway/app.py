@@ -28,6 +28,7 @@ import ssl
 import time
 
 import asyncpg
+import msgspec
 
 from matchcore.core import Engine
 from matchcore.core.codes import CommandKind
@@ -148,7 +149,7 @@ class GatewayServer:
         gc.freeze()
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         self._server = await asyncio.get_running_loop().create_server(
-            self.table.protocol_factory, config.listen_host, config.listen_port, ssl=self._ssl_context(),
+            self.table.protocol_factory, config.listen_host, config.listen_port, **self._tls_options(),
             backlog=1024, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         self._clock = asyncio.create_task(self.table.run_clock(config.clock_tick_ms), name="matchcore-clock")
@@ -262,18 +263,71 @@ class GatewayServer:
         context.load_cert_chain(self.config.tls_cert, self.config.tls_key)
         return context
 
+    def _tls_options(self) -> dict:
+        """TLS for create_server: the context, and a handshake bounded by the login timeout
+        (asyncio's and uvloop's default is 60 s); the table counts handshakes under way."""
+        context = self._ssl_context()
+        if context is None:
+            return {"ssl": None}
+        timeout_ms = self.config.limits.login_timeout_ms
+        self.table.expect_tls(timeout_ms)
+        return {"ssl": context, "ssl_handshake_timeout": timeout_ms / 1000}
+
     def _start_metrics(self) -> None:
         self.metrics.connections = lambda: len(self.table.sessions)
         self.metrics.sessions = lambda: self.table.slots.in_use
         self.metrics.ring_depths = self._ring_depths
+        self.metrics.door = self._door_counts
         if self.config.metrics_port < 0:
             return
-        from prometheus_client import start_http_server
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-        started = start_http_server(self.config.metrics_port, self.config.metrics_host,
-                                    registry=self.metrics.registry())
-        self._metrics_server = started[0] if isinstance(started, tuple) else None
-        self.metrics_port = self._metrics_server.server_port if self._metrics_server else self.config.metrics_port
+        from matchcore.gateway.http_status import DatabaseCheck, ReadinessSampler, StatusConfig, StatusServer
+
+        config = self.config
+        status_config = msgspec.convert({name: getattr(config, name) for name in StatusConfig.__struct_fields__},
+                                        StatusConfig)
+        registry = self.metrics.registry()
+        sampler = ReadinessSampler(self._readiness_sample)
+        check = DatabaseCheck(self.dsn, min(1_000, config.readiness_database_check_ms)) if self.dsn else None
+        self._metrics_server = StatusServer(status_config, lambda: generate_latest(registry), CONTENT_TYPE_LATEST,
+                                            sampler, check)
+        self._metrics_server.start()
+        sampler.start(asyncio.get_running_loop())
+        self.metrics_port = self._metrics_server.server_port
+
+    def _readiness_sample(self, now_ns: int):
+        """On the trading loop, for /readyz (see gateway/http_status.py)."""
+        from matchcore.gateway.http_status import ReadinessSample
+
+        service = self.service
+        problem = ""
+        if self._stopping:
+            problem = "stopping"
+        elif self._server is None or not self._server.is_serving():
+            problem = "the core is recovering (the trading port is not open yet)"
+        elif service is None or service.pipeline is None:
+            problem = "the durable core is not running"
+        else:
+            try:
+                service.check()
+            except BaseException as error:  # a failed core thread or journal writer
+                problem = f"the durable core failed: {type(error).__name__}: {error}"
+        if problem or service is None or service.pipeline is None:
+            return ReadinessSample(now_ns, problem, 0, 0)
+        uncommitted = service.next_seq - 1 - service.released_seq
+        return ReadinessSample(now_ns, problem, max(uncommitted, 0), service.released_seq)
+
+    def _door_counts(self) -> dict[str, int]:
+        table, status = self.table, self._metrics_server
+        handshakes = table.handshakes
+        return {"pending_logins": table.pending.count,
+                "refused_pending_logins": table.pending.refused_total,
+                "refused_pending_logins_per_address": table.pending.refused_per_address,
+                "tls_handshakes": len(handshakes) if handshakes is not None else 0,
+                "tls_handshakes_unfinished": handshakes.expired_total if handshakes is not None else 0,
+                "status_http_refused": status.refused_total if status is not None else 0,
+                "status_http_collections": status.collections_total if status is not None else 0}
 
     def _ring_depths(self) -> tuple[int, int]:
         pipeline = self.service.pipeline if self.service is not None else None
@@ -511,9 +565,28 @@ async def _serve(config: ServerConfig, ready_file: str | None) -> int:
     return 1 if server.failed is not None else 0
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise this process's soft limit of open files to its hard limit (each connection is
+    a file: at the common soft limit of 1,024 an accept fails with EMFILE long before
+    ``max_sessions`` + ``max_pending_logins``); logs both. Returns (soft, hard) in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised = soft
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            raised = hard
+        except (ValueError, OSError) as error:  # e.g. a hard limit of "unlimited" the kernel caps
+            _log.warning("open file limit not raised", extra={"soft": soft, "hard": hard, "error": str(error)})
+    _log.info("open file limit", extra={"soft_at_start": soft, "hard": hard, "soft": raised})
+    return raised, hard
+
+
 def run_server(config: ServerConfig, ready_file: str | None = None) -> int:
     """Run until SIGTERM, SIGINT or SIGHUP, on uvloop; the exit status (1: the journal
     writer failed and the server stopped itself)."""
     import uvloop
 
+    raise_open_file_limit()
     return uvloop.run(_serve(config, ready_file))

@@ -43,6 +43,19 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     metrics_host: str = "127.0.0.1"
     #: Prometheus metrics over HTTP; 0 = any free port, -1 = no metrics server
     metrics_port: int = 9400
+    #: the metrics port's HTTP server (gateway/http_status.py): open connections at most; the
+    #: time for a request to arrive (and for its answer to be taken); its largest size; how
+    #: long one collection of the metrics text is served to every scrape
+    metrics_connections_max: int = 16
+    metrics_request_timeout_ms: int = 2_000
+    metrics_request_bytes_max: int = 8_192
+    metrics_cache_ms: int = 1_000
+    #: /livez fails when the trading loop has not run for this long
+    liveness_loop_stall_ms: int = 10_000
+    #: /readyz fails when commands wait for their commit and none came for this long
+    readiness_commit_stall_ms: int = 5_000
+    #: /readyz checks the database (SELECT 1) at most this often, and not at all while commits come
+    readiness_database_check_ms: int = 2_000
     #: PostgreSQL address (also ``MATCHCORE_DSN``); None = the embedded server
     dsn: str | None = None
     #: the embedded server's data folder; None = its default
@@ -76,6 +89,13 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         checks = [
             (0 <= self.listen_port <= 65535, "listen_port must be in [0, 65535]"),
             (-1 <= self.metrics_port <= 65535, "metrics_port must be in [-1, 65535]"),
+            (1 <= self.metrics_connections_max <= 1024, "metrics_connections_max must be in [1, 1024]"),
+            (1 <= self.metrics_request_timeout_ms <= 60_000, "metrics_request_timeout_ms must be in [1, 60000]"),
+            (256 <= self.metrics_request_bytes_max <= 1 << 20, "metrics_request_bytes_max must be in [256, 2**20]"),
+            (0 <= self.metrics_cache_ms <= 60_000, "metrics_cache_ms must be in [0, 60000]"),
+            (self.liveness_loop_stall_ms >= 1_000, "liveness_loop_stall_ms must be at least 1000"),
+            (self.readiness_commit_stall_ms >= 100, "readiness_commit_stall_ms must be at least 100"),
+            (self.readiness_database_check_ms >= 100, "readiness_database_check_ms must be at least 100"),
             ((self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together"),
             (self.log_level.lower() in ("debug", "info", "warning", "error"),
              "log_level must be debug, info, warning or error"),

@@ -13,6 +13,14 @@ Metric names (all prefixed ``matchcore_``):
 - ``session_closes_total{reason}``: connections ended, by SessionReason
 - ``events_sent_total{source}``: event frames sent: live, or replayed from memory or journal
 - ``connections``, ``sessions``: open connections, logged-in sessions
+- ``pending_logins``: connections not logged in yet; ``tls_handshakes``: TLS handshakes
+  under way (accepted, not yet handed to the gateway)
+- ``connections_refused_total{reason}``: connections closed at once, before any CHALLENGE:
+  ``pending_logins`` (all in use) or ``pending_logins_per_address`` (that address's in use)
+- ``tls_handshakes_unfinished_total``: TLS handshakes that failed or timed out
+- ``status_http_refused_total``: metrics-port connections closed at once (over the limit);
+  ``status_http_collections_total``: times the metrics text was made (at most one per
+  ``metrics_cache_ms``, whatever the scrape rate)
 - ``ring_depth_records{ring}``: input and output ring of the core
 - ``journal_batch_commands``: histogram of commands per journal row
 - ``commit_latency_seconds``: histogram, per journal row: the writer's INSERT until PostgreSQL
@@ -91,6 +99,8 @@ class GatewayMetrics(Collector):
         self.connections: Callable[[], int] = lambda: 0
         self.sessions: Callable[[], int] = lambda: 0
         self.ring_depths: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        #: () -> {"pending_logins": n, "tls_handshakes": n, "refused_pending_logins": n, ...}
+        self.door: Callable[[], dict[str, int]] = lambda: {}
 
     # ------------------------------------------------------------------ recording
 
@@ -131,6 +141,7 @@ class GatewayMetrics(Collector):
         yield sent
         yield GaugeMetricFamily("matchcore_connections", "Open connections", value=self.connections())
         yield GaugeMetricFamily("matchcore_sessions", "Logged-in sessions", value=self.sessions())
+        yield from _door_families(self.door())
         depth = GaugeMetricFamily("matchcore_ring_depth_records", "Records waiting in a ring of the core",
                                   labels=["ring"])
         input_depth, output_depth = self.ring_depths()
@@ -147,6 +158,25 @@ class GatewayMetrics(Collector):
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
         return registry
+
+
+def _door_families(door: dict[str, int]):
+    """The connection limits in front of login and of the metrics port."""
+    yield GaugeMetricFamily("matchcore_pending_logins", "Connections not logged in yet",
+                            value=door.get("pending_logins", 0))
+    yield GaugeMetricFamily("matchcore_tls_handshakes", "TLS handshakes under way",
+                            value=door.get("tls_handshakes", 0))
+    refused = CounterMetricFamily("matchcore_connections_refused", "Connections closed at once, before "
+                                  "CHALLENGE, by the limit reached", labels=["reason"])
+    refused.add_metric(["pending_logins"], door.get("refused_pending_logins", 0))
+    refused.add_metric(["pending_logins_per_address"], door.get("refused_pending_logins_per_address", 0))
+    yield refused
+    yield CounterMetricFamily("matchcore_tls_handshakes_unfinished", "TLS handshakes that failed or timed out",
+                              value=door.get("tls_handshakes_unfinished", 0))
+    yield CounterMetricFamily("matchcore_status_http_refused", "Metrics-port connections closed at once",
+                              value=door.get("status_http_refused", 0))
+    yield CounterMetricFamily("matchcore_status_http_collections", "Collections of the metrics text",
+                              value=door.get("status_http_collections", 0))
 
 
 def _by_reason(name: str, documentation: str, counts: np.ndarray, enum) -> CounterMetricFamily:

@@ -5,14 +5,18 @@ state machine that knows nothing of asyncio, then a thin adapter):
 
 - ``GatewayLimits``: every limit of a connection, typed, each with its unit, validated.
 - ``TokenBucket``: the per-session message rate, in integer arithmetic (no floats).
-- ``SessionSlots``: the maximum number of logged-in sessions.
+- ``SessionSlots``: the logged-in sessions: at most so many in all, per key and per account,
+  with slots kept for admin keys (``SessionSlotClaim`` is one session's slot,
+  ``AdminKeyMemo`` tells it whether the key just authenticated is an admin's).
 - ``Session``: one connection from CHALLENGE to close. It is fed bytes and clock readings
   (``on_data``, ``on_tick``) and answers through a ``Transport`` (``write``, ``close``);
   decoded commands go to a ``CommandSink`` (``admission.Admission``). Login
   authentication is async (the key registry), so a LOGIN is handed out by
   ``take_login()`` and the answer comes back through ``complete_login()``.
 - ``SessionProtocol`` / ``SessionTable``: the asyncio adapter and the clock that ticks
-  every session (login timeout, heartbeats, idle timeout).
+  every session (login timeout, heartbeats, idle timeout). ``PendingLogins`` caps the
+  connections before login (all, and per source address): one more is closed before its
+  CHALLENGE. ``TlsHandshakes`` counts the TLS handshakes under way.
 
 The pieces behind it are in their own modules: ``admission`` (the ``CommandSink`` in front
 of the core's input ring, with backpressure), ``durable_core`` (the core thread and the
@@ -42,7 +46,8 @@ from matchcore.gateway.login_throttle import LoginThrottle
 from matchcore import protocol as p
 from matchcore.protocol import DecodeStatus, SessionReason
 
-__all__ = ["GatewayLimits", "TokenBucket", "SessionSlots", "SessionState", "Transport", "CommandSink",
+__all__ = ["GatewayLimits", "TokenBucket", "SessionSlots", "SessionSlotClaim", "AdminKeyMemo", "PendingLogins",
+           "TlsHandshakes", "SessionState", "Transport", "CommandSink",
            "Session", "SessionProtocol", "SessionTable"]
 
 _log = logging.getLogger("matchcore.gateway.sessions")
@@ -99,6 +104,18 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     login_failure_refill_ms: int = 3_000
     #: Source addresses the login throttle remembers (the least recently seen is forgotten).
     login_throttle_addresses_max: int = 65_536
+    #: Logged-in sessions of one key, and of one account (all its keys), at once; beyond
+    #: them a login gets LOGIN_REJECTED TOO_MANY_SESSIONS.
+    max_sessions_per_key: int = 64
+    max_sessions_per_account: int = 128
+    #: Of ``max_sessions``, this many only sessions of admin keys may take: traders together
+    #: hold at most ``max_sessions - admin_reserved_sessions``, so they cannot lock out operators.
+    admin_reserved_sessions: int = 4
+    #: Connections not logged in yet (from accept, or the end of the TLS handshake, until
+    #: LOGIN_ACCEPTED or close), all together and from one source address. Beyond either, a
+    #: new connection is closed at once, before its CHALLENGE (counted by reason).
+    max_pending_logins: int = 256
+    max_pending_logins_per_address: int = 32
 
     def validate(self) -> "GatewayLimits":
         """Raise ValueError on an impossible limit; returns self."""
@@ -119,6 +136,12 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             (self.idle_timeout_heartbeats >= 2, "idle_timeout_heartbeats must be at least 2"),
             (self.output_buffer_bytes_max >= 1 << 16, "output_buffer_bytes_max must be at least 64 KiB"),
             (self.replay_chunk_frames > 0, "replay_chunk_frames must be positive"),
+            (0 < self.max_sessions_per_key <= self.max_sessions_per_account,
+             "max_sessions_per_key must be positive and at most max_sessions_per_account"),
+            (0 <= self.admin_reserved_sessions < self.max_sessions,
+             "admin_reserved_sessions must be in [0, max_sessions)"),
+            (0 < self.max_pending_logins_per_address <= self.max_pending_logins,
+             "max_pending_logins_per_address must be positive and at most max_pending_logins"),
             (self.frames_per_turn_max > 0, "frames_per_turn_max must be positive"),
             (self.rate_limited_frames_per_s_max > 0, "rate_limited_frames_per_s_max must be positive"),
             (self.catch_up_stall_ms_max > 0, "catch_up_stall_ms_max must be positive"),
@@ -171,12 +194,33 @@ class TokenBucket:
 
 
 class SessionSlots:
-    """At most ``max_sessions`` logged-in sessions at a time."""
+    """At most ``max_sessions`` logged-in sessions at a time; with ``acquire_for``, also at
+    most ``max_sessions_per_key`` per key and ``max_sessions_per_account`` per account, and
+    ``admin_reserved_sessions`` of the total kept for admin keys. ``acquire()`` (no key)
+    counts against the total only."""
 
-    __slots__ = ("max_sessions", "in_use")
+    __slots__ = ("max_sessions", "in_use", "max_sessions_per_key", "max_sessions_per_account",
+                 "admin_reserved_sessions", "admin_in_use", "_by_key", "_by_account")
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, *, max_sessions_per_key: int | None = None,
+                 max_sessions_per_account: int | None = None, admin_reserved_sessions: int = 0) -> None:
+        assert max_sessions > 0
+        assert 0 <= admin_reserved_sessions < max_sessions
         self.max_sessions, self.in_use = max_sessions, 0
+        self.max_sessions_per_key = max_sessions_per_key or max_sessions
+        self.max_sessions_per_account = max_sessions_per_account or max_sessions
+        self.admin_reserved_sessions = admin_reserved_sessions
+        self.admin_in_use = 0
+        #: sessions per key id and per account; an entry goes when its count reaches 0, so
+        #: each map holds at most ``in_use`` entries
+        self._by_key: dict[int, int] = {}
+        self._by_account: dict[int, int] = {}
+
+    @classmethod
+    def from_limits(cls, limits: GatewayLimits) -> "SessionSlots":
+        return cls(limits.max_sessions, max_sessions_per_key=limits.max_sessions_per_key,
+                   max_sessions_per_account=limits.max_sessions_per_account,
+                   admin_reserved_sessions=limits.admin_reserved_sessions)
 
     def acquire(self) -> bool:
         if self.in_use >= self.max_sessions:
@@ -187,6 +231,115 @@ class SessionSlots:
     def release(self) -> None:
         assert self.in_use > 0
         self.in_use -= 1
+
+    def acquire_for(self, key_id: int, account_id: int, admin: bool) -> bool:
+        """A slot for a session of key ``key_id`` of ``account_id``, if every limit allows."""
+        if self.in_use >= self.max_sessions:
+            return False
+        if not admin and self.in_use - self.admin_in_use >= self.max_sessions - self.admin_reserved_sessions:
+            return False
+        if self._by_key.get(key_id, 0) >= self.max_sessions_per_key:
+            return False
+        if self._by_account.get(account_id, 0) >= self.max_sessions_per_account:
+            return False
+        self.in_use += 1
+        self.admin_in_use += 1 if admin else 0
+        self._by_key[key_id] = self._by_key.get(key_id, 0) + 1
+        self._by_account[account_id] = self._by_account.get(account_id, 0) + 1
+        return True
+
+    def release_for(self, key_id: int, account_id: int, admin: bool) -> None:
+        """Give back a slot of ``acquire_for``."""
+        assert self.in_use > 0
+        assert self._by_key.get(key_id, 0) > 0
+        assert self._by_account.get(account_id, 0) > 0
+        self.in_use -= 1
+        if admin:
+            assert self.admin_in_use > 0
+            self.admin_in_use -= 1
+        _count_down(self._by_key, key_id)
+        _count_down(self._by_account, account_id)
+
+    def sessions_of_key(self, key_id: int) -> int:
+        return self._by_key.get(key_id, 0)
+
+    def sessions_of_account(self, account_id: int) -> int:
+        return self._by_account.get(account_id, 0)
+
+
+def _count_down(counts: dict, key) -> None:
+    """One fewer for ``key``; the entry goes at 0 (so a map never outgrows what it counts)."""
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
+class SessionSlotClaim:
+    """The slot of one session, in the shape ``Session`` uses (``acquire()``, ``release()``):
+    at login it asks ``SessionSlots.acquire_for`` with the LOGIN's key and account and the
+    key's admin right (``admin_of(key_id)``, from the key just authenticated)."""
+
+    __slots__ = ("slots", "session", "admin_of", "_held")
+
+    def __init__(self, slots: SessionSlots, session: "Session", admin_of: Callable[[int], bool]) -> None:
+        self.slots, self.session, self.admin_of = slots, session, admin_of
+        self._held: tuple[int, int, bool] | None = None
+
+    @property
+    def in_use(self) -> int:
+        return self.slots.in_use
+
+    def acquire(self) -> bool:
+        assert self._held is None
+        login = self.session._login
+        assert login is not None
+        claim = (login.key_id, login.account_id, self.admin_of(login.key_id))
+        if not self.slots.acquire_for(*claim):
+            return False
+        self._held = claim
+        return True
+
+    def release(self) -> None:
+        assert self._held is not None
+        self.slots.release_for(*self._held)
+        self._held = None
+
+
+class AdminKeyMemo(keys.KeyRegistry):
+    """A key registry that remembers, for the session slots, whether each key it looked up
+    holds the admin right (``admin_of``). The login check looks the key up just before the
+    slot is taken; at most ``entries_max`` keys are remembered (the oldest go first), and a
+    key not remembered counts as a trader's (never more rights than the key has)."""
+
+    __slots__ = ("registry", "entries_max", "_admin")
+
+    def __init__(self, registry: keys.KeyRegistry, entries_max: int) -> None:
+        assert entries_max > 0
+        self.registry, self.entries_max = registry, entries_max
+        self._admin: dict[int, bool] = {}
+
+    def admin_of(self, key_id: int) -> bool:
+        return self._admin.get(key_id, False)
+
+    async def lookup(self, key_id: int) -> keys.KeyRecord | None:
+        record = await self.registry.lookup(key_id)
+        if record is not None:
+            self._admin.pop(key_id, None)
+            self._admin[key_id] = record.admin and not record.revoked
+            while len(self._admin) > self.entries_max:
+                del self._admin[next(iter(self._admin))]
+        return record
+
+    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False) -> keys.KeyRecord:
+        return await self.registry.add(account_id, public_key, admin=admin)
+
+    async def revoke(self, key_id: int) -> bool:
+        return await self.registry.revoke(key_id)
+
+    async def list(self, account_id: int | None = None) -> list[keys.KeyRecord]:
+        return await self.registry.list(account_id)
 
 
 class SessionState(enum.IntEnum):
@@ -670,10 +823,12 @@ def _peek(buffer: bytearray, frame_size_bytes_max: int) -> tuple[SessionReason, 
 
 
 class SessionTable:
-    """The server's sessions, the slots, and the clock that ticks them (``run_clock``)."""
+    """The server's sessions, the slots, the connections still before login, and the clock
+    that ticks them (``run_clock``)."""
 
     __slots__ = ("limits", "sink", "registry", "slots", "sessions", "last_event_seq_of", "order_status",
-                 "on_active", "observer", "_next_session_id", "before_accept", "login_throttle")
+                 "on_active", "observer", "_next_session_id", "before_accept", "login_throttle", "pending",
+                 "handshakes")
 
     def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: keys.KeyRegistry, *,
                  last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -685,8 +840,10 @@ class SessionTable:
         #: awaited after a login is authenticated and before it is accepted (a failure to do
         #: it, the database being away, refuses the login UNAVAILABLE)
         self.before_accept = before_accept
-        self.sink, self.registry = sink, registry
-        self.slots = SessionSlots(limits.max_sessions)
+        self.sink = sink
+        # Twice the pending logins: every key looked up for a login still pending fits.
+        self.registry = AdminKeyMemo(registry, 2 * limits.max_pending_logins)
+        self.slots = SessionSlots.from_limits(limits)
         self.sessions: dict[int, Session] = {}
         self.last_event_seq_of, self.order_status = last_event_seq_of, order_status
         self.on_active = on_active
@@ -694,18 +851,34 @@ class SessionTable:
         self._next_session_id = 1
         self.login_throttle = LoginThrottle(limits.login_failures_burst, limits.login_failure_refill_ms,
                                             limits.login_throttle_addresses_max)
+        self.pending = PendingLogins(limits.max_pending_logins, limits.max_pending_logins_per_address)
+        #: TLS connections accepted whose handshake is under way (None: plain TCP)
+        self.handshakes: TlsHandshakes | None = None
+
+    def expect_tls(self, handshake_timeout_ms: int) -> None:
+        """The listener does TLS with this handshake timeout: count the handshakes."""
+        self.handshakes = TlsHandshakes(handshake_timeout_ms * NS_PER_MS)
 
     def protocol_factory(self) -> "SessionProtocol":
-        return SessionProtocol(self)
+        protocol = SessionProtocol(self)
+        if self.handshakes is not None:  # called at accept, before the TLS handshake
+            self.handshakes.started(protocol, time.monotonic_ns())
+        return protocol
 
     def new_session(self, transport: Transport) -> Session:
         session = Session(self._next_session_id, transport, self.limits, self.sink, self.slots,
                           last_event_seq_of=self.last_event_seq_of, order_status=self.order_status,
-                          on_active=self.on_active)
+                          on_active=self._session_active)
+        session.slots = SessionSlotClaim(self.slots, session, self.registry.admin_of)
         session.observer = self.observer
         self._next_session_id += 1
         self.sessions[session.session_id] = session
         return session
+
+    def _session_active(self, session: Session) -> None:
+        self.pending.settled(session.session_id)
+        if self.on_active is not None:
+            self.on_active(session)
 
     async def run_clock(self, tick_ms: int = 50) -> None:
         """Tick every session every ``tick_ms`` until cancelled."""
@@ -714,6 +887,88 @@ class SessionTable:
             now_ns = time.time_ns()
             for session in list(self.sessions.values()):
                 session.on_tick(now_ns)
+            if self.handshakes is not None:
+                self.handshakes.expire(time.monotonic_ns())
+
+
+class PendingLogins:
+    """Connections before login, all together and per source address, with the count of
+    connections refused for each limit. Each address entry holds at least one connection,
+    so the map has at most ``max_pending_logins`` entries."""
+
+    __slots__ = ("max_pending_logins", "max_pending_logins_per_address", "count", "by_address",
+                 "refused_total", "refused_per_address", "_address_of")
+
+    def __init__(self, max_pending_logins: int, max_pending_logins_per_address: int) -> None:
+        assert 0 < max_pending_logins_per_address <= max_pending_logins
+        self.max_pending_logins = max_pending_logins
+        self.max_pending_logins_per_address = max_pending_logins_per_address
+        self.count = 0
+        self.by_address: dict[str, int] = {}
+        #: connections closed at once: all pending logins in use / the address's in use
+        self.refused_total = self.refused_per_address = 0
+        self._address_of: dict[int, str] = {}  # session id -> its source address
+
+    def admit(self, address: str) -> bool:
+        """Room for one more connection from ``address``? (counts a refusal)."""
+        if self.count >= self.max_pending_logins:
+            self.refused_total += 1
+            return False
+        if self.by_address.get(address, 0) >= self.max_pending_logins_per_address:
+            self.refused_per_address += 1
+            return False
+        return True
+
+    def add(self, session_id: int, address: str) -> None:
+        assert session_id not in self._address_of
+        self._address_of[session_id] = address
+        self.by_address[address] = self.by_address.get(address, 0) + 1
+        self.count += 1
+        assert self.count <= self.max_pending_logins
+
+    def settled(self, session_id: int) -> None:
+        """The session logged in or closed (again is harmless)."""
+        address = self._address_of.pop(session_id, None)
+        if address is None:
+            return
+        self.count -= 1
+        assert self.count >= 0
+        _count_down(self.by_address, address)
+
+
+class TlsHandshakes:
+    """TLS connections accepted whose handshake is under way. The event loop hands the
+    connection to the protocol only after the handshake (``connection_made``) and tells it
+    nothing when a handshake fails or times out, so an entry that outlives the handshake
+    timeout is known to be gone and is swept (``expire``) and counted."""
+
+    __slots__ = ("timeout_ns", "_started", "expired_total", "completed_total")
+
+    def __init__(self, timeout_ns: int) -> None:
+        assert timeout_ns > 0
+        self.timeout_ns = timeout_ns
+        self._started: dict[int, tuple[object, int]] = {}  # id -> (protocol, accepted at), oldest first
+        self.expired_total = self.completed_total = 0
+
+    def __len__(self) -> int:
+        return len(self._started)
+
+    def started(self, protocol: object, now_ns: int) -> None:
+        self._started[id(protocol)] = (protocol, now_ns)
+
+    def finished(self, protocol: object) -> None:
+        if self._started.pop(id(protocol), None) is not None:
+            self.completed_total += 1
+
+    def expire(self, now_ns: int) -> None:
+        """Forget handshakes older than the timeout (the loop has closed them)."""
+        started = self._started
+        while started:
+            key = next(iter(started))
+            if now_ns - started[key][1] <= self.timeout_ns:
+                break
+            del started[key]
+            self.expired_total += 1
 
 
 class SessionProtocol(asyncio.Protocol):
@@ -724,9 +979,17 @@ class SessionProtocol(asyncio.Protocol):
         self.session: Session | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.session = self.table.new_session(transport)  # type: ignore[arg-type]
+        table = self.table
+        if table.handshakes is not None:
+            table.handshakes.finished(self)
         peer = transport.get_extra_info("peername")
-        self.session.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else ""
+        address = str(peer[0]) if isinstance(peer, tuple) and len(peer) >= 2 else ""
+        if not table.pending.admit(address):
+            transport.abort()  # before any CHALLENGE work; connection_lost follows, no data
+            return
+        self.session = table.new_session(transport)  # type: ignore[arg-type]
+        table.pending.add(self.session.session_id, address)
+        self.session.peer = f"{peer[0]}:{peer[1]}" if address else ""
         self.session.on_connect(time.time_ns())
 
     def data_received(self, data: bytes) -> None:
@@ -762,5 +1025,8 @@ class SessionProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         session = self.session
+        if session is None:  # refused in connection_made
+            return
         session.on_connection_lost(time.time_ns())
         self.table.sessions.pop(session.session_id, None)
+        self.table.pending.settled(session.session_id)
