@@ -94,3 +94,57 @@ def test_cancel_on_disconnect_is_held_not_dropped():
         assert taken["kind"][0] == CommandKind.MASS_CANCEL and taken["account_id"][0] == ACCOUNT
 
     asyncio.run(scenario())
+
+
+def _session_with_id(sink, session_id: int, account: int, limits=None) -> sessions.Session:
+    transport = PausableTransport()
+    session = sessions.Session(session_id, transport, limits or sessions.GatewayLimits(), sink, sessions.SessionSlots(10))
+    session.on_connect(0)
+    login = client_keys.signed_login(client_keys.generate_key(), account_id=account, key_id=session_id,
+                                     nonce=session.nonce)
+    session.on_data(login.encode(), 1)
+    session.take_login()
+    session.complete_login(p.SessionReason.NONE, server_keys.KeyRecord(session_id, account, b"\0" * 32), 2)
+    transport.take()
+    return session
+
+
+def test_one_sessions_backlog_does_not_keep_another_waiting_behind_all_of_it():
+    """Fairness: held commands are offered in turns, so a session that holds one command is
+    served after at most one turn of a session that holds a thousand (before: after all)."""
+    async def scenario():
+        core = SmallCore(room=0)
+        admission = Admission(core, retry_s=0.001)
+        big = _session_with_id(admission, 1, ACCOUNT)
+        small = _session_with_id(admission, 2, ACCOUNT + 1)
+        big.on_data(_orders(1000), 10)
+        small.on_data(b"".join(p.NewOrder(1, 1, 1, 1, ACCOUNT + 1, 0, 5000, 100, 1, 0, 0).encode()
+                               for _ in range(1)), 11)
+        assert admission.held_records == 1001
+        core.room = 10_000
+        await asyncio.sleep(0.02)
+        order = np.concatenate(core.taken)["account_id"].tolist()
+        assert len(order) == 1001
+        assert order.index(ACCOUNT + 1) <= 256  # one turn of the big session at most
+
+    asyncio.run(scenario())
+
+
+def test_a_held_session_is_not_closed_idle_while_the_server_does_not_read_it():
+    """Its heartbeats wait unread in the socket: the silence is the server's, not the client's."""
+    core = SmallCore(room=0)
+
+    async def scenario():
+        admission = Admission(core, retry_s=0.001)
+        session = _session_with_id(admission, 1, ACCOUNT)
+        session.on_data(_orders(5), 10)
+        assert session.transport.paused
+        heartbeat_ns = session.heartbeat_interval_ns
+        for tick in range(1, 20):  # far past idle_timeout_heartbeats intervals
+            session.on_tick(10 + tick * heartbeat_ns)
+        assert session.state == sessions.SessionState.ACTIVE
+        core.room = 100
+        await asyncio.sleep(0.02)
+        assert not session.transport.paused
+
+    asyncio.run(scenario())

@@ -195,3 +195,48 @@ def test_limits_are_validated():
         sessions.GatewayLimits(frame_size_bytes_max=64).validate()  # LOGIN is 128 bytes
     with pytest.raises(ValueError):
         sessions.GatewayLimits(burst_messages=0).validate()
+
+
+class BufferedTransport(FakeTransport):
+    """A transport whose client reads nothing: everything written stays queued."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = False
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.written)
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def test_a_slow_consumer_is_told_before_it_is_cut():
+    limits = sessions.GatewayLimits(login_timeout_ms=1000, output_buffer_bytes_max=1 << 16).validate()
+    transport, sink = BufferedTransport(), RecordingSink()
+    session = sessions.Session(1, transport, limits, sink, sessions.SessionSlots(10))
+    session.on_connect(T0)
+    login(session, transport)
+    event_frame = bytes(p.EVENT_FRAME_SIZE)
+    for index in range(1000):  # ~88 KB of events that nobody reads
+        session.send_frames(event_frame, index + 1, T0)
+    assert session.close_reason == SessionReason.SLOW_CONSUMER and transport.closed
+    last = p.decode(bytes(transport.written[-p.FRAME_SIZES[p.MessageType.LOGOUT]:]))
+    assert last == p.Logout(SessionReason.SLOW_CONSUMER)  # the last frame queued
+    assert transport.aborted  # no loop in this test: the linger is cut short
+
+
+def test_every_frame_costs_a_token_and_a_session_that_keeps_over_running_is_closed():
+    limits = sessions.GatewayLimits(login_timeout_ms=1000, rate_messages_per_s=10, burst_messages=10,
+                                    rate_limited_frames_per_s_max=50)
+    session, transport, sink = make(limits)
+    login(session, transport)
+    session.on_data(p.Heartbeat(0, 0).encode() * 30, T0)  # 10 taken, 20 refused
+    refused = [m for m in transport.take() if isinstance(m, p.SessionReject)]
+    assert len(refused) == 20 and {m.reason for m in refused} == {SessionReason.RATE_LIMITED}
+    order = p.NewOrder(1, 1, 1, 1, 7, 0, 1, 100, 1, 0, 0).encode()
+    session.on_data(order, T0)
+    assert sink.commands == []  # the heartbeats used the tokens up
+    session.on_data(p.Heartbeat(0, 0).encode() * 40, T0)  # past 50 refusals within the second
+    assert session.close_reason == SessionReason.RATE_EXCEEDED
+    assert transport.take()[-1] == p.Logout(SessionReason.RATE_EXCEEDED)

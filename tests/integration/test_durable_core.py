@@ -186,3 +186,40 @@ def test_database_outage_under_load_through_the_whole_core(pg_server, db_dsn):
     assert twin.state_hash() == live_hash
     released_seqs = np.concatenate([b.commands["seq"] for b in released])
     assert (released_seqs == np.arange(1, len(stream) + 1)).all()
+
+
+def test_a_snapshot_due_while_the_output_ring_is_full_never_stalls_the_loop(db_dsn):
+    """The core is much faster than the writer, so with a tiny output ring it is nearly always
+    waiting for ring room when a snapshot falls due: the loop must go on draining (before, a
+    blocking pause held the loop up to 10 s, then the writer died of the TimeoutError)."""
+    w = workload(6_000, seed=5)
+    stream = w.all()
+
+    async def go() -> tuple[float, int, int]:
+        loop = asyncio.get_running_loop()
+        service = DurableCore(db_dsn, w.config, config=DurableCoreConfig(
+            input_ring_capacity_records=8192, output_ring_capacity_records=128, snapshot_every_commands=500,
+            writer=WriterConfig(journal_batch_records_max=64)))
+        await service.start()
+        lag_s, running = 0.0, True
+
+        async def monitor() -> None:
+            nonlocal lag_s
+            while running:
+                before = loop.time()
+                await asyncio.sleep(0.001)
+                lag_s = max(lag_s, loop.time() - before)
+
+        watcher = asyncio.create_task(monitor())
+        await service.submit_all(stream)
+        await service.wait_released(service.next_seq - 1, timeout_s=60)
+        running = False
+        await watcher
+        snapshots, released = service.snapshots_written, service.released_seq
+        await service.stop()
+        return lag_s, snapshots, released
+
+    lag_s, snapshots, released = uvloop.run(go())
+    assert released == len(stream)
+    assert snapshots >= 5
+    assert lag_s < 0.5, lag_s
