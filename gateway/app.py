@@ -353,8 +353,8 @@ class GatewayServer:
         else:
             _log.warning("login rejected", extra={**fields, "reason": reason.name})
 
-    def session_reject(self, session: Session, reason: int) -> None:
-        self.metrics.session_reject(reason)
+    def session_reject(self, session: Session, reason: int, count: int = 1) -> None:
+        self.metrics.session_reject(reason, count)
 
     def _cod_released(self, commands) -> None:
         """Rows of COD sessions whose MASS_CANCEL is in this released batch are deleted."""

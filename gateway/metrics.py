@@ -116,8 +116,8 @@ class GatewayMetrics(Collector):
         stamps = commands["timestamp_ns"]
         self.ack_latency_s.observe_many(np.maximum(now_ns - stamps, 0) / 1e9)
 
-    def session_reject(self, reason: int) -> None:
-        self.session_rejects_by_reason[reason & 0xFF] += 1
+    def session_reject(self, reason: int, count: int = 1) -> None:
+        self.session_rejects_by_reason[reason & 0xFF] += count
 
     def session_closed(self, reason: int) -> None:
         self.session_closes_by_reason[reason & 0xFF] += 1

@@ -366,7 +366,7 @@ class CommandSink(Protocol):
 class SessionObserver(Protocol):
     """What the server wants to know of a session (metrics, logs, the dispatcher)."""
 
-    def session_reject(self, session: "Session", reason: int) -> None: ...
+    def session_reject(self, session: "Session", reason: int, count: int = 1) -> None: ...
     def session_login(self, session: "Session", reason: SessionReason, record: keys.KeyRecord | None) -> None: ...
     def session_closed(self, session: "Session") -> None: ...
 
@@ -380,7 +380,8 @@ class Session:
                  "_buffer", "_pending_login", "_login", "_decoder", "_bucket", "_batch", "_buffer_size",
                  "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
                  "observer", "catching_up", "_held", "_closed_notified", "peer", "_reading_paused",
-                 "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight", "_status_blocked")
+                 "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight", "_status_blocked",
+                 "_replies")
 
     def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
                  slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -418,6 +419,7 @@ class Session:
         self._over_rate_frames = 0
         self._status_in_flight = 0
         self._status_blocked = False  # the backlog waits for answers of the order view
+        self._replies: bytearray | None = None  # the codec's SESSION_REJECTs, made at login
 
     # ------------------------------------------------------------------ events from the adapter
 
@@ -571,6 +573,7 @@ class Session:
         self._decoder = _codec.CommandDecoder(self.account_id, self.admin, limits.frame_size_bytes_max)
         self._bucket = TokenBucket(limits.rate_messages_per_s, limits.burst_messages, now_ns)
         self._batch = np.zeros(limits.decode_batch_records, COMMAND_DTYPE)
+        self._replies = bytearray(_SESSION_REJECT.size * CODEC_REPLIES_MAX)
         last = self._last_event_seq_of(self.account_id)
         self.next_event_seq = login.next_event_seq or last + 1
         self.last_event_seq_sent = self.next_event_seq - 1
@@ -591,7 +594,8 @@ class Session:
     def _process_active(self, now_ns: int) -> None:
         """Handle the backlog: at most ``frames_per_turn_max`` frames, then yield the loop to
         the other sessions (the rest is handled on a later turn). Every frame costs a token:
-        commands, heartbeats, queries and refused frames alike."""
+        commands, heartbeats, queries and refused frames alike. The codec runs in session
+        mode: heartbeats and refusals are handled inside it, without a Python step a frame."""
         decoder, consumed, budget = self._decoder, 0, self.limits.frames_per_turn_max
         view = memoryview(self._buffer)
         try:
@@ -600,12 +604,18 @@ class Session:
                     self._status_blocked = True  # an answer coming back goes on (backpressure)
                     break
                 tokens = self._bucket.available(now_ns)
-                status = decoder.decode(view[consumed:], self._batch, max_commands=min(tokens, budget))
+                allowed = min(tokens, budget)
+                status = decoder.decode(view[consumed:], self._batch, max_commands=budget, max_frames=allowed,
+                                        replies=self._replies)
                 frame_offset = consumed + decoder.frame_offset
                 consumed += decoder.consumed_bytes
+                handled = decoder.frames_handled
+                if handled:
+                    budget -= handled
+                    self._bucket.take(handled, now_ns)
+                if decoder.replies_bytes:
+                    self._answered_by_codec(decoder, now_ns)
                 if decoder.commands_written:
-                    budget -= decoder.commands_written
-                    self._bucket.take(decoder.commands_written, now_ns)
                     self._submit(self._batch[:decoder.commands_written], now_ns)
                 if status == DecodeStatus.OK:
                     break
@@ -613,9 +623,9 @@ class Session:
                     self._close(SessionReason(decoder.reason), now_ns)
                     break
                 if status == DecodeStatus.OUTPUT_FULL:
-                    if tokens <= decoder.commands_written and budget > 0:
+                    if handled == allowed and tokens < budget + handled and budget > 0:  # out of tokens
                         budget -= 1
-                        size = view[consumed] | view[consumed + 1] << 8  # a whole command frame
+                        size = view[consumed] | view[consumed + 1] << 8  # a whole, valid frame
                         self._over_rate(bytes(view[consumed:consumed + size]), now_ns)
                         consumed += size
                     continue
@@ -623,7 +633,7 @@ class Session:
                 frame = bytes(view[frame_offset:consumed])
                 if not self._bucket.take(1, now_ns):
                     self._over_rate(frame, now_ns)
-                elif status == DecodeStatus.REFUSED:
+                elif status == DecodeStatus.REFUSED:  # the replies buffer was full
                     self._refuse(frame, SessionReason(decoder.reason), now_ns)
                 else:
                     self._control(frame, now_ns)
@@ -635,6 +645,15 @@ class Session:
                 self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
             except RuntimeError:  # no loop (a test driving the session by hand): go on now
                 self._next_turn()
+
+    def _answered_by_codec(self, decoder: _codec.CommandDecoder, now_ns: int) -> None:
+        """Send the SESSION_REJECTs the codec wrote, and count them."""
+        if self.observer is not None:
+            for reason, count in ((SessionReason.NOT_AUTHORIZED, decoder.refused_not_authorized),
+                                  (SessionReason.WRONG_ACCOUNT, decoder.refused_wrong_account)):
+                if count:
+                    self.observer.session_reject(self, int(reason), count)
+        self._write(bytes(self._replies[:decoder.replies_bytes]), now_ns)
 
     def _next_turn(self) -> None:
         self._turn = None
@@ -782,6 +801,8 @@ for _type, _layout in p.LAYOUTS.items():
             _field_dtype, _field_offset = _layout.fields[_name][:2]
             _CLIENT_ID_FIELD[_type] = (_field_offset, _field_dtype.itemsize)
             break
+#: SESSION_REJECTs the codec writes in one call (then it stops REFUSED and Python answers)
+CODEC_REPLIES_MAX = 256
 #: SESSION_REJECT: frame_size, type, reserved, refused_type, reserved, reason, client_id
 _SESSION_REJECT = struct.Struct("<HBBBBHQ")
 assert _SESSION_REJECT.size == p.FRAME_SIZES[p.MessageType.SESSION_REJECT]

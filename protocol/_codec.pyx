@@ -62,11 +62,16 @@ cdef enum:
     HEADER_SIZE = 4
     RESERVED_SPANS_MAX = 4
     EVENT_FRAME_SIZE = 88
+    SESSION_REJECT_SIZE = 16
+    TYPE_HEARTBEAT = 132
+    TYPE_SESSION_REJECT = 134
 
 # Type tables, filled once from protocol.py at import (below).
 cdef uint16_t _frame_size[256]
 cdef uint8_t _type_class[256]
 cdef uint8_t _account_offset[256]           # order entry: offset of account_id
+cdef uint8_t _client_id_offset[256]         # the id a SESSION_REJECT echoes (0: none)
+cdef uint8_t _client_id_width[256]
 cdef uint8_t _reserved_count[256]           # body reserved spans (the header byte is separate)
 cdef uint8_t _reserved_offset[256][RESERVED_SPANS_MAX]
 cdef uint8_t _reserved_length[256][RESERVED_SPANS_MAX]
@@ -76,10 +81,20 @@ cdef void _tables_fill() except *:
     memset(_frame_size, 0, sizeof(_frame_size))
     memset(_type_class, 0, sizeof(_type_class))
     memset(_account_offset, 0, sizeof(_account_offset))
+    memset(_client_id_offset, 0, sizeof(_client_id_offset))
+    memset(_client_id_width, 0, sizeof(_client_id_width))
     memset(_reserved_count, 0, sizeof(_reserved_count))
     cdef int type_byte, count
+    if (_protocol.MessageType.HEARTBEAT != TYPE_HEARTBEAT or _protocol.MessageType.SESSION_REJECT != TYPE_SESSION_REJECT
+            or _protocol.FRAME_SIZES[TYPE_SESSION_REJECT] != SESSION_REJECT_SIZE):
+        raise AssertionError("the codec's HEARTBEAT/SESSION_REJECT constants disagree with the protocol")
     for type_byte, layout in _protocol.LAYOUTS.items():
         _frame_size[type_byte] = layout.itemsize
+        for name in ("client_order_id", "transfer_id", "request_id"):
+            if name in layout.names:
+                _client_id_offset[type_byte] = layout.fields[name][1]
+                _client_id_width[type_byte] = layout.fields[name][0].itemsize
+                break
         if type_byte in _protocol.ADMIN_TYPES:
             _type_class[type_byte] = CLASS_ADMIN
         elif type_byte in _protocol.ORDER_ENTRY_TYPES:
@@ -140,6 +155,12 @@ cdef inline void _put64(uint8_t* p, uint64_t value) noexcept nogil:
 ctypedef struct DecodeState:
     Py_ssize_t consumed_bytes
     Py_ssize_t commands_written
+    # session mode (``replies`` given): frames handled inside the call
+    Py_ssize_t frames_handled   # commands + heartbeats + refusals: each took one of max_frames
+    Py_ssize_t heartbeats
+    Py_ssize_t refused_not_authorized
+    Py_ssize_t refused_wrong_account
+    Py_ssize_t replies_bytes    # SESSION_REJECT frames written into replies
     Py_ssize_t frame_offset     # CONTROL, REFUSED, FATAL: the frame concerned; else -1
     int status
     int reason
@@ -225,18 +246,76 @@ cdef inline void _stop(DecodeState* state, Py_ssize_t offset, int status, int re
     state.frame_type = frame_type
 
 
+cdef inline void _reject_write(uint8_t* out, const uint8_t* frame, uint8_t type_byte,
+                               uint16_t reason) noexcept nogil:
+    # SESSION_REJECT (docs/protocol.md): size, type, 0, refused_type, 0, reason, client_id
+    cdef uint64_t client_id = 0
+    cdef uint8_t width = _client_id_width[type_byte]
+    if width == 8:
+        client_id = _u64(frame + _client_id_offset[type_byte])
+    elif width == 4:
+        client_id = _u32(frame + _client_id_offset[type_byte])
+    elif width == 2:
+        client_id = _u16(frame + _client_id_offset[type_byte])
+    memset(out, 0, SESSION_REJECT_SIZE)
+    _put16(out, SESSION_REJECT_SIZE)
+    out[2] = TYPE_SESSION_REJECT
+    out[4] = type_byte
+    _put16(out + 6, reason)
+    _put64(out + 8, client_id)
+
+
+cdef inline bint _answered_here(const uint8_t* p, uint8_t type_byte, int reason, uint8_t* replies,
+                                Py_ssize_t replies_capacity, DecodeState* state) noexcept nogil:
+    """Session mode: a refused frame answered with its SESSION_REJECT right here (True), when
+    there is room for it; else the caller stops with REFUSED as outside session mode."""
+    if replies == NULL or state.replies_bytes + SESSION_REJECT_SIZE > replies_capacity:
+        return False
+    _reject_write(replies + state.replies_bytes, p, type_byte, <uint16_t>reason)
+    state.replies_bytes += SESSION_REJECT_SIZE
+    if reason == R_NOT_AUTHORIZED:
+        state.refused_not_authorized += 1
+    else:
+        state.refused_wrong_account += 1
+    return True
+
+
+cdef inline Py_ssize_t _command_limit(Py_ssize_t capacity, Py_ssize_t frames_max,
+                                     Py_ssize_t extra) noexcept nogil:
+    """Commands that may still be written: the output's room, and in session mode the frames
+    (tokens) left after ``extra`` heartbeats and refusals."""
+    if frames_max < 0 or capacity <= frames_max - extra:
+        return capacity
+    return frames_max - extra
+
+
 cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
                          Py_ssize_t capacity, uint32_t session_account, bint admin,
                          Py_ssize_t frame_size_bytes_max, uint64_t first_seq, int64_t timestamp_ns,
+                         Py_ssize_t frames_max, uint8_t* replies, Py_ssize_t replies_capacity,
                          DecodeState* state) noexcept nogil:
     # A straight run of checks per frame, each as soon as its bytes are there; the order is
-    # protocol.decode_client_stream's.
+    # protocol.decode_client_stream's. Session mode (replies != NULL): every frame handled
+    # counts against frames_max (the session's tokens), HEARTBEATs are consumed here, and
+    # refused frames are answered here, so a flood of either never leaves this loop.
     cdef Py_ssize_t offset = 0, available, size
     cdef Py_ssize_t written = 0
+    # Session mode: frames handled = written + extra (heartbeats, refusals). The command path
+    # checks one bound, command_limit = min(capacity, frames_max - extra), kept up to date
+    # where extra grows, so order entry pays nothing for the mode.
+    cdef Py_ssize_t extra = 0
+    cdef Py_ssize_t command_limit = capacity
+    if 0 <= frames_max < command_limit:
+        command_limit = frames_max
     cdef const uint8_t* p
     cdef uint8_t type_byte, type_class
     cdef Command* c
     state.commands_written = 0
+    state.frames_handled = 0
+    state.heartbeats = 0
+    state.refused_not_authorized = 0
+    state.refused_wrong_account = 0
+    state.replies_bytes = 0
     while length - offset >= 2:
         p = data + offset
         available = length - offset
@@ -271,15 +350,34 @@ cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
             _stop(state, offset, ST_FATAL, R_MALFORMED_FRAME, offset, type_byte)
             break
         if type_class == CLASS_CONTROL:
+            if written + extra == frames_max:  # never true outside session mode (frames_max -1)
+                _stop(state, offset, ST_OUTPUT_FULL, R_NONE, -1, -1)
+                break
+            if replies != NULL and type_byte == TYPE_HEARTBEAT:
+                state.heartbeats += 1
+                extra += 1
+                command_limit = _command_limit(capacity, frames_max, extra)
+                offset += size
+                continue
             _stop(state, offset + size, ST_CONTROL, R_NONE, offset, type_byte)
             break
-        if written >= capacity:
+        if written >= command_limit:  # the output is full, or (session mode) the tokens are used
             _stop(state, offset, ST_OUTPUT_FULL, R_NONE, -1, -1)
             break
         if type_class == CLASS_ADMIN and not admin:
+            if _answered_here(p, type_byte, R_NOT_AUTHORIZED, replies, replies_capacity, state):
+                extra += 1
+                command_limit = _command_limit(capacity, frames_max, extra)
+                offset += size
+                continue
             _stop(state, offset + size, ST_REFUSED, R_NOT_AUTHORIZED, offset, type_byte)
             break
         if type_class == CLASS_ORDER_ENTRY and _u32(p + _account_offset[type_byte]) != session_account:
+            if _answered_here(p, type_byte, R_WRONG_ACCOUNT, replies, replies_capacity, state):
+                extra += 1
+                command_limit = _command_limit(capacity, frames_max, extra)
+                offset += size
+                continue
             _stop(state, offset + size, ST_REFUSED, R_WRONG_ACCOUNT, offset, type_byte)
             break
         c = out + written
@@ -291,6 +389,7 @@ cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
     else:
         _stop(state, offset, ST_OK, R_NONE, -1, -1)
     state.commands_written = written
+    state.frames_handled = written + extra
 
 
 cdef object _records_check(object records, object dtype, str what, bint writable):
@@ -328,14 +427,33 @@ cdef class CommandDecoder:
         self._state.commands_written = 0
 
     def decode(self, const uint8_t[::1] buffer not None, commands not None, Py_ssize_t start=0,
-               Py_ssize_t max_commands=-1, uint64_t first_seq=0, int64_t timestamp_ns=0) -> int:
+               Py_ssize_t max_commands=-1, uint64_t first_seq=0, int64_t timestamp_ns=0,
+               Py_ssize_t max_frames=-1, bytearray replies=None) -> int:
         """Decode the frames at the start of ``buffer`` into ``commands[start:]``.
 
         Writes at most ``max_commands`` records (all the room there is when negative). The
         i-th command written gets ``seq = first_seq + i`` (0 when ``first_seq`` is 0) and
         ``timestamp_ns``. Returns the ``DecodeStatus``; ``consumed_bytes``,
         ``commands_written``, ``reason``, ``frame_offset`` and ``frame_type`` tell the rest.
+
+        Session mode, with ``replies`` (a bytearray the SESSION_REJECT answers are written
+        into, from its start): HEARTBEAT frames are consumed and refused command frames are
+        answered here (while ``replies`` has room) instead of stopping, and at most
+        ``max_frames`` frames (commands, heartbeats, refusals) are handled before
+        ``OUTPUT_FULL`` (the session's tokens; negative: no bound). ``frames_handled``,
+        ``heartbeats``, ``refused_not_authorized``, ``refused_wrong_account`` and
+        ``replies_bytes`` tell what was done. ``protocol.spec.decode_client_stream`` with
+        ``session=True`` is the specification.
         """
+        if replies is None and max_frames >= 0:
+            raise ValueError("max_frames is for session mode (replies)")
+        cdef uint8_t* reply_data = NULL
+        cdef Py_ssize_t reply_capacity = 0
+        if replies is not None:
+            reply_capacity = len(replies)
+            reply_data = <uint8_t*>(<char*>replies) if reply_capacity else NULL
+            if reply_data == NULL:
+                raise ValueError("replies must have room for at least one SESSION_REJECT")
         cdef uint8_t[::1] out_bytes = _records_check(commands, COMMAND_DTYPE, "commands", True)
         cdef Py_ssize_t record_count = commands.shape[0]
         if not 0 <= start <= record_count:
@@ -349,7 +467,8 @@ cdef class CommandDecoder:
         cdef const uint8_t* data = &buffer[0] if buffer.shape[0] else NULL
         with nogil:
             _frames_decode(data, buffer.shape[0], out, capacity, self.account_id, self.admin,
-                           self.frame_size_bytes_max, first_seq, timestamp_ns, &self._state)
+                           self.frame_size_bytes_max, first_seq, timestamp_ns, max_frames,
+                           reply_data, reply_capacity, &self._state)
         return self._state.status
 
     @property
@@ -375,6 +494,26 @@ cdef class CommandDecoder:
     @property
     def frame_type(self) -> int:
         return self._state.frame_type
+
+    @property
+    def frames_handled(self) -> int:
+        return self._state.frames_handled
+
+    @property
+    def heartbeats(self) -> int:
+        return self._state.heartbeats
+
+    @property
+    def refused_not_authorized(self) -> int:
+        return self._state.refused_not_authorized
+
+    @property
+    def refused_wrong_account(self) -> int:
+        return self._state.refused_wrong_account
+
+    @property
+    def replies_bytes(self) -> int:
+        return self._state.replies_bytes
 
     def __repr__(self):
         return (f"CommandDecoder(account_id={self.account_id}, admin={bool(self.admin)}, "

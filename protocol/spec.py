@@ -18,7 +18,7 @@ from matchcore.core.codes import CommandKind, EventKind
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
 from matchcore.protocol.messages import (
     ADMIN_TYPES, CLIENT_TYPES, CONTROL_TYPES, FRAME_SIZES, HEADER_SIZE, MAX_FRAME_SIZE,
-    MESSAGE_CLASSES, ORDER_ENTRY_TYPES, AddAccount, AddAsset, AddInstrument, Cancel, DecodeStatus,
+    MESSAGE_CLASSES, ORDER_ENTRY_TYPES, AddAccount, MessageType, SessionReject, AddAsset, AddInstrument, Cancel, DecodeStatus,
     Deposit, EventMessage, HaltInstrument, Liquidity, MassCancel, Message, NewOrder,
     ProtocolError, Replace, ResumeInstrument, SessionReason, SetFees, SetPriceBand, Withdraw,
 )
@@ -153,6 +153,11 @@ class DecodeResult:
     commands: list[dict[str, int]]
     frame_offset: int  # CONTROL, REFUSED, FATAL: where the frame concerned starts; else -1
     frame_type: int    # its type byte, or -1 when unknown (FATAL before the type byte)
+    #: session mode: frames handled (commands, heartbeats, refusals), heartbeats consumed,
+    #: and the SESSION_REJECT frames written, in order
+    frames_handled: int = 0
+    heartbeats: int = 0
+    replies: list[bytes] = dataclasses.field(default_factory=list)
 
 
 def _header_check(buffer, offset: int, available: int, frame_size_bytes_max: int) -> tuple[SessionReason, int]:
@@ -177,7 +182,9 @@ def _header_check(buffer, offset: int, available: int, frame_size_bytes_max: int
 
 
 def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int, admin: bool,
-                         max_commands: int, frame_size_bytes_max: int = MAX_FRAME_SIZE) -> DecodeResult:
+                         max_commands: int, frame_size_bytes_max: int = MAX_FRAME_SIZE, *,
+                         session: bool = False, max_frames: int = -1,
+                         replies_max: int = 0) -> DecodeResult:
     """Decode the client frames at the start of ``buffer`` into command field dicts.
 
     The executable specification of ``_codec.CommandDecoder.decode``: the same stops, the
@@ -185,13 +192,28 @@ def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int
     Checks, in order, as soon as the bytes for each are there: frame_size above the maximum,
     below the header, type unknown, type not sent by clients, size not the type's, reserved
     header byte; then, with the whole frame: reserved body bytes, admin right, account.
-    """
+
+    ``session``: the codec's session mode. Every frame handled counts against ``max_frames``
+    (negative: no bound; then OUTPUT_FULL), HEARTBEATs are consumed, and a refused command is
+    answered (a SESSION_REJECT) while fewer than ``replies_max`` were; then it stops REFUSED."""
     view = bytes(buffer)
     offset, total, commands = 0, len(view), []
+    frames, heartbeats, replies = 0, 0, []
 
     def result(status: DecodeStatus, reason: SessionReason = SessionReason.NONE, at: int = -1,
                type_: int = -1) -> DecodeResult:
-        return DecodeResult(DecodeStatus(status), SessionReason(reason), offset, commands, at, type_)
+        return DecodeResult(DecodeStatus(status), SessionReason(reason), offset, commands, at, type_,
+                            frames, heartbeats, replies)
+
+    def refused(reason: SessionReason, message: Message) -> DecodeResult | None:
+        """A refusal answered here (None: go on) or the REFUSED stop."""
+        nonlocal offset, frames
+        offset += size
+        if session and len(replies) < replies_max:
+            replies.append(SessionReject(type_, int(reason), _echoed_id(message)).encode())
+            frames += 1
+            return None
+        return result(DecodeStatus.REFUSED, reason, offset - size, type_)
 
     while total - offset >= 2:
         reason, size = _header_check(view, offset, total - offset, frame_size_bytes_max)
@@ -204,17 +226,36 @@ def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int
             message = MESSAGE_CLASSES[type_].decode(view[offset:offset + size])
         except ProtocolError as error:
             return result(DecodeStatus.FATAL, error.reason, offset, type_)
+        if session and frames == max_frames:
+            return result(DecodeStatus.OUTPUT_FULL)
         if type_ in CONTROL_TYPES:
             offset += size
+            if session and type_ == MessageType.HEARTBEAT:
+                heartbeats, frames = heartbeats + 1, frames + 1
+                continue
             return result(DecodeStatus.CONTROL, SessionReason.NONE, offset - size, type_)
         if len(commands) >= max_commands:
             return result(DecodeStatus.OUTPUT_FULL)
         if type_ in ADMIN_TYPES and not admin:
-            offset += size
-            return result(DecodeStatus.REFUSED, SessionReason.NOT_AUTHORIZED, offset - size, type_)
+            stop = refused(SessionReason.NOT_AUTHORIZED, message)
+            if stop is not None:
+                return stop
+            continue
         if type_ in ORDER_ENTRY_TYPES and message.account_id != account_id:
-            offset += size
-            return result(DecodeStatus.REFUSED, SessionReason.WRONG_ACCOUNT, offset - size, type_)
+            stop = refused(SessionReason.WRONG_ACCOUNT, message)
+            if stop is not None:
+                return stop
+            continue
         commands.append(message_to_command(message, account_id))
+        frames += 1
         offset += size
     return result(DecodeStatus.OK)
+
+
+def _echoed_id(message: Message) -> int:
+    """The id a SESSION_REJECT echoes: the client order id, transfer id or request id."""
+    for name in ("client_order_id", "transfer_id", "request_id"):
+        value = getattr(message, name, None)
+        if value is not None:
+            return value
+    return 0

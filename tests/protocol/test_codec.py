@@ -259,3 +259,58 @@ def test_bulk_command_encoder_inverts_the_decoder(messages, room):
     assert bytes(out[:written]) == expected
     if count < len(commands):
         assert written + len(commands[count].encode()) > room
+
+
+def _session_call(buffer: bytes, admin: bool, capacity: int, max_frames: int, replies_max: int):
+    """Both decoders in session mode on one buffer: everything they report, side by side."""
+    python = spec.decode_client_stream(buffer, ACCOUNT, admin, capacity, session=True, max_frames=max_frames,
+                                       replies_max=replies_max)
+    decoder = _codec.CommandDecoder(ACCOUNT, admin, p.MAX_FRAME_SIZE)
+    out, replies = np.zeros(capacity, COMMAND_DTYPE), bytearray(16 * replies_max)
+    status = decoder.decode(buffer, out, max_commands=capacity, max_frames=max_frames, replies=replies)
+    native = (status, decoder.reason, decoder.consumed_bytes,
+              [{name: int(out[i][name]) for name in COMMAND_FIELDS} for i in range(decoder.commands_written)],
+              decoder.frame_offset, decoder.frame_type, decoder.frames_handled, decoder.heartbeats,
+              bytes(replies[:decoder.replies_bytes]))
+    expected = (python.status, python.reason, python.consumed_bytes, [_full(c) for c in python.commands],
+                python.frame_offset, python.frame_type, python.frames_handled, python.heartbeats,
+                b"".join(python.replies))
+    assert native == expected
+    refusals = decoder.refused_not_authorized + decoder.refused_wrong_account
+    assert decoder.frames_handled == decoder.commands_written + decoder.heartbeats + refusals
+    assert decoder.replies_bytes == 16 * refusals
+    return python
+
+
+session_message = st.one_of(client_message(ACCOUNT), st.builds(p.Heartbeat, st.integers(0, 2**64 - 1),
+                                                                st.integers(0, 2**63 - 1)))
+
+
+@given(st.lists(session_message, max_size=40), st.integers(0, 10**6), st.booleans(), st.integers(1, 6),
+       st.integers(-1, 12), st.integers(1, 6))
+@settings(max_examples=400, deadline=None)
+def test_session_mode_answers_heartbeats_and_refusals_in_place_as_the_spec_does(
+        messages, cut, admin, capacity, max_frames, replies_max):
+    data = b"".join(m.encode() for m in messages)
+    result = _session_call(data[:cut % (len(data) + 1)], admin, capacity, max_frames, replies_max)
+    for reply in result.replies:
+        assert isinstance(p.decode(reply), p.SessionReject)
+
+
+@given(st.binary(max_size=300), st.booleans(), st.integers(-1, 8), st.integers(1, 4))
+@settings(max_examples=300, deadline=None)
+def test_session_mode_on_garbage_agrees_with_the_spec(data, admin, max_frames, replies_max):
+    _session_call(data, admin, 4, max_frames, replies_max)
+
+
+def test_session_mode_never_leaves_the_codec_for_a_flood_of_heartbeats_or_refusals():
+    flood = (p.Heartbeat(0, 0).encode() + p.Deposit(8, 1, 77, 100).encode()
+             + p.Cancel(ACCOUNT + 1, 5).encode()) * 300
+    decoder = _codec.CommandDecoder(ACCOUNT, False, p.MAX_FRAME_SIZE)
+    replies = bytearray(16 * 600)
+    status = decoder.decode(flood, np.zeros(8, COMMAND_DTYPE), max_frames=900, replies=replies)
+    assert status == DecodeStatus.OK and decoder.consumed_bytes == len(flood)
+    assert (decoder.heartbeats, decoder.refused_not_authorized, decoder.refused_wrong_account) == (300, 300, 300)
+    first, second = p.decode(bytes(replies[:16])), p.decode(bytes(replies[16:32]))
+    assert first == p.SessionReject(p.MessageType.DEPOSIT, SessionReason.NOT_AUTHORIZED, 77)
+    assert second == p.SessionReject(p.MessageType.CANCEL, SessionReason.WRONG_ACCOUNT, 5)
