@@ -12,6 +12,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     benches = bench.add_subparsers(dest="bench", required=True)
     _add_core(benches)
+    _add_session(benches)
     _add_ring(benches)
     _add_pipeline(benches)
     _add_journal(benches)
@@ -20,6 +21,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_memory(benches)
     _add_report(benches)
     _add_gate(benches)
+
+
+def _add_session(benches: argparse._SubParsersAction) -> None:
+    session = benches.add_parser("session", help="what one frame costs a session, by kind (accepted, "
+                                                 "refused, heartbeat, over-rate)")
+    session.add_argument("--frames", type=int, default=20_000, help="frames of each kind per run")
+    session.add_argument("--repeats", type=int, default=5, help="runs; the median is reported")
+    session.add_argument("--json", action="store_true", help="print one JSON object")
+    session.set_defaults(handler=bench_session)
+
+
+def bench_session(args: argparse.Namespace) -> int:
+    from matchcore.bench.session_bench import run_session_bench
+
+    run_session_bench(args.frames, args.repeats, args.json)
+    return 0
 
 
 def _add_core(benches: argparse._SubParsersAction) -> None:
