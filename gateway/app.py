@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import time
 
@@ -278,6 +279,7 @@ class GatewayServer:
         self.metrics.sessions = lambda: self.table.slots.in_use
         self.metrics.ring_depths = self._ring_depths
         self.metrics.door = self._door_counts
+        self.metrics.journal = self._journal_figures
         if self.config.metrics_port < 0:
             return
         from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -295,6 +297,12 @@ class GatewayServer:
         self._metrics_server.start()
         sampler.start(asyncio.get_running_loop())
         self.metrics_port = self._metrics_server.server_port
+
+    def _journal_figures(self) -> dict[str, float]:
+        figures = self.service.journal_figures() if self.service is not None else {}
+        view = self.dispatcher.order_view if self.dispatcher is not None else None
+        figures["order_view_lag_batches"] = view.lag_batches if view is not None else 0
+        return figures
 
     def _readiness_sample(self, now_ns: int):
         """On the trading loop, for /readyz (see gateway/http_status.py)."""
@@ -421,6 +429,7 @@ class GatewayServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.shutdown_grace_ms / 1000 + STOP_DATABASE_BOUND_S
         _log.info("stopping")
+        notify_service_manager("STOPPING=1")
         if self._server is not None:
             self._server.close()
         sessions = list(self.table.sessions.values()) if self.table else []
@@ -544,6 +553,23 @@ def hold_serve_lock(data_dir) -> int:
     return descriptor
 
 
+def notify_service_manager(state: str) -> bool:
+    """sd_notify: send ``state`` to systemd's ``NOTIFY_SOCKET`` (a unix datagram socket; a
+    leading ``@`` is the abstract namespace). False when there is none or it cannot be sent."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as channel:
+            channel.sendto(state.encode(), address)
+        return True
+    except OSError as error:
+        _log.warning("service manager not notified", extra={"error": repr(error)})
+        return False
+
+
 def write_ready_file(path: str, server: GatewayServer) -> None:
     """Tell a parent process where the server listens (atomically: write, then rename)."""
     temporary = f"{path}.tmp{os.getpid()}"
@@ -561,6 +587,7 @@ async def _serve(config: ServerConfig, ready_file: str | None) -> int:
         raise
     if ready_file:
         write_ready_file(ready_file, server)
+    notify_service_manager(f"READY=1\nSTATUS=listening on {config.listen_host}:{server.port}\nMAINPID={os.getpid()}")
     await server.serve_until_stopped()
     return 1 if server.failed is not None else 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable
 
 import asyncpg
@@ -90,6 +91,8 @@ class DurableCore:
         self._pause_poll: asyncio.TimerHandle | None = None
         #: after stop(): True when everything submitted was journaled and released
         self.stopped_cleanly = False
+        #: time.monotonic() of the writer's last commit (its start until the first one)
+        self.last_commit_monotonic_s = time.monotonic()
 
     async def start(self) -> ReplayResult:
         """Recover from the journal and start the core thread and the writer."""
@@ -118,6 +121,15 @@ class DurableCore:
         _log.info("recovered", extra={"last_seq": recovered.last_seq, "snapshot_seq": recovered.snapshot_seq,
                                       "replayed_commands": recovered.commands})
         return recovered
+
+    def journal_figures(self) -> dict[str, float]:
+        """For metrics: released seq, commands applied but not released, seconds since the
+        last commit, the writer's retries."""
+        pipeline, writer = self.pipeline, self._writer
+        applied = pipeline.last_applied_seq if pipeline is not None else self.released_seq
+        return {"released_seq": self.released_seq, "lag_commands": max(0, applied - self.released_seq),
+                "commit_age_s": time.monotonic() - self.last_commit_monotonic_s,
+                "writer_retries": writer.stats.retries if writer is not None else 0}
 
     @property
     def next_seq(self) -> int:
@@ -217,6 +229,7 @@ class DurableCore:
     # ------------------------------------------------------------------ release and snapshots
 
     def _committed(self, batch: Batch, latency_s: float) -> None:
+        self.last_commit_monotonic_s = time.monotonic()
         self._source.wake()  # group commit: the next batch may be cut now
         if self.on_commit is not None:
             self.on_commit(batch, latency_s)

@@ -5,28 +5,9 @@ arrays (``np.bincount`` of kinds and reasons, bucket counts of latency histogram
 custom collector turns them into metric families when Prometheus scrapes. Gauges (sessions,
 ring depths) are read at scrape time from the objects that own them.
 
-Metric names (all prefixed ``matchcore_``):
-
-- ``commands_total{kind}``: durable commands, by CommandKind
-- ``engine_rejects_total{reason}``: REJECTED and TRANSFER_REJECTED events, by RejectReason
-- ``session_rejects_total{reason}``: SESSION_REJECT sent by the gateway, by SessionReason
-- ``session_closes_total{reason}``: connections ended, by SessionReason
-- ``events_sent_total{source}``: event frames sent: live, or replayed from memory or journal
-- ``connections``, ``sessions``: open connections, logged-in sessions
-- ``pending_logins``: connections not logged in yet; ``tls_handshakes``: TLS handshakes
-  under way (accepted, not yet handed to the gateway)
-- ``connections_refused_total{reason}``: connections closed at once, before any CHALLENGE:
-  ``pending_logins`` (all in use) or ``pending_logins_per_address`` (that address's in use)
-- ``tls_handshakes_unfinished_total``: TLS handshakes that failed or timed out
-- ``status_http_refused_total``: metrics-port connections closed at once (over the limit);
-  ``status_http_collections_total``: times the metrics text was made (at most one per
-  ``metrics_cache_ms``, whatever the scrape rate)
-- ``ring_depth_records{ring}``: input and output ring of the core
-- ``journal_batch_commands``: histogram of commands per journal row
-- ``commit_latency_seconds``: histogram, per journal row: the writer's INSERT until PostgreSQL
-  acknowledged the commit (DurableCore's on_commit hook)
-- ``ack_latency_seconds``: histogram, per command: from the gateway stamp (decode) to the
-  release of its events to the sessions (end-to-end inside the server, durable)
+Every family, its type and HELP text are in ``METRICS`` (below); docs/operations.md tables
+the same, and a test keeps the two equal. ``registry()`` adds prometheus-client's process and
+platform collectors and ``matchcore_build_info``.
 """
 from __future__ import annotations
 
@@ -35,12 +16,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from matchcore.core.codes import CommandKind, RejectReason
 from matchcore.protocol import SessionReason
 
-__all__ = ["Histogram", "GatewayMetrics", "LATENCY_BUCKETS_S", "BATCH_BUCKETS"]
+__all__ = ["Histogram", "GatewayMetrics", "LATENCY_BUCKETS_S", "BATCH_BUCKETS", "METRICS", "build_labels"]
 
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02,
                      0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -101,6 +83,8 @@ class GatewayMetrics(Collector):
         self.ring_depths: Callable[[], tuple[int, int]] = lambda: (0, 0)
         #: () -> {"pending_logins": n, "tls_handshakes": n, "refused_pending_logins": n, ...}
         self.door: Callable[[], dict[str, int]] = lambda: {}
+        #: () -> {"released_seq", "lag_commands", "commit_age_s", "writer_retries", "order_view_lag_batches"}
+        self.journal: Callable[[], dict[str, float]] = lambda: {}
 
     # ------------------------------------------------------------------ recording
 
@@ -125,62 +109,129 @@ class GatewayMetrics(Collector):
     # ------------------------------------------------------------------ export
 
     def collect(self):
-        commands = CounterMetricFamily("matchcore_commands", "Durable commands, by kind", labels=["kind"])
+        commands = _counter("matchcore_commands", labels=["kind"])
         for kind in CommandKind:
             commands.add_metric([kind.name], int(self.commands_by_kind[kind]))
         yield commands
-        yield _by_reason("matchcore_engine_rejects", "Engine rejects (REJECTED, TRANSFER_REJECTED), by reason",
-                         self.rejects_by_reason, RejectReason)
-        yield _by_reason("matchcore_session_rejects", "SESSION_REJECT sent by the gateway, by reason",
-                         self.session_rejects_by_reason, SessionReason)
-        yield _by_reason("matchcore_session_closes", "Connections ended, by reason",
-                         self.session_closes_by_reason, SessionReason)
-        sent = CounterMetricFamily("matchcore_events_sent", "Event frames sent, by source", labels=["source"])
+        yield _by_reason("matchcore_engine_rejects", self.rejects_by_reason, RejectReason)
+        yield _by_reason("matchcore_session_rejects", self.session_rejects_by_reason, SessionReason)
+        yield _by_reason("matchcore_session_closes", self.session_closes_by_reason, SessionReason)
+        sent = _counter("matchcore_events_sent", labels=["source"])
         for source, count in self.events_sent.items():
             sent.add_metric([source], count)
         yield sent
-        yield GaugeMetricFamily("matchcore_connections", "Open connections", value=self.connections())
-        yield GaugeMetricFamily("matchcore_sessions", "Logged-in sessions", value=self.sessions())
+        yield _gauge("matchcore_connections", self.connections())
+        yield _gauge("matchcore_sessions", self.sessions())
         yield from _door_families(self.door())
-        depth = GaugeMetricFamily("matchcore_ring_depth_records", "Records waiting in a ring of the core",
-                                  labels=["ring"])
+        depth = _gauge("matchcore_ring_depth_records", labels=["ring"])
         input_depth, output_depth = self.ring_depths()
         depth.add_metric(["input"], input_depth)
         depth.add_metric(["output"], output_depth)
         yield depth
-        yield self.batch_commands.family("matchcore_journal_batch_commands", "Commands per journal row")
-        yield self.commit_latency_s.family(
-            "matchcore_commit_latency_seconds", "Journal row: the writer's INSERT until its commit returned")
-        yield self.ack_latency_s.family(
-            "matchcore_ack_latency_seconds", "Command: gateway stamp to the release of its events (durable)")
+        yield from self._journal_families()
+        yield self.batch_commands.family("matchcore_journal_batch_commands", METRICS["matchcore_journal_batch_commands"][1])
+        yield self.commit_latency_s.family("matchcore_commit_latency_seconds",
+                                           METRICS["matchcore_commit_latency_seconds"][1])
+        yield self.ack_latency_s.family("matchcore_ack_latency_seconds", METRICS["matchcore_ack_latency_seconds"][1])
+
+    def _journal_families(self):
+        journal = self.journal()
+        yield _gauge("matchcore_released_seq", journal.get("released_seq", 0))
+        yield _gauge("matchcore_journal_lag_commands", journal.get("lag_commands", 0))
+        yield _gauge("matchcore_journal_commit_age_seconds", journal.get("commit_age_s", 0.0))
+        yield _counter("matchcore_journal_writer_retries", value=journal.get("writer_retries", 0))
+        yield _gauge("matchcore_order_view_lag_batches", journal.get("order_view_lag_batches", 0))
 
     def registry(self) -> CollectorRegistry:
+        """A registry of this collector, the process and platform collectors and build_info."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        registry.register(_BuildInfo())
         return registry
+
+
+class _BuildInfo(Collector):
+    def collect(self):
+        family = _gauge("matchcore_build_info", labels=["version", "python", "numpy", "build"])
+        family.add_metric(list(build_labels().values()), 1)
+        yield family
+
+
+def build_labels() -> dict[str, str]:
+    """What ``matchcore_build_info`` says of the running build."""
+    import importlib.metadata
+    import platform
+
+    from matchcore.core import _core
+
+    try:
+        version = importlib.metadata.version("matchcore")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"version": version, "python": platform.python_version(), "numpy": np.__version__,
+            "build": "debug" if _core.DEBUG_BUILD else "release"}
+
+
+#: Every metric family the server exports (counters without their ``_total``): name -> (type,
+#: HELP text). The collectors take their texts from here and docs/operations.md tables the same
+#: rows (tests/gateway/test_metrics_doc.py compares them). prometheus-client's own process_*
+#: and python_* families come besides.
+METRICS: dict[str, tuple[str, str]] = {
+    "matchcore_build_info": ("gauge", "The running build (always 1): matchcore version, Python, numpy, release or debug core"),
+    "matchcore_commands": ("counter", "Durable commands (journaled and released), by kind"),
+    "matchcore_engine_rejects": ("counter", "Engine rejects (REJECTED and TRANSFER_REJECTED events), by reason"),
+    "matchcore_session_rejects": ("counter", "SESSION_REJECT frames sent by the gateway, by reason"),
+    "matchcore_session_closes": ("counter", "Connections ended, by reason"),
+    "matchcore_events_sent": ("counter", "Event frames sent, by source: live, or replayed from memory or the journal"),
+    "matchcore_connections": ("gauge", "Open connections of the trading port"),
+    "matchcore_sessions": ("gauge", "Logged-in sessions"),
+    "matchcore_pending_logins": ("gauge", "Connections not logged in yet"),
+    "matchcore_tls_handshakes": ("gauge", "TLS handshakes under way"),
+    "matchcore_connections_refused": ("counter", "Connections closed at once, before CHALLENGE, by the limit reached"),
+    "matchcore_tls_handshakes_unfinished": ("counter", "TLS handshakes that failed or timed out"),
+    "matchcore_status_http_refused": ("counter", "Metrics-port connections closed at once (over the limit)"),
+    "matchcore_status_http_collections": ("counter", "Collections of the metrics text (at most one per metrics_cache_ms)"),
+    "matchcore_ring_depth_records": ("gauge", "Records waiting in a ring of the core, by ring"),
+    "matchcore_released_seq": ("gauge", "Seq of the last command whose journal row is committed and released"),
+    "matchcore_journal_lag_commands": ("gauge", "Commands the core applied that are not journaled and released yet"),
+    "matchcore_journal_commit_age_seconds": ("gauge", "Seconds since the journal writer's last commit returned"),
+    "matchcore_journal_writer_retries": ("counter", "Failed journal writes or connects, each retried"),
+    "matchcore_order_view_lag_batches": ("gauge", "Released batches the order-status replica has not applied yet"),
+    "matchcore_journal_batch_commands": ("histogram", "Commands per journal row"),
+    "matchcore_commit_latency_seconds": ("histogram", "Per journal row: from the writer's INSERT until PostgreSQL acknowledged its commit"),
+    "matchcore_ack_latency_seconds": ("histogram", "Per command: from the gateway's stamp at decode to the release of its events (durable)"),
+}
+
+
+def _counter(name: str, *, labels: list[str] | None = None, value: float | None = None) -> CounterMetricFamily:
+    kind, documentation = METRICS[name]
+    assert kind == "counter", name
+    return CounterMetricFamily(name, documentation, labels=labels, value=value)
+
+
+def _gauge(name: str, value: float | None = None, *, labels: list[str] | None = None) -> GaugeMetricFamily:
+    kind, documentation = METRICS[name]
+    assert kind == "gauge", name
+    return GaugeMetricFamily(name, documentation, labels=labels, value=value)
 
 
 def _door_families(door: dict[str, int]):
     """The connection limits in front of login and of the metrics port."""
-    yield GaugeMetricFamily("matchcore_pending_logins", "Connections not logged in yet",
-                            value=door.get("pending_logins", 0))
-    yield GaugeMetricFamily("matchcore_tls_handshakes", "TLS handshakes under way",
-                            value=door.get("tls_handshakes", 0))
-    refused = CounterMetricFamily("matchcore_connections_refused", "Connections closed at once, before "
-                                  "CHALLENGE, by the limit reached", labels=["reason"])
+    yield _gauge("matchcore_pending_logins", door.get("pending_logins", 0))
+    yield _gauge("matchcore_tls_handshakes", door.get("tls_handshakes", 0))
+    refused = _counter("matchcore_connections_refused", labels=["reason"])
     refused.add_metric(["pending_logins"], door.get("refused_pending_logins", 0))
     refused.add_metric(["pending_logins_per_address"], door.get("refused_pending_logins_per_address", 0))
     yield refused
-    yield CounterMetricFamily("matchcore_tls_handshakes_unfinished", "TLS handshakes that failed or timed out",
-                              value=door.get("tls_handshakes_unfinished", 0))
-    yield CounterMetricFamily("matchcore_status_http_refused", "Metrics-port connections closed at once",
-                              value=door.get("status_http_refused", 0))
-    yield CounterMetricFamily("matchcore_status_http_collections", "Collections of the metrics text",
-                              value=door.get("status_http_collections", 0))
+    yield _counter("matchcore_tls_handshakes_unfinished", value=door.get("tls_handshakes_unfinished", 0))
+    yield _counter("matchcore_status_http_refused", value=door.get("status_http_refused", 0))
+    yield _counter("matchcore_status_http_collections", value=door.get("status_http_collections", 0))
 
 
-def _by_reason(name: str, documentation: str, counts: np.ndarray, enum) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, documentation, labels=["reason"])
+def _by_reason(name: str, counts: np.ndarray, enum) -> CounterMetricFamily:
+    family = _counter(name, labels=["reason"])
     for member in enum:
         if member.value < len(counts) and (counts[member.value] or member.value):
             family.add_metric([member.name], int(counts[member.value]))

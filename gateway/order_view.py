@@ -56,6 +56,11 @@ class OrderView:
         if len(self._pending) >= ORDER_VIEW_WAKE_BATCHES:
             self._wake.set()
 
+    @property
+    def lag_batches(self) -> int:
+        """Released batches not applied to the replica yet."""
+        return self._submitted - self._applied
+
     def query(self, account_id: int, client_order_id: int, as_of_event_seq: int,
               reply: Callable[[p.OrderStatus | None], object]) -> None:
         """Answer ORDER_STATUS off the loop: the replica's thread applies every batch released
