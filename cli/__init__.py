@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from matchcore.cli import bench, demo, journal, keys, serve
+from matchcore.cli import backup, bench, demo, journal, keys, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -14,7 +14,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (bench, journal, serve, keys, demo):
+    for module in (bench, journal, backup, serve, keys, demo):
         module.register(commands)
     return parser
 
