@@ -23,5 +23,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 rm -rf build/lib.* build/bdist.*  # setuptools copies stale modules from an old build/lib into the wheel
-.venv/bin/python -m pip install -q ".[test]"
+.venv/bin/python -m pip install -q ".[test,quant]"
 export PATH="$ROOT/.venv/bin:$PATH"

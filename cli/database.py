@@ -7,7 +7,14 @@ import os
 import sys
 from typing import Iterator
 
-__all__ = ["add_database_options", "database"]
+from matchcore.errors import MatchcoreError
+
+__all__ = ["DatabaseUnavailableError", "add_database_options", "database"]
+
+
+class DatabaseUnavailableError(MatchcoreError):
+    """The journal database could not be reached or refused the command (a connection
+    refused, a timeout, a wrong password or database name): the CLI prints it as one line."""
 
 
 def add_database_options(command: argparse.ArgumentParser) -> None:
@@ -29,9 +36,26 @@ def database(args: argparse.Namespace) -> Iterator[str]:
             print("matchcore: warning: --dsn carries a password; a password on the command line is visible "
                   "to every local user: use a passfile (PGPASSFILE) or the environment", file=sys.stderr)
     if dsn:
-        yield dsn
+        with _one_line_errors(dsn):
+            yield dsn
         return
     from matchcore.persistence.embedded import EmbeddedPostgres
 
-    with EmbeddedPostgres(args.data_dir) as server:
+    with EmbeddedPostgres(args.data_dir) as server, _one_line_errors(server.dsn):
         yield server.dsn
+
+
+@contextlib.contextmanager
+def _one_line_errors(dsn: str) -> Iterator[None]:
+    """asyncpg's errors and OSError (refused, unreachable, timed out) inside the block become
+    DatabaseUnavailableError naming the (redacted) address; other errors pass unchanged."""
+    import asyncpg
+
+    from matchcore.gateway.logs import redact_dsn
+
+    try:
+        yield
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise DatabaseUnavailableError(f"the journal database {redact_dsn(dsn)}: "
+                                       f"{type(error).__name__}: {reason}") from error
