@@ -6,7 +6,7 @@ from matchcore.errors import ConfigError
 __all__ = ["EngineConfig", "ConfigError"]
 
 
-class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
+class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Capacities of one engine. Reaching any of them is a typed reject, never a crash.
 
     Ids are dense: an account id is in ``[0, max_accounts)``, an asset id in

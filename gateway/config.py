@@ -14,6 +14,10 @@ nested structs::
 An environment variable names a field by its path in capitals, sections joined by ``__``:
 ``MATCHCORE_LISTEN_PORT=7500``, ``MATCHCORE_LIMITS__MAX_SESSIONS=500``. Values are parsed
 as TOML values when they can be (numbers, booleans), else taken as strings.
+
+An unknown field is refused at every level (the structs forbid unknown fields), wherever it
+comes from: ``--set limits.max_sesions=10``, the same typo in TOML, or
+``MATCHCORE_LIMITS__MAX_SESIONS``; ``matchcore serve`` then exits 2 naming it.
 """
 from __future__ import annotations
 
@@ -135,11 +139,19 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         if not name.startswith(ENV_PREFIX) or name in _ENV_IGNORED:
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
-        node = tree
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = parse_value(text)
+        _set_path(tree, path, parse_value(text), source=name)
     return tree
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any, *, source: str | None = None) -> None:
+    """``tree[a][b]... = value``; a section in the way that is a value is a ConfigError."""
+    node = tree
+    for index, part in enumerate(path[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            where = ".".join(path[:index + 1])
+            raise ConfigError(f"{source or '.'.join(path)}: {where} is a value, not a section")
+    node[path[-1]] = value
 
 
 def parse_value(text: str) -> Any:
@@ -177,11 +189,7 @@ def load_config(path: str | None = None, *, environ: Mapping[str, str] | None = 
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        node = tree
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        _set_path(tree, key.split("."), value)
     try:
         config = msgspec.convert(tree, ServerConfig, strict=False)
     except msgspec.ValidationError as error:
