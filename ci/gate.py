@@ -104,10 +104,15 @@ EXTENSIONS = ("matchcore.core._core", "matchcore.protocol._codec", "matchcore.pe
 CALLGRIND_KEPT = ROOT / "build" / "bench" / "callgrind"
 
 
-def native_sources(tree: Path) -> list[Path]:
-    """The hand-written native sources of the extensions (Cython's generated .c excluded)."""
+#: each extension's own folder, then folders whose declarations (.pxd, .h) it cimports too
+EXTENSION_FOLDERS = {"matchcore.core._core": ("core",), "matchcore.protocol._codec": ("protocol", "core"),
+                     "matchcore.persistence._checksum": ("persistence", "core")}
+
+
+def native_sources(tree: Path, folders: tuple[str, ...] = NATIVE_FOLDERS) -> list[Path]:
+    """The hand-written native sources in ``folders`` (Cython's generated .c excluded)."""
     sources = []
-    for folder in NATIVE_FOLDERS:
+    for folder in folders:
         for path in sorted((tree / folder).iterdir()):
             if path.suffix not in NATIVE_SUFFIXES:
                 continue
@@ -117,12 +122,18 @@ def native_sources(tree: Path) -> list[Path]:
     return sources
 
 
-def stale_extensions(extensions: dict[str, Path], sources: list[Path]) -> list[str]:
-    """One sentence per extension older than the newest source (mtimes: a build writes the
-    extension after reading every source, so an edit since makes a source newer)."""
-    newest = max(sources, key=lambda path: path.stat().st_mtime_ns)
+def stale_extensions(extensions: dict[str, Path], tree: Path) -> list[str]:
+    """One sentence per extension older than the newest of its own sources (mtimes: a build
+    writes the extension after reading every source, so an edit since makes a source newer;
+    each extension is compared with its own folders only, so rebuilding one is enough for it)."""
     stale = []
     for name, path in extensions.items():
+        own, *shared = EXTENSION_FOLDERS.get(name, NATIVE_FOLDERS)
+        sources = native_sources(tree, (own,)) + [source for source in native_sources(tree, tuple(shared))
+                                                  if source.suffix in (".pxd", ".h")]
+        if not sources:
+            continue
+        newest = max(sources, key=lambda source: source.stat().st_mtime_ns)
         if path.stat().st_mtime_ns < newest.stat().st_mtime_ns:
             stale.append(f"{name} ({path}) is older than {newest}")
     return stale
@@ -140,7 +151,7 @@ def extension_paths(python: str, env: dict) -> dict[str, Path]:
 
 def refuse_stale_build(python: str, env: dict, tree: Path | None) -> None:
     """GateError when a measured extension predates the tree's native sources."""
-    stale = stale_extensions(extension_paths(python, env), native_sources(tree or ROOT))
+    stale = stale_extensions(extension_paths(python, env), tree or ROOT)
     if stale:
         how = (f"python setup.py build_ext --inplace in {tree}" if tree else
                "rm -rf build/lib.* build/bdist.* && pip install --no-build-isolation .")
