@@ -1,4 +1,4 @@
-"""``matchcore bench abuse``: one well-behaved trader's round trip while another client attacks.
+"""``matchcore-bench abuse``: one well-behaved trader's round trip while another client attacks.
 
 Processes: PostgreSQL (embedded, in a temporary folder, unless ``--dsn``), the server
 (``matchcore serve``, set up by ``e2e_bench.Venue``: keys, market, funds), this process as the
@@ -261,7 +261,7 @@ def run_abuse_bench(*, samples: int = 500, phase_s: float = 10.0, request_timeou
                   "pace_ms": PACE_MS, "rate_messages_per_s": RATE_MESSAGES_PER_S,
                   "frames_per_write": FRAMES_PER_WRITE, "attacks": ",".join(attacks)}
     if not as_json:
-        print_header("matchcore bench abuse", parameters)
+        print_header("matchcore-bench abuse", parameters)
     venue = Venue(2, dsn=dsn, data_dir=data_dir, server_settings=_settings())
     try:
         venue.start_database()

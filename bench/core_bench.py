@@ -1,4 +1,4 @@
-"""``matchcore bench core``: Engine against ReferenceEngine on the seeded mixed workload.
+"""``matchcore-bench core``: Engine against ReferenceEngine on the seeded mixed workload.
 
 Both engines run in the same process and the same run; the figure that matters for CI is
 the ratio, which does not drift with the machine's load the way a raw rate does. The
@@ -45,7 +45,7 @@ def run_core_bench(commands: int = 1_000_000, seed: int = 1, reference_commands:
     measured = c.number(workload.commands.copy(), first_seq=len(workload.setup) + 1)
     reference_commands = min(reference_commands, commands)
     if not as_json:
-        print_header("matchcore bench core", {"commands": commands, "seed": seed,
+        print_header("matchcore-bench core", {"commands": commands, "seed": seed,
                                               "reference_commands": reference_commands,
                                               "repeats": repeats})
     engine_s, events, engine = _time_engine(Engine, workload, measured, repeats)

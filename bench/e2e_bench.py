@@ -1,4 +1,4 @@
-"""``matchcore bench e2e`` and ``matchcore demo``: the whole system over loopback TCP.
+"""``matchcore-bench e2e`` and ``matchcore-bench demo``: the whole system over loopback TCP.
 
 Processes: PostgreSQL (embedded, in a temporary folder, unless ``--dsn``), the server
 (``matchcore serve`` as a subprocess), and ``--clients`` load clients (``bench.loadgen``, one
@@ -245,7 +245,7 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
     parameters = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s, "rate": rate or "max",
                   "window_commands": window_commands, "instruments": INSTRUMENTS}
     if not as_json:
-        print_header("matchcore bench e2e", parameters)
+        print_header("matchcore-bench e2e", parameters)
     venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=server_settings(clients))
     try:
         venue.start_database()
@@ -329,11 +329,11 @@ def _journal_last_seq(dsn: str) -> int:
 
 
 def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = None, dsn: str | None = None) -> int:
-    """``matchcore demo``: see the module docstring; returns the process exit code."""
+    """``matchcore-bench demo``: see the module docstring; returns the process exit code."""
     from matchcore.persistence import Journal
     from matchcore.persistence.replay import replay
 
-    print_header("matchcore demo", {"clients": clients, "seconds": seconds,
+    print_header("matchcore-bench demo", {"clients": clients, "seconds": seconds,
                                     "postgres": "given --dsn" if dsn else (data_dir or "embedded, temporary folder")})
     venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=server_settings(clients))
     try:

@@ -1,6 +1,6 @@
 """A load client: one logged-in session that sends orders in bulk and times their acks.
 
-For ``matchcore bench e2e`` and ``matchcore demo``; one process per client. It logs in like
+For ``matchcore-bench e2e`` and ``matchcore-bench demo``; one process per client. It logs in like
 any client (``client_keys.signed_login``), then writes command frames made in bulk by the Cython
 encoder (``_codec.encode_commands``) and reads the event stream with numpy (no Python object
 per event while every frame is an 88-byte EVENT).

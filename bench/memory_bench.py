@@ -1,4 +1,4 @@
-"""``matchcore bench memory``: bytes per resting order, per account and per price level, and peak RSS.
+"""``matchcore-bench memory``: bytes per resting order, per account and per price level, and peak RSS.
 
     python -m matchcore.bench.memory_bench [--orders N] [--large-orders N] [--json]
 
@@ -213,7 +213,7 @@ def run_memory_bench(orders: int = 1_000_000, as_json: bool = False, *,
     parameters = {"orders": orders, "large_orders": large_orders, "accounts": FILL_ACCOUNTS,
                   "instruments": FILL_INSTRUMENTS, "levels_per_side": FILL_LEVELS_PER_SIDE}
     if not as_json:
-        print_header("matchcore bench memory", parameters)
+        print_header("matchcore-bench memory", parameters)
     result = measure(orders, large_orders)
     result.update({"machine": machine_info(), "parameters": parameters,
                    "target_bytes_per_resting_order": BYTES_PER_RESTING_ORDER_TARGET,

@@ -1,4 +1,4 @@
-"""``matchcore bench pipeline``: commands/s through input ring -> core thread -> output ring.
+"""``matchcore-bench pipeline``: commands/s through input ring -> core thread -> output ring.
 
 One Python thread alternates between submitting (stamping sequence numbers into the input
 ring) and draining the output ring; the core thread applies the commands without the GIL.
@@ -61,7 +61,7 @@ def run_pipeline_bench(commands: int = 2_000_000, seed: int = 1, repeats: int = 
     setup = c.number(workload.setup.copy())
     measured = workload.commands
     if not as_json:
-        print_header("matchcore bench pipeline", {"commands": commands, "seed": seed,
+        print_header("matchcore-bench pipeline", {"commands": commands, "seed": seed,
                                                   "repeats": repeats, "input_ring_capacity_records": 1 << 16,
                                                   "output_ring_capacity_records": 1 << 18})
     rates, checksums = [], set()

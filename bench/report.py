@@ -1,4 +1,4 @@
-"""``matchcore bench report``: one Markdown page of where matchcore's figures stand.
+"""``matchcore-bench report``: one Markdown page of where matchcore's figures stand.
 
     python -m matchcore.bench.report [--quick] [--output PATH] [--gate-latest PATH] [--skip STAGE ...]
 
@@ -69,21 +69,21 @@ def _core(n: int) -> tuple[dict, str]:
 
     reference = min(n, 50_000)
     r = _quiet(run_core_bench, commands=n, reference_commands=reference, repeats=3, as_json=True)
-    return r, f"matchcore bench core --commands {n} --reference-commands {reference} --repeats 3"
+    return r, f"matchcore-bench core --commands {n} --reference-commands {reference} --repeats 3"
 
 
 def _ring(n: int) -> tuple[dict, str]:
     from matchcore.bench.ring_bench import run_ring_bench
 
     return (_quiet(run_ring_bench, n, 256, True, runs=3),
-            f"matchcore bench ring --records {n} --batch 256 --runs 3")
+            f"matchcore-bench ring --records {n} --batch 256 --runs 3")
 
 
 def _pipeline(n: int) -> tuple[dict, str]:
     from matchcore.bench.pipeline_bench import run_pipeline_bench
 
     return (_quiet(run_pipeline_bench, commands=n, repeats=3, as_json=True),
-            f"matchcore bench pipeline --commands {n} --repeats 3")
+            f"matchcore-bench pipeline --commands {n} --repeats 3")
 
 
 def _codec(n: int) -> tuple[dict, str]:
@@ -104,7 +104,7 @@ def _replay(n: int) -> tuple[dict, str]:
     from matchcore.bench.replay_bench import run_replay_bench
 
     return (_quiet(run_replay_bench, commands=n),
-            f"matchcore bench journal --replay-commands {n} (the replay part)")
+            f"matchcore-bench journal --replay-commands {n} (the replay part)")
 
 
 def _e2e(seconds: int) -> tuple[dict, str]:
@@ -123,7 +123,7 @@ def _e2e(seconds: int) -> tuple[dict, str]:
                     "ack_latency_us_p99_at_100k": paced["ack_latency_us_p99"],
                     "ack_latency_us_p999_at_100k": paced["ack_latency_us_p999"],
                     "e2e_cmds_per_s_at_100k": paced["e2e_cmds_per_s"]})
-    return figures, (f"matchcore bench e2e --seconds {seconds} --warmup {warmup_s:g}, then the same "
+    return figures, (f"matchcore-bench e2e --seconds {seconds} --warmup {warmup_s:g}, then the same "
                      f"with --rate {E2E_OFFERED_PER_S}")
 
 
@@ -132,7 +132,7 @@ def _memory(n: int) -> tuple[dict, str]:
 
     large = 10_000_000 if n >= 1_000_000 else 0
     return (_quiet(run_memory_bench, n, True, large_orders=large),
-            f"matchcore bench memory --orders {n} --large-orders {large}")
+            f"matchcore-bench memory --orders {n} --large-orders {large}")
 
 
 async def _journal_disk_load(dsn: str, workload) -> dict:
@@ -318,7 +318,7 @@ def render(results: dict, gate_latest: Path, quick: bool) -> str:
 
     info = machine_info()
     lines = ["# matchcore: where the figures stand", "",
-             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `matchcore bench report"
+             f"Generated {time.strftime('%Y-%m-%d %H:%M %Z')} by `matchcore-bench report"
              f"{' --quick' if quick else ''}` on {info['cpu']}, {info['cores']} cores "
              f"({info['platform']}); python {info['python']}, numpy {info['numpy']}, "
              f"cython {info['cython']}.", ""]

@@ -90,7 +90,7 @@ def _run_once(kind: str, frames: int) -> tuple[float, int, str]:
 
 def run_session_bench(frames: int = 20_000, repeats: int = 5, as_json: bool = False) -> dict:
     if not as_json:
-        print_header("matchcore bench session", {"frames": frames, "repeats": repeats, "read_bytes": READ_BYTES})
+        print_header("matchcore-bench session", {"frames": frames, "repeats": repeats, "read_bytes": READ_BYTES})
     result = {"machine": machine_info(), "frames": frames, "repeats": repeats, "kinds": {}}
     for kind in KINDS:
         runs = [_run_once(kind, frames) for _ in range(repeats)]

@@ -1,12 +1,14 @@
-"""The ``matchcore`` command: the server (``serve``), its keys (``keys``), ``demo``, replay,
-exports, the admin commands (``admin``) and the benchmarks (``bench``). One module per subcommand registers its arguments and
-holds its handler; nothing heavy is imported until a handler runs."""
+"""The ``matchcore`` command: the server (``serve``), its keys (``keys``), the admin commands
+(``admin``), replay, exports, backups. One module per subcommand registers its arguments and
+holds its handler; nothing heavy is imported until a handler runs. The benchmarks and the
+demo are a command of their own, ``matchcore-bench`` (``matchcore.bench.cli``): production
+code imports no benchmark code."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from matchcore.cli import admin, backup, bench, demo, journal, keys, serve
+from matchcore.cli import admin, backup, journal, keys, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -14,7 +16,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (bench, journal, backup, serve, keys, demo, admin):
+    for module in (journal, backup, serve, keys, admin):
         module.register(commands)
     return parser
 

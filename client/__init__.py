@@ -1,7 +1,7 @@
 """matchcore.client: the asyncio client library of the matchcore wire protocol.
 
 Everything a trading client or bot needs, and nothing of the server: importing it does not
-import ``matchcore.gateway`` (a test checks)::
+load any server module (a test checks ``sys.modules``)::
 
     from matchcore.client import Client, load_private_key
 

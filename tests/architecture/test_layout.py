@@ -21,7 +21,7 @@ ALLOWED = {
     "persistence": {"matchcore.core"},
     "gateway": {"matchcore.core", "matchcore.protocol", "matchcore.persistence"},
     "cli": {"matchcore.core", "matchcore.protocol", "matchcore.persistence", "matchcore.gateway",
-            "matchcore.client", "matchcore.bench"},
+            "matchcore.client"},
     "bench": {"matchcore.core", "matchcore.protocol", "matchcore.persistence", "matchcore.gateway",
               "matchcore.client"},
 }

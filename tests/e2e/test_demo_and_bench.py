@@ -1,4 +1,4 @@
-"""``matchcore demo`` and ``matchcore bench e2e`` run small, so they cannot rot: the demo's replay
+"""``matchcore-bench demo`` and ``matchcore-bench e2e`` run small, so they cannot rot: the demo's replay
 verifies, and the benchmark prints its keys."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .conftest import env_without_matchcore
 
 
 def test_demo_runs_and_its_replay_verifies(pg_server):
-    result = subprocess.run([sys.executable, "-m", "matchcore.cli", "demo", "--clients", "2",
+    result = subprocess.run([sys.executable, "-m", "matchcore.bench.cli", "demo", "--clients", "2",
                              "--seconds", "1", "--dsn", pg_server.admin_dsn],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -19,7 +19,7 @@ def test_demo_runs_and_its_replay_verifies(pg_server):
 
 
 def test_bench_e2e_json_keys(pg_server):
-    result = subprocess.run([sys.executable, "-m", "matchcore.cli", "bench", "e2e", "--clients", "1",
+    result = subprocess.run([sys.executable, "-m", "matchcore.bench.cli", "e2e", "--clients", "1",
                              "--seconds", "1", "--warmup", "0.5", "--rate", "2000", "--json", "--dsn", pg_server.admin_dsn],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr

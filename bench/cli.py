@@ -1,16 +1,20 @@
-"""``matchcore bench ...``: every benchmark, each printing the machine, the versions, its
-parameters and a checksum of the work before any figure (see docs/benchmarks.md)."""
+"""``matchcore-bench ...``: every benchmark, each printing the machine, the versions, its
+parameters and a checksum of the work before any figure (see docs/benchmarks.md), and
+``matchcore-bench demo`` (a server, an embedded PostgreSQL and load clients). A command of its
+own, owned by the benchmark package: the production command line (``matchcore``) imports no
+benchmark code."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-__all__ = ["register"]
+__all__ = ["build_parser", "main"]
 
 
-def register(commands: argparse._SubParsersAction) -> None:
-    bench = commands.add_parser("bench", help="run a benchmark and print its figures")
-    benches = bench.add_subparsers(dest="bench", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matchcore-bench", description=__doc__)
+    benches = parser.add_subparsers(dest="bench", required=True)
+    _add_demo(benches)
     _add_core(benches)
     _add_session(benches)
     _add_ring(benches)
@@ -21,6 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_memory(benches)
     _add_report(benches)
     _add_gate(benches)
+    return parser
 
 
 def _add_session(benches: argparse._SubParsersAction) -> None:
@@ -166,7 +171,7 @@ def bench_journal(args: argparse.Namespace) -> int:
     from matchcore.bench.replay_bench import run_replay_bench
 
     if not args.json:
-        print_header("matchcore bench journal", {"commands": args.commands, "batch": args.batch,
+        print_header("matchcore-bench journal", {"commands": args.commands, "batch": args.batch,
                                                  "replay_commands": args.replay_commands,
                                                  "replay_repeats": args.replay_repeats})
     journal = run_journal_bench(commands=args.commands, batch=args.batch, dsn=args.dsn)
@@ -229,8 +234,39 @@ def bench_gate(args: argparse.Namespace) -> int:
 
     gate = Path(args.root) / "ci" / "gate.py"
     if not gate.is_file():
-        print(f"matchcore bench gate: no {gate}; run it in a matchcore checkout or pass --root",
+        print(f"matchcore-bench gate: no {gate}; run it in a matchcore checkout or pass --root",
               file=sys.stderr)
         return 2
     command = [sys.executable, str(gate)] + (["--update-baseline"] if args.update_baseline else [])
     return subprocess.run(command).returncode
+
+
+def _add_demo(benches: argparse._SubParsersAction) -> None:
+    demo = benches.add_parser("demo", help="server + embedded PostgreSQL + load clients; prints figures "
+                              "and a replay verification, then stops")
+    demo.add_argument("--clients", type=int, default=4)
+    demo.add_argument("--seconds", type=float, default=5.0)
+    demo.add_argument("--dsn", default=None, help="PostgreSQL address (default: embedded, in a temp folder)")
+    demo.add_argument("--data-dir", default=None, help="embedded server's data folder")
+    demo.set_defaults(handler=demo_command)
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    from matchcore.bench.e2e_bench import run_demo
+
+    return run_demo(clients=args.clients, seconds=args.seconds, data_dir=args.data_dir, dsn=args.dsn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from matchcore.errors import MatchcoreError
+
+    try:
+        return args.handler(args)
+    except MatchcoreError as error:  # typed and already explained: one line, no traceback
+        print(f"matchcore-bench {args.bench}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
