@@ -441,6 +441,8 @@ class Session:
                 self._process_active(now_ns)
             self._apply_backpressure()
             return
+        if self.state == SessionState.AWAIT_LOGIN:
+            self._process_login_frame(now_ns)  # a LOGIN with frames behind it in one read
         if len(self._buffer) > self.limits.receive_buffer_bytes_max:
             if self.state == SessionState.AUTHENTICATING:  # a pipelining client: wait for the check
                 self._reading_paused = True
@@ -449,8 +451,6 @@ class Session:
                     pause()
                 return
             return self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)
-        if self.state == SessionState.AWAIT_LOGIN:
-            self._process_login_frame(now_ns)
 
     def take_login(self) -> p.Login | None:
         """The LOGIN to authenticate (once), or None."""
