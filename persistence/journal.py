@@ -9,6 +9,16 @@ seq ``SequenceGapError`` naming it. Journals start at seq ``FIRST_SEQ`` (1).
 
 Arrays are ``np.frombuffer`` views of the fetched bytes: zero-copy and read-only.
 
+Every read also takes a time range, ``since``/``until``: half-open, ``since <= t < until``,
+each an aware ``datetime`` or int nanoseconds since the epoch (UTC), on the commands' stamps
+(``timestamp_ns``, set by the gateway when it sequences a command; a command's events carry
+its stamp). The range is turned into seqs by a binary search over seqs (``seq_range``): each
+probe reads one command's 8-byte stamp out of its row (a ``substring`` of the out-of-line,
+uncompressed payload, so PostgreSQL reads one TOAST chunk, not the row), about
+log2(commands) probes in all, whatever the journal's size. It relies on stamps that do not go
+down along seqs: they are the server's wall clock, so a clock stepped back makes the range's
+ends one boundary among several. Given with seqs too, both apply (the intersection).
+
 Snapshots are the engine's state after applying command ``seq``, with the engine's uint64
 state hash (stored as two's complement in a bigint) and a CRC-32 of seq and state.
 """
@@ -21,8 +31,8 @@ import struct
 import threading
 import zlib
 from collections.abc import AsyncIterator, Coroutine, Iterator
-from datetime import datetime
-from typing import Any, TypeVar
+from datetime import datetime, timezone
+from typing import Any, TypeVar, Union
 
 import asyncpg
 import numpy as np
@@ -38,7 +48,8 @@ from matchcore.persistence.errors import (
 )
 from matchcore.persistence.schema import apply_schema, check_schema
 
-__all__ = ["AccountHistory", "AsyncJournal", "FIRST_SEQ", "Journal", "Snapshot"]
+__all__ = ["AccountHistory", "AsyncJournal", "FIRST_SEQ", "Journal", "Snapshot", "TimePoint",
+           "time_ns"]
 
 #: The seq of the first command of every journal.
 FIRST_SEQ = 1
@@ -51,6 +62,11 @@ _START_ROW = "SELECT max(first_seq) FROM journal WHERE first_seq <= $1"
 _PAGE = (f"SELECT {_ROW_COLUMNS} FROM journal WHERE first_seq >= $1 AND first_seq <= $2 "
          f"ORDER BY first_seq LIMIT $3")
 _LAST_SEQ = "SELECT last_seq FROM journal ORDER BY first_seq DESC LIMIT 1"
+# the stamp of command $1, read out of the row holding it (1-based substring offsets)
+_STAMP_OFFSET = COMMAND_DTYPE.fields["timestamp_ns"][1]
+_STAMP_AT = (f"SELECT first_seq, last_seq, substring(commands FROM "
+             f"(($1 - first_seq) * {COMMAND_DTYPE.itemsize} + {_STAMP_OFFSET + 1})::integer FOR 8) "
+             f"FROM journal WHERE first_seq <= $1 ORDER BY first_seq DESC LIMIT 1")
 _UINT64 = 1 << 64
 _INT64_MAX = (1 << 63) - 1
 
@@ -84,6 +100,25 @@ class AccountHistory:
     def __repr__(self) -> str:
         return (f"AccountHistory(account_id={self.account_id}, commands={len(self.commands)}, "
                 f"events={len(self.events)})")
+
+
+#: A point in time: an aware datetime, or int nanoseconds since the epoch (UTC).
+TimePoint = Union[datetime, int]
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def time_ns(point: TimePoint) -> int:
+    """``point`` as int nanoseconds since the epoch (UTC); ValueError for a naive datetime
+    (its zone would be a guess)."""
+    if isinstance(point, datetime):
+        if point.tzinfo is None or point.utcoffset() is None:
+            raise ValueError(f"{point.isoformat()} has no time zone: give an aware datetime "
+                             f"(tzinfo=timezone.utc) or int nanoseconds since the epoch")
+        delta = point - _EPOCH  # exact: integer days, seconds and microseconds
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    if isinstance(point, (int, np.integer)) and not isinstance(point, bool):
+        return int(point)
+    raise TypeError(f"a time must be a datetime or int nanoseconds, not {type(point).__name__}")
 
 
 def snapshot_checksum(seq: int, state: bytes) -> int:
@@ -236,33 +271,78 @@ class AsyncJournal:
                 except Exception:
                     pass
 
-    async def commands(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
-        """The commands ``from_seq..to_seq`` in one array (a copy)."""
-        pieces = [seq_slice(b.commands, from_seq, to_seq)
-                  async for b in self.batches(from_seq, to_seq)]
+    async def seq_range(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                        since: TimePoint | None = None,
+                        until: TimePoint | None = None) -> tuple[int, int]:
+        """The seqs ``(first, last)`` (inclusive) of the commands in ``from_seq..to_seq`` that
+        are stamped in ``[since, until)``; ``first > last`` when there is none. Without a time,
+        the seq bounds as given (``to_seq`` default: the journal's last seq)."""
+        lower = FIRST_SEQ if from_seq is None else max(from_seq, FIRST_SEQ)
+        since_ns = None if since is None else time_ns(since)
+        until_ns = None if until is None else time_ns(until)
+        async with self.acquire() as connection:
+            last = int(await connection.fetchval(_LAST_SEQ) or 0)
+            upper = last if to_seq is None else to_seq
+            searched_last = min(upper, last)  # the search reads only stored commands
+            if since_ns is not None:
+                lower = await _first_stamped_at(connection, since_ns, lower, searched_last)
+            if until_ns is not None:
+                upper = await _first_stamped_at(connection, until_ns, lower, searched_last) - 1
+        return lower, upper
+
+    async def _bounds(self, from_seq: int | None, to_seq: int | None, since: TimePoint | None,
+                      until: TimePoint | None) -> tuple[int | None, int | None] | None:
+        """The seq bounds of a read: as given without a time, else ``seq_range``'s; None when
+        the range holds no command."""
+        if since is None and until is None:
+            return from_seq, to_seq
+        lower, upper = await self.seq_range(from_seq, to_seq, since=since, until=until)
+        return None if lower > upper else (lower, upper)
+
+    async def commands(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                       since: TimePoint | None = None, until: TimePoint | None = None) -> np.ndarray:
+        """The commands ``from_seq..to_seq`` stamped in ``[since, until)``, in one array (a copy)."""
+        bounds = await self._bounds(from_seq, to_seq, since, until)
+        if bounds is None:
+            return np.empty(0, COMMAND_DTYPE)
+        pieces = [seq_slice(b.commands, *bounds) async for b in self.batches(*bounds)]
         return _concatenate(pieces, COMMAND_DTYPE)
 
-    async def events(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
-        """The events of commands ``from_seq..to_seq`` in one array (a copy)."""
-        pieces = [seq_slice(b.events, from_seq, to_seq)
-                  async for b in self.batches(from_seq, to_seq)]
+    async def events(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                     since: TimePoint | None = None, until: TimePoint | None = None) -> np.ndarray:
+        """The events of commands ``from_seq..to_seq`` stamped in ``[since, until)``, in one
+        array (a copy)."""
+        bounds = await self._bounds(from_seq, to_seq, since, until)
+        if bounds is None:
+            return np.empty(0, EVENT_DTYPE)
+        pieces = [seq_slice(b.events, *bounds) async for b in self.batches(*bounds)]
         return _concatenate(pieces, EVENT_DTYPE)
 
-    async def trades(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
-        """The FILL events of commands ``from_seq..to_seq``, one per trade."""
+    async def trades(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                     since: TimePoint | None = None, until: TimePoint | None = None) -> np.ndarray:
+        """The FILL events of commands ``from_seq..to_seq`` stamped in ``[since, until)``, one
+        per trade."""
+        bounds = await self._bounds(from_seq, to_seq, since, until)
+        if bounds is None:
+            return np.empty(0, EVENT_DTYPE)
         pieces = []
-        async for batch in self.batches(from_seq, to_seq):
-            events = seq_slice(batch.events, from_seq, to_seq)
+        async for batch in self.batches(*bounds):
+            events = seq_slice(batch.events, *bounds)
             pieces.append(events[events["kind"] == EventKind.FILL])
         return _concatenate(pieces, EVENT_DTYPE)
 
     async def account_history(self, account_id: int, from_seq: int | None = None,
-                              to_seq: int | None = None) -> AccountHistory:
-        """The account's commands, and events where it is the account or the counterparty."""
+                              to_seq: int | None = None, *, since: TimePoint | None = None,
+                              until: TimePoint | None = None) -> AccountHistory:
+        """The account's commands, and events where it is the account or the counterparty
+        (commands ``from_seq..to_seq`` stamped in ``[since, until)``)."""
         commands, events = [], []
-        async for batch in self.batches(from_seq, to_seq):
-            batch_commands = seq_slice(batch.commands, from_seq, to_seq)
-            batch_events = seq_slice(batch.events, from_seq, to_seq)
+        bounds = await self._bounds(from_seq, to_seq, since, until)
+        if bounds is None:
+            return AccountHistory(account_id, np.empty(0, COMMAND_DTYPE), np.empty(0, EVENT_DTYPE))
+        async for batch in self.batches(*bounds):
+            batch_commands = seq_slice(batch.commands, *bounds)
+            batch_events = seq_slice(batch.events, *bounds)
             commands.append(batch_commands[batch_commands["account_id"] == account_id])
             concerned = (batch_events["account_id"] == account_id) | \
                 (batch_events["counter_account_id"] == account_id)
@@ -326,6 +406,29 @@ class AsyncJournal:
         async with self.acquire() as connection:
             text = await connection.fetchval("SELECT value::text FROM meta WHERE key = $1", key)
         return None if text is None else json.loads(text)
+
+
+async def _first_stamped_at(connection: asyncpg.Connection, at_ns: int, lower: int,
+                            upper: int) -> int:
+    """The first seq in ``lower..upper`` whose command is stamped at or after ``at_ns``;
+    ``upper + 1`` when none is. A binary search over seqs (stamps do not go down along
+    seqs), one stamp read a probe; at most 64 probes, as seqs are int64."""
+    low, high = lower, upper + 1  # the answer is in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if await _stamp_at(connection, middle) >= at_ns:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+async def _stamp_at(connection: asyncpg.Connection, seq: int) -> int:
+    """The stamp of command ``seq`` (read raw: the rows a read returns are checked then)."""
+    row = await connection.fetchrow(_STAMP_AT, seq)
+    if row is None or row["last_seq"] < seq:
+        raise SequenceGapError(seq, f"the journal misses seq {seq}")
+    return int.from_bytes(row[2], "little", signed=True)
 
 
 def _check_continues(first_seq: int, last_seq: int, expected: int | None, lower: int) -> None:
@@ -420,18 +523,39 @@ class Journal:
         finally:
             self._call(pages.aclose())
 
-    def commands(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
-        return self._call(self._journal.commands(from_seq, to_seq))
+    def seq_range(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                  since: TimePoint | None = None, until: TimePoint | None = None) -> tuple[int, int]:
+        return self._call(self._journal.seq_range(from_seq, to_seq, since=since, until=until))
 
-    def events(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
-        return self._call(self._journal.events(from_seq, to_seq))
+    def commands(self, from_seq: int | None = None, to_seq: int | None = None, *,
+                 since: TimePoint | None = None, until: TimePoint | None = None) -> np.ndarray:
+        return self._call(self._journal.commands(from_seq, to_seq, since=since, until=until))
 
-    def trades(self, from_seq: int | None = None, to_seq: int | None = None) -> np.ndarray:
-        return self._call(self._journal.trades(from_seq, to_seq))
+    def events(self, from_seq: int | None = None, to_seq: int | None = None, *,
+               since: TimePoint | None = None, until: TimePoint | None = None) -> np.ndarray:
+        return self._call(self._journal.events(from_seq, to_seq, since=since, until=until))
+
+    def trades(self, from_seq: int | None = None, to_seq: int | None = None, *,
+               since: TimePoint | None = None, until: TimePoint | None = None) -> np.ndarray:
+        return self._call(self._journal.trades(from_seq, to_seq, since=since, until=until))
 
     def account_history(self, account_id: int, from_seq: int | None = None,
-                        to_seq: int | None = None) -> AccountHistory:
-        return self._call(self._journal.account_history(account_id, from_seq, to_seq))
+                        to_seq: int | None = None, *, since: TimePoint | None = None,
+                        until: TimePoint | None = None) -> AccountHistory:
+        return self._call(self._journal.account_history(account_id, from_seq, to_seq,
+                                                        since=since, until=until))
+
+    def balance_history(self, account_id: int, asset_id: int, from_seq: int | None = None,
+                        to_seq: int | None = None, *, since: TimePoint | None = None,
+                        until: TimePoint | None = None) -> np.ndarray:
+        """The account's balance of the asset after each command in range that changed it:
+        a ``BALANCE_HISTORY_DTYPE`` array (seq, timestamp_ns, available, held). Replays the
+        journal (from the newest snapshot before the range), so it is exact, holds and fees
+        included. Blocking only: see ``persistence.balance_history``."""
+        from matchcore.persistence.balance_history import balance_history
+
+        return balance_history(self, account_id, asset_id, from_seq, to_seq, since=since,
+                               until=until)
 
     def write_snapshot(self, seq: int, state: bytes, state_hash: int) -> bool:
         return self._call(self._journal.write_snapshot(seq, state, state_hash))
