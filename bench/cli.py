@@ -248,13 +248,16 @@ def _add_demo(benches: argparse._SubParsersAction) -> None:
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--dsn", default=None, help="PostgreSQL address (default: embedded, in a temp folder)")
     demo.add_argument("--data-dir", default=None, help="embedded server's data folder")
+    demo.add_argument("--keep", action="store_true", help="keep the journal database (and the embedded "
+                      "server, running, with its folder) and print its DSN, for matchcore export/replay")
     demo.set_defaults(handler=demo_command)
 
 
 def demo_command(args: argparse.Namespace) -> int:
     from matchcore.bench.e2e_bench import run_demo
 
-    return run_demo(clients=args.clients, seconds=args.seconds, data_dir=args.data_dir, dsn=args.dsn)
+    return run_demo(clients=args.clients, seconds=args.seconds, data_dir=args.data_dir, dsn=args.dsn,
+                    keep=args.keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,13 @@ then run ``warmup + seconds``; acks that arrive in the measured ``seconds`` coun
 ``e2e_cmds_per_s``, and NEW_ORDERs sent in them give the ack latency histogram. The server
 then stops (SIGTERM: drain, journal, LOGOUT), and ``demo`` replays the journal with
 verification.
+
+``demo --keep`` keeps the journal for analysis instead of dropping it: the database stays,
+and with the embedded server so do its data folder and the server itself (left running, so
+the printed DSN works at once). The kept database is handed to the application role (its
+tables move into the role's schema, as for a journal of an older matchcore), so the DSN
+printed is the least-privilege one. ``matchcore database stop|start --data-dir FOLDER``
+stops the server and starts it again later.
 """
 from __future__ import annotations
 
@@ -62,6 +69,7 @@ class Venue:
         self.metrics_port = 0
         self.keys: dict[int, tuple[int, bytes]] = {}  # account -> (key_id, raw private key)
         self.process: subprocess.Popen | None = None
+        self.kept = False  # close() leaves the database (and the embedded server) as they are
 
     def start_database(self) -> None:
         from matchcore.persistence.embedded import EmbeddedPostgres
@@ -164,8 +172,24 @@ class Venue:
             self.process.kill()
             return self.process.wait()
 
+    def keep(self) -> str:
+        """Keep the database (and the embedded server, running, and its folder) past close();
+        the DSN to read the journal with: the application role's on the embedded server."""
+        self.kept = True
+        if self.embedded is None:
+            return self.dsn
+        self.embedded.grant(self.database)  # the journal's tables become the role's
+        return self.embedded.dsn_for(self.database)
+
+    @property
+    def data_folder(self):
+        """The embedded server's data folder (None on a given --dsn)."""
+        return None if self.embedded is None else self.embedded.data_dir
+
     def close(self) -> None:
         self.stop_server()
+        if self.kept:
+            return
         # the bench's database goes, unless the whole (temporary) cluster goes with the folder
         if self.database and (self.embedded is None or self._data_dir_given):
             with contextlib.suppress(Exception):
@@ -328,7 +352,8 @@ def _journal_last_seq(dsn: str) -> int:
         return journal.last_seq()
 
 
-def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = None, dsn: str | None = None) -> int:
+def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = None, dsn: str | None = None,
+             keep: bool = False) -> int:
     """``matchcore-bench demo``: see the module docstring; returns the process exit code."""
     from matchcore.persistence import Journal
     from matchcore.persistence.replay import replay
@@ -363,9 +388,27 @@ def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = N
               f"state_hash {replayed.engine.state_hash():016x}")
         ok = exit_code == 0 and replayed.last_seq == summary["journal_last_seq"]
         print(f"demo:     {'OK' if ok else 'FAILED'} in {time.perf_counter() - started:.1f} s")
+        if keep:
+            _print_kept(venue)
         return 0 if ok else 1
     finally:
         venue.close()
+
+
+def _print_kept(venue: Venue) -> None:
+    """``demo --keep``: where the journal is and how to read it (the DSN carries a password:
+    the data folder's secrets are the user's own)."""
+    kept_dsn = venue.keep()
+    print(f"kept:     database {venue.database}")
+    print(f"dsn:      {kept_dsn}")
+    print(f"read it:  MATCHCORE_DSN='{kept_dsn}' matchcore export trades --out trades.csv "
+          f"(or --dsn: it warns that a password on a command line is visible)")
+    folder = venue.data_folder
+    if folder is not None:
+        print(f"server:   the embedded PostgreSQL on {folder} keeps running; "
+              f"stop it: matchcore database stop --data-dir {folder}")
+        print(f"later:    matchcore database start --data-dir {folder} --database {venue.database} "
+              f"(prints the DSN again: the port can change); delete the folder when done")
 
 
 if __name__ == "__main__":

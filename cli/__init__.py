@@ -1,5 +1,5 @@
 """The ``matchcore`` command: the server (``serve``), its keys (``keys``), the admin commands
-(``admin``), replay, exports, backups. One module per subcommand registers its arguments and
+(``admin``), replay, exports, backups, the embedded database on its own (``database``). One module per subcommand registers its arguments and
 holds its handler; nothing heavy is imported until a handler runs. The benchmarks and the
 demo are a command of their own, ``matchcore-bench`` (``matchcore.bench.cli``): production
 code imports no benchmark code."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from matchcore.cli import admin, backup, journal, keys, serve
+from matchcore.cli import admin, backup, database_server, journal, keys, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -16,7 +16,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (journal, backup, serve, keys, admin):
+    for module in (journal, backup, serve, keys, admin, database_server):
         module.register(commands)
     return parser
 
