@@ -185,3 +185,21 @@ def test_fills_carry_their_command_stamp(journal_dsn: str) -> None:
         events = journal.events()
     fills = events[events["kind"] == EventKind.FILL]
     assert np.array_equal(fills["timestamp_ns"], START_NS + (fills["seq"].astype(np.int64) - 1) * STEP_NS)
+
+
+def test_the_time_search_reads_one_stamp_per_probe_and_few_probes(journal_dsn: str, monkeypatch) -> None:
+    """No scan: about log2(commands) probes for each end of the range, each one stamp."""
+    from matchcore.persistence import journal as journal_module
+
+    probes: list[int] = []
+    real = journal_module._stamp_at
+
+    async def counting(connection, seq: int) -> int:
+        probes.append(seq)
+        return await real(connection, seq)
+
+    monkeypatch.setattr(journal_module, "_stamp_at", counting)
+    with Journal(journal_dsn) as journal:
+        last_seq = journal.last_seq()
+        assert journal.seq_range(since=at_seq(1234), until=at_seq(1300)) == (1234, 1299)
+    assert len(probes) <= 2 * (last_seq.bit_length() + 1), probes
