@@ -35,10 +35,13 @@ def start_command(args: argparse.Namespace) -> int:
     if not (server.pgdata / "PG_VERSION").exists():
         raise NoDataFolderError(f"{server.data_dir} holds no embedded PostgreSQL (no "
                                 f"pgdata/PG_VERSION): matchcore serve makes one")
+    from matchcore.cli.database import _one_line_errors
+
     dsn = server.start()  # not stopped on return: that is the point
     if args.database is not None:
-        server.grant(args.database)
         dsn = server.dsn_for(args.database)
+        with _one_line_errors(dsn):  # a database that is not there: one line, exit 2
+            server.grant(args.database)
     print(f"running:  {server.data_dir} on 127.0.0.1:{server.port}")
     print(f"dsn:      {dsn}")
     return 0

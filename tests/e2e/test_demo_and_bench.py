@@ -74,6 +74,8 @@ def test_demo_keep_keeps_the_journal_for_export_and_restart(tmp_path):
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
         assert "journal database" in refused.stderr and "Traceback" not in refused.stderr
 
+        missing = matchcore("database", "start", "--data-dir", str(folder), "--database", "nosuch")
+        assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1, missing.stderr
         started = matchcore("database", "start", "--data-dir", str(folder), "--database", database)
         assert started.returncode == 0, started.stderr
         dsn_again = re.search(r"^dsn:\s+(\S+)$", started.stdout, re.M).group(1)
