@@ -124,6 +124,8 @@ class RejectReason(IntEnum):
     POST_ONLY_WOULD_CROSS = 202
     REPLACE_NO_CHANGE = 203
     TRANSFER_ID_REUSED = 204
+    #: a transfer id at or below the account's last one (transfer ids rise per account)
+    DUPLICATE_TRANSFER_ID = 205
     # risk
     INSUFFICIENT_FUNDS = 300
     AMOUNT_OVERFLOW = 301
@@ -133,7 +135,7 @@ class RejectReason(IntEnum):
     ASSET_CAPACITY = 402
     INSTRUMENT_CAPACITY = 403
     PRICE_LEVEL_CAPACITY = 404
-    TRANSFER_CAPACITY = 405
+    # TRANSFER_CAPACITY = 405: retired in contract 2 (transfer ids no longer take memory)
 
 
 class CancelReason(IntEnum):

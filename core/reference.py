@@ -96,6 +96,9 @@ class Instrument:
 
 @dataclass
 class Transfer:
+    """An account's last transfer and its outcome."""
+
+    transfer_id: int
     kind: int
     asset_id: int
     amount: int
@@ -117,7 +120,7 @@ class ReferenceEngine:
         self.balances: dict[tuple[int, int], list[int]] = {}  # (account, asset) -> [available, held]
         self.instruments: dict[int, Instrument] = {}
         self.orders: dict[tuple[int, int], Order] = {}  # live orders by (account, client id)
-        self.transfers: dict[tuple[int, int], Transfer] = {}
+        self.transfers: dict[int, Transfer] = {}  # account id -> its last transfer
         self._events: list[tuple] = []
         self._add_account(self.config.fee_account_id)
 
@@ -320,17 +323,18 @@ class ReferenceEngine:
             return self._transfer_reject(cmd, RejectReason.UNKNOWN_ACCOUNT)
         if cmd.asset_id not in self.assets:
             return self._transfer_reject(cmd, RejectReason.UNKNOWN_ASSET)
-        key = (cmd.account_id, cmd.client_id)
-        previous = self.transfers.get(key)
-        if previous is not None:
-            if (previous.kind, previous.asset_id, previous.amount) != (cmd.kind, cmd.asset_id, amount):
+        last = self.transfers.get(cmd.account_id)
+        last_id = 0 if last is None else last.transfer_id
+        if last is not None and cmd.client_id == last_id:
+            if (last.kind, last.asset_id, last.amount) != (cmd.kind, cmd.asset_id, amount):
                 return self._transfer_reject(cmd, RejectReason.TRANSFER_ID_REUSED)
-            return self._transfer_event(cmd, previous.event_kind, previous.reason)
-        if len(self.transfers) >= self.config.max_transfers:
-            return self._transfer_reject(cmd, RejectReason.TRANSFER_CAPACITY)
+            return self._transfer_event(cmd, last.event_kind, last.reason)
+        if cmd.client_id <= last_id:
+            return self._transfer_reject(cmd, RejectReason.DUPLICATE_TRANSFER_ID)
         reason = self._move_transfer(cmd, amount)
         event_kind = EventKind.TRANSFER_REJECTED if reason else EventKind.TRANSFER_DONE
-        self.transfers[key] = Transfer(cmd.kind, cmd.asset_id, amount, int(event_kind), int(reason))
+        self.transfers[cmd.account_id] = Transfer(cmd.client_id, cmd.kind, cmd.asset_id, amount,
+                                                  int(event_kind), int(reason))
         self._transfer_event(cmd, event_kind, reason)
 
     def _move_transfer(self, cmd, amount) -> int:
@@ -732,6 +736,9 @@ class ReferenceEngine:
         w.count(len(self.accounts))
         for account_id in sorted(self.accounts):
             w.words(account_id, self.accounts[account_id])
+            t = self.transfers.get(account_id)
+            w.words(*((0,) * 6 if t is None else
+                      (t.transfer_id, t.kind, t.asset_id, t.amount, t.event_kind, t.reason)))
             for asset_id in sorted(self.assets):
                 w.words(*self.balance(account_id, asset_id))
         w.count(len(self.instruments))
@@ -747,10 +754,6 @@ class ReferenceEngine:
                     for o in level.orders:
                         w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold,
                                 o.fee_cap_bps, o.stp_mode, o.flags)
-        w.count(len(self.transfers))
-        for (account_id, transfer_id) in sorted(self.transfers):
-            t = self.transfers[(account_id, transfer_id)]
-            w.words(account_id, transfer_id, t.kind, t.asset_id, t.amount, t.event_kind, t.reason)
         return w
 
 
@@ -768,6 +771,10 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
     for _ in range(r.count()):
         account_id, last_client_id = r.words(2)
         engine.accounts[account_id] = last_client_id & UINT64_MASK
+        transfer_id, kind, asset_id, amount, event_kind, reason = r.words(6)
+        if kind:
+            engine.transfers[account_id] = Transfer(transfer_id & UINT64_MASK, kind, asset_id,
+                                                    amount, event_kind, reason)
         for asset_id in asset_ids:
             available, held = r.words(2)
             if available or held:
@@ -790,10 +797,6 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
                     level.orders.append(order)
                     engine.orders[(account_id, client_id)] = order
                 book.append(level)
-    for _ in range(r.count()):
-        account_id, transfer_id, kind, asset_id, amount, event_kind, reason = r.words(7)
-        transfer_id &= UINT64_MASK
-        engine.transfers[(account_id, transfer_id)] = Transfer(kind, asset_id, amount, event_kind, reason)
     r.finish()
     return engine
 

@@ -13,7 +13,7 @@ from matchcore.core.reference import ReferenceEngine, fee_of
 from tests.conftest import engine_class
 
 CONFIG = EngineConfig(max_accounts=6, max_assets=3, max_instruments=3, max_orders=40,
-                      max_price_levels=6, max_transfers=30, fee_account_id=0)
+                      max_price_levels=6, fee_account_id=0)
 ACCOUNTS = st.integers(0, 6)          # 6 is unknown (and out of range)
 ASSETS = st.integers(0, 3)
 INSTRUMENTS = st.sampled_from([0, 1, 2, 3, ALL_INSTRUMENTS])

@@ -12,7 +12,7 @@ from matchcore.core.reference import ReferenceEngine
 from matchcore.core.snapshot_format import SnapshotError
 
 CONFIG = EngineConfig(max_accounts=8, max_assets=3, max_instruments=3, max_orders=60,
-                      max_price_levels=8, max_transfers=40, fee_account_id=0)
+                      max_price_levels=8, fee_account_id=0)
 ACCOUNTS = range(1, 7)
 EXTREMES = [0, -1, (1 << 62), (1 << 63) - 1]
 
@@ -126,7 +126,7 @@ def test_engine_without_prefault_is_the_same_engine():
     """prefault=False (tables left to the kernel to fault in, as replays build them) changes
     when pages are touched, nothing else; tables big enough to take the huge-page path."""
     big = EngineConfig(max_accounts=8, max_assets=3, max_instruments=3, max_orders=300_000,
-                       max_price_levels=8, max_transfers=40_000, fee_account_id=0)
+                       max_price_levels=8, fee_account_id=0)
     eager, lazy = Engine(big), Engine(big, prefault=False)
     rng, live = np.random.default_rng(11), []
     commands = c.number(setup_commands())
