@@ -109,6 +109,7 @@ cdef class Engine:
     cdef void cmd_set_fees(self, const Command* c) noexcept nogil
     cdef void cmd_halt(self, const Command* c) noexcept nogil
     cdef void cmd_resume(self, const Command* c) noexcept nogil
+    cdef void cmd_pause(self, const Command* c) noexcept nogil
     # transfers
     cdef void cmd_transfer(self, const Command* c) noexcept nogil
     cdef uint16_t move_transfer(self, const Command* c, int64_t amount) noexcept nogil
@@ -152,6 +153,8 @@ cdef class Engine:
     cdef bint fok_fillable(self, const Order* taker, const Instrument* instrument,
                            int64_t budget) noexcept nogil
     cdef uint16_t match(self, Order* taker, Instrument* instrument, int64_t budget) noexcept nogil
+    cdef void decrement(self, Order* order, const Instrument* instrument,
+                        int64_t quantity) noexcept nogil
     cdef void fill(self, Order* taker, Order* maker, const Instrument* instrument, int64_t price,
                    int64_t quantity) noexcept nogil
     # cancel, replace

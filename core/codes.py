@@ -16,6 +16,7 @@ __all__ = [
     "CommandKind",
     "EventKind",
     "Flags",
+    "InstrumentState",
     "OrderType",
     "RejectReason",
     "Side",
@@ -46,6 +47,8 @@ class CommandKind(IntEnum):
     CANCEL = 11
     REPLACE = 12
     MASS_CANCEL = 13
+    #: contract 2: stop trading but keep the book (cancels allowed); RESUME_INSTRUMENT ends it
+    PAUSE_INSTRUMENT = 14
 
 
 class EventKind(IntEnum):
@@ -83,6 +86,8 @@ class StpMode(IntEnum):
     CANCEL_TAKER = 1
     CANCEL_MAKER = 2
     CANCEL_BOTH = 3
+    #: contract 2: decrease the larger of the two by the smaller, cancel the smaller
+    DECREMENT = 4
 
 
 class Flags(IntEnum):
@@ -118,6 +123,7 @@ class RejectReason(IntEnum):
     PRICE_OFF_TICK = 108
     PRICE_OUT_OF_BAND = 109
     QUANTITY_ABOVE_MAXIMUM = 110
+    INSTRUMENT_PAUSED = 111
     # order state
     DUPLICATE_CLIENT_ORDER_ID = 200
     UNKNOWN_ORDER = 201
@@ -136,6 +142,16 @@ class RejectReason(IntEnum):
     INSTRUMENT_CAPACITY = 403
     PRICE_LEVEL_CAPACITY = 404
     # TRANSFER_CAPACITY = 405: retired in contract 2 (transfer ids no longer take memory)
+
+
+class InstrumentState(IntEnum):
+    """An instrument's trading state (a snapshot word)."""
+
+    TRADING = 0
+    #: HALT_INSTRUMENT: the book was canceled; new orders refused
+    HALTED = 1
+    #: PAUSE_INSTRUMENT: the book is kept; new orders and replaces refused, cancels allowed
+    PAUSED = 2
 
 
 class CancelReason(IntEnum):

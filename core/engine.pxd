@@ -92,7 +92,7 @@ ctypedef struct Instrument:
     uint16_t base_asset
     uint16_t quote_asset
     uint8_t exists
-    uint8_t halted
+    uint8_t state            # InstrumentState: trading, halted (book canceled), paused (kept)
 
 
 ctypedef struct Account:

@@ -458,6 +458,8 @@ cdef class Engine:
             self.cmd_halt(command)
         elif kind == CMD_RESUME_INSTRUMENT:
             self.cmd_resume(command)
+        elif kind == CMD_PAUSE_INSTRUMENT:
+            self.cmd_pause(command)
         else:
             self.reject(command, R_UNKNOWN_COMMAND)
         self.command = NULL
@@ -695,7 +697,7 @@ cdef class Engine:
         instrument.band_max = INT64_MAX
         instrument.maker_bps = 0
         instrument.taker_bps = 0
-        instrument.halted = 0
+        instrument.state = STATE_TRADING
         instrument.exists = 1
         self.instrument_count += 1
         return instrument
@@ -734,7 +736,7 @@ cdef class Engine:
         if instrument == NULL:
             self.reject(c, R_UNKNOWN_INSTRUMENT)
             return
-        if instrument.halted:
+        if instrument.state == STATE_HALTED:
             self.reject(c, R_INSTRUMENT_HALTED)
             return
         cdef int64_t canceled = 0
@@ -756,18 +758,30 @@ cdef class Engine:
                     canceled += 1
                     order_index = next_index
             instrument.level_count[side_index] = 0
-        instrument.halted = 1
+        instrument.state = STATE_HALTED
         self.done(c, c.instrument_id, canceled)
+
+    cdef void cmd_pause(self, const Command* c) noexcept nogil:
+        cdef Instrument* instrument = self.instrument_of(c.instrument_id)
+        if instrument == NULL:
+            self.reject(c, R_UNKNOWN_INSTRUMENT)
+            return
+        if instrument.state != STATE_TRADING:
+            self.reject(c, R_INSTRUMENT_HALTED if instrument.state == STATE_HALTED
+                        else R_INSTRUMENT_PAUSED)
+            return
+        instrument.state = STATE_PAUSED
+        self.done(c, c.instrument_id, c.quantity)
 
     cdef void cmd_resume(self, const Command* c) noexcept nogil:
         cdef Instrument* instrument = self.instrument_of(c.instrument_id)
         if instrument == NULL:
             self.reject(c, R_UNKNOWN_INSTRUMENT)
             return
-        if not instrument.halted:
+        if instrument.state == STATE_TRADING:
             self.reject(c, R_INSTRUMENT_NOT_HALTED)
             return
-        instrument.halted = 0
+        instrument.state = STATE_TRADING
         self.done(c, c.instrument_id, c.quantity)
 
     # ------------------------------------------------------------------ transfers
@@ -1054,7 +1068,7 @@ cdef class Engine:
         if market and c.time_in_force == TIF_GTC:
             return R_INVALID_TIME_IN_FORCE
         if (c.stp_mode != STP_CANCEL_TAKER and c.stp_mode != STP_CANCEL_MAKER
-                and c.stp_mode != STP_CANCEL_BOTH):
+                and c.stp_mode != STP_CANCEL_BOTH and c.stp_mode != STP_DECREMENT):
             return R_INVALID_STP_MODE
         if c.flags & ~FLAG_POST_ONLY:
             return R_INVALID_FLAGS
@@ -1073,8 +1087,8 @@ cdef class Engine:
         cdef Instrument* instrument = self.instrument_of(c.instrument_id)
         if instrument == NULL:
             return R_UNKNOWN_INSTRUMENT
-        if instrument.halted:
-            return R_INSTRUMENT_HALTED
+        if instrument.state != STATE_TRADING:
+            return R_INSTRUMENT_HALTED if instrument.state == STATE_HALTED else R_INSTRUMENT_PAUSED
         if c.price != 0 and c.price % instrument.tick_size != 0:
             return R_PRICE_OFF_TICK
         if c.price != 0 and not (instrument.band_min <= c.price <= instrument.band_max):
@@ -1241,6 +1255,16 @@ cdef class Engine:
             if maker.account == taker.account:
                 if taker.stp_mode == STP_CANCEL_TAKER:
                     return C_SELF_TRADE
+                if taker.stp_mode == STP_DECREMENT:
+                    if taker.leaves < maker.leaves:     # the taker is the smaller: canceled
+                        self.decrement(maker, instrument, taker.leaves)
+                        return C_SELF_TRADE
+                    quantity = maker.leaves
+                    self.cancel_resting(maker_index, MC_NONE, C_SELF_TRADE)
+                    if quantity == taker.leaves:        # equal: both canceled, maker first
+                        return C_SELF_TRADE
+                    self.decrement(taker, instrument, quantity)
+                    continue
                 self.cancel_resting(maker_index, MC_NONE, C_SELF_TRADE)
                 if taker.stp_mode == STP_CANCEL_BOTH:
                     return C_SELF_TRADE
@@ -1262,6 +1286,18 @@ cdef class Engine:
                 self.release(maker, instrument, maker.hold)
                 self.forget_order(maker_index, MC_NONE)
         return 0
+
+    cdef void decrement(self, Order* order, const Instrument* instrument,
+                        int64_t quantity) noexcept nogil:
+        """STP decrement: ``quantity`` fewer open lots, time priority kept, a REPLACED event
+        (reason SELF_TRADE) with the new open quantity; the hold follows the leaves."""
+        order.leaves -= quantity
+        self.emit(EV_REPLACED, order.side, C_SELF_TRADE, order.instrument, order.account, 0,
+                  order.order_id, order.client_id, 0, 0, order.price, order.leaves, 0, 0)
+        if order.side == SIDE_SELL:
+            self.release(order, instrument, quantity * instrument.lot_size)
+        elif order.order_type == TYPE_LIMIT:
+            self.release_excess(order, instrument)
 
     cdef void fill(self, Order* taker, Order* maker, const Instrument* instrument, int64_t price,
                    int64_t quantity) noexcept nogil:
@@ -1346,6 +1382,8 @@ cdef class Engine:
         order_out[0] = order_index
         cdef Order* order = &self.orders[order_index]
         cdef Instrument* instrument = &self.instruments[order.instrument]
+        if instrument.state == STATE_PAUSED:
+            return R_INSTRUMENT_PAUSED
         if c.price % instrument.tick_size != 0:
             return R_PRICE_OFF_TICK
         if not (instrument.band_min <= c.price <= instrument.band_max):
@@ -1381,7 +1419,9 @@ cdef class Engine:
         if not keeps_priority and c.price != order.price:
             level_search(instrument.levels[side_index], instrument.level_count[side_index],
                          side_index, c.price, &found)
-            if not found and instrument.level_count[side_index] >= self.max_price_levels:
+            # a full side refuses a new level, unless the order leaves a level it is alone on
+            if (not found and instrument.level_count[side_index] >= self.max_price_levels
+                    and not (order.prev == MC_NONE and order.next == MC_NONE)):
                 self.reject(c, R_PRICE_LEVEL_CAPACITY)
                 return
         # adjust the hold to exactly what the new price and size need
@@ -1472,7 +1512,7 @@ cdef class Engine:
         sink_put(sink, <uint64_t>instrument.band_max)
         sink_put(sink, <uint64_t>instrument.maker_bps)
         sink_put(sink, <uint64_t>instrument.taker_bps)
-        sink_put(sink, instrument.halted)
+        sink_put(sink, instrument.state)
         cdef int side_index
         cdef uint32_t position, order_index
         cdef uint64_t order_count
@@ -1619,18 +1659,18 @@ cdef class Engine:
         instrument.band_max = cursor.take()
         instrument.maker_bps = cursor.take()
         instrument.taker_bps = cursor.take()
-        cdef int64_t halted = cursor.take()
+        cdef int64_t state = cursor.take()
         if instrument.band_min <= 0 or instrument.band_max < instrument.band_min:
             raise _EngineSnapshotError(f"instrument {instrument_id} has an invalid price band")
         if not (0 <= instrument.maker_bps <= ENGINE_BPS_MAX
                 and 0 <= instrument.taker_bps <= ENGINE_BPS_MAX):
             raise _EngineSnapshotError(f"instrument {instrument_id} has invalid fees")
-        if halted != 0 and halted != 1:
-            raise _EngineSnapshotError(f"instrument {instrument_id} has halted={halted}")
-        instrument.halted = <uint8_t>halted
+        if not (STATE_TRADING <= state <= STATE_PAUSED):
+            raise _EngineSnapshotError(f"instrument {instrument_id} has state {state}")
+        instrument.state = <uint8_t>state
         self.load_side(cursor, instrument, instrument_id, 0)
         self.load_side(cursor, instrument, instrument_id, 1)
-        if instrument.halted and (instrument.level_count[0] or instrument.level_count[1]):
+        if instrument.state == STATE_HALTED and (instrument.level_count[0] or instrument.level_count[1]):
             raise _EngineSnapshotError(f"halted instrument {instrument_id} has orders")
         if (instrument.level_count[0] and instrument.level_count[1]
                 and instrument.levels[0][instrument.level_count[0] - 1].price
@@ -1692,7 +1732,7 @@ cdef class Engine:
             raise _EngineSnapshotError(f"order {order_id} has a client order id never accepted")
         if leaves <= 0 or not (0 <= fee_cap_bps <= ENGINE_BPS_MAX):
             raise _EngineSnapshotError(f"order {order_id} has bad leaves or fee cap")
-        if not (STP_CANCEL_TAKER <= stp_mode <= STP_CANCEL_BOTH) or flags & ~FLAG_POST_ONLY:
+        if not (STP_CANCEL_TAKER <= stp_mode <= STP_DECREMENT) or flags & ~FLAG_POST_ONLY:
             raise _EngineSnapshotError(f"order {order_id} has bad stp mode or flags")
         overflow = limit_hold_needed(side, price, leaves, instrument.lot_size, fee_cap_bps, &needed)
         if overflow or hold != needed:

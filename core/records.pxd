@@ -69,6 +69,7 @@ cdef enum CommandKind:
     CMD_CANCEL = 11
     CMD_REPLACE = 12
     CMD_MASS_CANCEL = 13
+    CMD_PAUSE_INSTRUMENT = 14
 
 cdef enum EventKind:
     EV_ACCEPTED = 64
@@ -97,6 +98,7 @@ cdef enum StpMode:
     STP_CANCEL_TAKER = 1
     STP_CANCEL_MAKER = 2
     STP_CANCEL_BOTH = 3
+    STP_DECREMENT = 4
 
 cdef enum Flags:
     FLAG_POST_ONLY = 1
@@ -128,6 +130,7 @@ cdef enum RejectReason:
     R_PRICE_OFF_TICK = 108
     R_PRICE_OUT_OF_BAND = 109
     R_QUANTITY_ABOVE_MAXIMUM = 110
+    R_INSTRUMENT_PAUSED = 111
     R_DUPLICATE_CLIENT_ORDER_ID = 200
     R_UNKNOWN_ORDER = 201
     R_POST_ONLY_WOULD_CROSS = 202
@@ -141,6 +144,11 @@ cdef enum RejectReason:
     R_ASSET_CAPACITY = 402
     R_INSTRUMENT_CAPACITY = 403
     R_PRICE_LEVEL_CAPACITY = 404
+
+cdef enum InstrumentState:
+    STATE_TRADING = 0
+    STATE_HALTED = 1
+    STATE_PAUSED = 2
 
 cdef enum CancelReason:
     C_USER = 1

@@ -21,6 +21,7 @@ from matchcore.core.codes import (
     CommandKind,
     EventKind,
     Flags,
+    InstrumentState,
     OrderType,
     RejectReason,
     Side,
@@ -88,7 +89,7 @@ class Instrument:
     band_max: int
     maker_bps: int = 0
     taker_bps: int = 0
-    halted: bool = False
+    state: int = InstrumentState.TRADING
     # best level first on both sides
     bids: list = field(default_factory=list)
     asks: list = field(default_factory=list)
@@ -293,7 +294,7 @@ class ReferenceEngine:
         instrument = self.instruments.get(cmd.instrument_id)
         if instrument is None:
             return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
-        if instrument.halted:
+        if instrument.state == InstrumentState.HALTED:
             return self._reject(cmd, RejectReason.INSTRUMENT_HALTED)
         canceled = 0
         for book in (instrument.bids, instrument.asks):
@@ -301,16 +302,25 @@ class ReferenceEngine:
                 for order in list(level.orders):
                     self._cancel_order(cmd, order, CancelReason.HALT)
                     canceled += 1
-        instrument.halted = True
+        instrument.state = InstrumentState.HALTED
         self._done(cmd, quantity=canceled)
+
+    def _cmd_pause(self, cmd):
+        instrument = self.instruments.get(cmd.instrument_id)
+        if instrument is None:
+            return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
+        if instrument.state != InstrumentState.TRADING:
+            return self._reject(cmd, _NOT_TRADING[instrument.state])
+        instrument.state = InstrumentState.PAUSED
+        self._done(cmd)
 
     def _cmd_resume(self, cmd):
         instrument = self.instruments.get(cmd.instrument_id)
         if instrument is None:
             return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
-        if not instrument.halted:
+        if instrument.state == InstrumentState.TRADING:
             return self._reject(cmd, RejectReason.INSTRUMENT_NOT_HALTED)
-        instrument.halted = False
+        instrument.state = InstrumentState.TRADING
         self._done(cmd)
 
     # ------------------------------------------------------------------ transfers
@@ -395,7 +405,7 @@ class ReferenceEngine:
             return RejectReason.INVALID_TIME_IN_FORCE
         if market and cmd.time_in_force == TimeInForce.GTC:
             return RejectReason.INVALID_TIME_IN_FORCE
-        if cmd.stp_mode not in (StpMode.CANCEL_TAKER, StpMode.CANCEL_MAKER, StpMode.CANCEL_BOTH):
+        if cmd.stp_mode not in tuple(StpMode):
             return RejectReason.INVALID_STP_MODE
         if cmd.flags & ~Flags.POST_ONLY:
             return RejectReason.INVALID_FLAGS
@@ -414,8 +424,8 @@ class ReferenceEngine:
         instrument = self.instruments.get(cmd.instrument_id)
         if instrument is None:
             return RejectReason.UNKNOWN_INSTRUMENT
-        if instrument.halted:
-            return RejectReason.INSTRUMENT_HALTED
+        if instrument.state != InstrumentState.TRADING:
+            return _NOT_TRADING[instrument.state]
         if cmd.price != 0 and cmd.price % instrument.tick_size != 0:
             return RejectReason.PRICE_OFF_TICK
         if cmd.price != 0 and not instrument.band_min <= cmd.price <= instrument.band_max:
@@ -532,6 +542,9 @@ class ReferenceEngine:
             index += 1
         book.insert(index, Level(order.price, deque([order])))
 
+    def _level_of(self, order: Order, instrument: Instrument) -> Level:
+        return next(level for level in self._book(instrument, order.side) if level.price == order.price)
+
     def _unlink(self, order: Order, instrument: Instrument) -> None:
         """Take a resting order off its level (and the level off the book when empty)."""
         book = self._book(instrument, order.side)
@@ -594,6 +607,16 @@ class ReferenceEngine:
             if maker.account_id == taker.account_id:
                 if taker.stp_mode == StpMode.CANCEL_TAKER:
                     return CancelReason.SELF_TRADE
+                if taker.stp_mode == StpMode.DECREMENT:
+                    if taker.leaves < maker.leaves:  # the taker is the smaller: canceled
+                        self._decrement(cmd, maker, instrument, taker.leaves)
+                        return CancelReason.SELF_TRADE
+                    smaller = maker.leaves
+                    self._cancel_order(cmd, maker, CancelReason.SELF_TRADE)
+                    if smaller == taker.leaves:  # equal: both canceled, maker first
+                        return CancelReason.SELF_TRADE
+                    self._decrement(cmd, taker, instrument, smaller)
+                    continue
                 self._cancel_order(cmd, maker, CancelReason.SELF_TRADE)
                 if taker.stp_mode == StpMode.CANCEL_BOTH:
                     return CancelReason.SELF_TRADE
@@ -612,6 +635,19 @@ class ReferenceEngine:
                 del self.orders[(maker.account_id, maker.client_id)]
                 self._release(maker, instrument, maker.hold)
         return 0
+
+    def _decrement(self, cmd, order: Order, instrument: Instrument, quantity: int) -> None:
+        """STP decrement: ``quantity`` fewer open lots, time priority kept; a REPLACED event
+        (reason SELF_TRADE) with the new open quantity; the hold follows the leaves."""
+        order.leaves -= quantity
+        self._emit(cmd, EventKind.REPLACED, side=order.side, reason=CancelReason.SELF_TRADE,
+                   instrument_id=order.instrument_id, account_id=order.account_id,
+                   order_id=order.order_id, client_id=order.client_id, price=order.price,
+                   quantity=order.leaves)
+        if order.side == Side.SELL:
+            self._release(order, instrument, quantity * instrument.lot_size)
+        elif order.order_type == OrderType.LIMIT:
+            self._release_excess(order, instrument)
 
     def _fill(self, cmd, taker: Order, maker: Order, instrument: Instrument, price, quantity):
         """Settle one trade by double entry: buyer, seller, fee account."""
@@ -672,6 +708,8 @@ class ReferenceEngine:
         if order is None:
             return RejectReason.UNKNOWN_ORDER
         instrument = self.instruments[order.instrument_id]
+        if instrument.state == InstrumentState.PAUSED:
+            return RejectReason.INSTRUMENT_PAUSED
         if cmd.price % instrument.tick_size != 0:
             return RejectReason.PRICE_OFF_TICK
         if not instrument.band_min <= cmd.price <= instrument.band_max:
@@ -699,7 +737,9 @@ class ReferenceEngine:
         if needed - order.hold > balance[0]:
             return self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS)
         keeps_priority = cmd.price == order.price and cmd.quantity < order.leaves
-        if not keeps_priority and cmd.price != order.price and \
+        alone = len(self._level_of(order, instrument).orders) == 1
+        # a full side refuses a new level, unless the order leaves a level it is alone on
+        if not keeps_priority and cmd.price != order.price and not alone and \
                 self._level_missing_and_full(instrument, order.side, cmd.price):
             return self._reject(cmd, RejectReason.PRICE_LEVEL_CAPACITY)
         # adjust the hold to exactly what the new price and size need
@@ -746,7 +786,7 @@ class ReferenceEngine:
             ins = self.instruments[instrument_id]
             w.words(instrument_id, ins.base_asset, ins.quote_asset, ins.tick_size, ins.lot_size,
                     ins.max_order_lots, ins.band_min, ins.band_max, ins.maker_bps, ins.taker_bps,
-                    int(ins.halted))
+                    int(ins.state))
             for book in (ins.bids, ins.asks):
                 w.count(len(book))
                 for level in book:
@@ -781,9 +821,9 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
                 engine.balances[(account_id, asset_id)] = [available, held]
     for _ in range(r.count()):
         (instrument_id, base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
-         halted) = r.words(11)
+         state) = r.words(11)
         ins = Instrument(base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
-                         bool(halted))
+                         InstrumentState(state))
         engine.instruments[instrument_id] = ins
         for side, book in ((Side.BUY, ins.bids), (Side.SELL, ins.asks)):
             for _ in range(r.count()):
@@ -825,4 +865,8 @@ _HANDLERS = {
     CommandKind.CANCEL: ReferenceEngine._cmd_cancel,
     CommandKind.REPLACE: ReferenceEngine._cmd_replace,
     CommandKind.MASS_CANCEL: ReferenceEngine._cmd_mass_cancel,
+    CommandKind.PAUSE_INSTRUMENT: ReferenceEngine._cmd_pause,
 }
+#: the reject of a new order, a replace or a pause on an instrument that is not trading
+_NOT_TRADING = {InstrumentState.HALTED: RejectReason.INSTRUMENT_HALTED,
+                InstrumentState.PAUSED: RejectReason.INSTRUMENT_PAUSED}

@@ -50,7 +50,7 @@ def random_commands(rng: np.random.Generator, count: int, live: list) -> np.ndar
             if kind == CommandKind.HALT_INSTRUMENT and rng.random() < 0.7:
                 record["kind"] = CommandKind.RESUME_INSTRUMENT
         elif roll < 0.08:
-            record["kind"] = int(rng.choice([CommandKind.MASS_CANCEL, 0, 14, 99]))
+            record["kind"] = int(rng.choice([CommandKind.MASS_CANCEL, 0, 15, 99]))
             record["account_id"] = account
             record["instrument_id"] = int(rng.choice([0, 1, 3, ALL_INSTRUMENTS]))
         elif roll < 0.35 and live:

@@ -42,6 +42,7 @@ CASES = {
     R.INSTRUMENT_EXISTS: ([], c.add_instrument(I, BASE, QUOTE)),
     R.INSTRUMENT_HALTED: ([c.halt(I)], order()),
     R.INSTRUMENT_NOT_HALTED: ([], c.resume(I)),
+    R.INSTRUMENT_PAUSED: ([c.pause(I)], order()),
     R.PRICE_OFF_TICK: ([], order(price=101)),
     R.PRICE_OUT_OF_BAND: ([c.set_price_band(I, 50, 200)], order(price=250)),
     R.QUANTITY_ABOVE_MAXIMUM: ([], order(quantity=1001)),
