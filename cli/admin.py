@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "set-band": ("SetPriceBand", [("instrument_id", ""), ("price_min", "ticks"), ("price_max", "ticks")]),
     "set-fees": ("SetFees", [("instrument_id", ""), ("maker_bps", "basis points"), ("taker_bps", "basis points")]),
     "halt": ("HaltInstrument", [("instrument_id", "")]),
+    "pause": ("PauseInstrument", [("instrument_id", "")]),
     "resume": ("ResumeInstrument", [("instrument_id", "")]),
     "deposit": ("Deposit", [("account_id", ""), ("asset_id", ""), ("transfer_id", "rises per account, from 1"),
                             ("amount", "minor units")]),

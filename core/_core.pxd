@@ -83,11 +83,11 @@ cdef class Engine:
     cdef void prefetch_order(self, const Command* command) noexcept nogil
     cdef void prefetch_neighbours(self, const Command* command) noexcept nogil
     # events
-    cdef void emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
-                   uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
-                   uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
-                   int64_t price, int64_t quantity, int64_t fee,
-                   int64_t counter_fee) noexcept nogil
+    cdef Event* emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
+                     uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
+                     uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
+                     int64_t price, int64_t quantity, int64_t fee,
+                     int64_t counter_fee) noexcept nogil
     cdef void reject(self, const Command* c, uint16_t reason) noexcept nogil
     cdef void done(self, const Command* c, uint32_t instrument_id, int64_t quantity) noexcept nogil
     cdef void emit_canceled(self, const Order* order, uint16_t reason) noexcept nogil
@@ -200,7 +200,7 @@ cdef class _TransferThread:
 cdef class Pipeline:
     cdef readonly Engine engine        # applied by the core thread only while it runs
     cdef RecordRing* _input            # Command records (64 bytes), Python -> core thread
-    cdef RecordRing* _output           # 96-byte slots (command, then its events) -> drain()
+    cdef RecordRing* _output           # 128-byte slots (command, then its events) -> drain()
     cdef CoreControl _control          # flags and counters shared with the core thread
     cdef object _thread                # the core thread (threading.Thread), or None
     cdef int _exit                     # CoreExit: RUNNING while it runs, then why it stopped

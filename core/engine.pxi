@@ -565,11 +565,12 @@ cdef class Engine:
 
     # ------------------------------------------------------------------ events
 
-    cdef void emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
-                   uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
-                   uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
-                   int64_t price, int64_t quantity, int64_t fee,
-                   int64_t counter_fee) noexcept nogil:
+    cdef Event* emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
+                     uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
+                     uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
+                     int64_t price, int64_t quantity, int64_t fee,
+                     int64_t counter_fee) noexcept nogil:
+        """Append an event (the fill-only fields zero) and return it, for fill() to complete."""
         cdef Event* event = event_buffer_push(self.out)
         if event == NULL:
             self.out_of_memory = True
@@ -590,6 +591,11 @@ cdef class Engine:
         event.quantity = quantity
         event.fee = fee
         event.counter_fee = counter_fee
+        event.counter_client_id = 0
+        event.leaves = 0
+        event.counter_leaves = 0
+        event.reserved = 0
+        return event
 
     cdef void reject(self, const Command* c, uint16_t reason) noexcept nogil:
         self.emit(EV_REJECTED, c.side, reason, c.instrument_id, c.account_id, 0, 0, c.client_id,
@@ -1326,12 +1332,16 @@ cdef class Engine:
         # says which side broke
         mc_check(buyer.hold >= 0, "a fill took more of the buyer than its hold")
         mc_check(seller.hold >= 0, "a fill took more of the seller than its hold")
-        self.emit(EV_FILL, taker.side, 0, taker.instrument, taker.account, maker.account,
-                  taker.order_id, taker.client_id, maker.order_id, self.next_trade_id, price,
-                  quantity, taker_fee, maker_fee)
+        cdef Event* event = self.emit(EV_FILL, taker.side, 0, taker.instrument, taker.account,
+                                      maker.account, taker.order_id, taker.client_id,
+                                      maker.order_id, self.next_trade_id, price, quantity,
+                                      taker_fee, maker_fee)
         self.next_trade_id += 1
         taker.leaves -= quantity
         maker.leaves -= quantity
+        event.counter_client_id = maker.client_id
+        event.leaves = taker.leaves
+        event.counter_leaves = maker.leaves
         if buyer.leaves > 0 and buyer.order_type == TYPE_LIMIT:
             self.release_excess(buyer, instrument)
 

@@ -24,6 +24,8 @@ def record_layout():
         "counter_order_id": <char*>&e.counter_order_id - eb, "trade_id": <char*>&e.trade_id - eb,
         "price": <char*>&e.price - eb, "quantity": <char*>&e.quantity - eb,
         "fee": <char*>&e.fee - eb, "counter_fee": <char*>&e.counter_fee - eb,
+        "counter_client_id": <char*>&e.counter_client_id - eb, "leaves": <char*>&e.leaves - eb,
+        "counter_leaves": <char*>&e.counter_leaves - eb, "reserved": <char*>&e.reserved - eb,
     }
     return {"command_size": sizeof(Command), "event_size": sizeof(Event),
             "command": command, "event": event}

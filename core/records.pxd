@@ -36,7 +36,8 @@ ctypedef struct Command:
     int64_t quantity         # lots; transfers: amount in minor units
     int64_t limit            # market buy: maximum notional in quote minor units, 0 = none
 
-# An event, 96 bytes. It carries the seq and timestamp of the command that produced it.
+# An event, 128 bytes (contract 2; 96 in contract 1). It carries the seq and timestamp of the
+# command that produced it.
 ctypedef struct Event:
     uint64_t seq
     int64_t timestamp_ns
@@ -54,6 +55,10 @@ ctypedef struct Event:
     int64_t quantity
     int64_t fee              # fill: taker fee, quote minor units
     int64_t counter_fee      # fill: maker fee, quote minor units
+    uint64_t counter_client_id   # fill: the maker's client order id
+    int64_t leaves           # fill: the taker's open lots after this fill
+    int64_t counter_leaves   # fill: the maker's open lots after this fill
+    uint64_t reserved        # always 0 (room for the next contract)
 
 cdef enum CommandKind:
     CMD_ADD_ASSET = 1

@@ -205,10 +205,12 @@ class ReferenceEngine:
 
     def _emit(self, cmd, kind, *, side=0, reason=0, instrument_id=0, account_id=0,
               counter_account_id=0, order_id=0, client_id=0, counter_order_id=0,
-              trade_id=0, price=0, quantity=0, fee=0, counter_fee=0):
+              trade_id=0, price=0, quantity=0, fee=0, counter_fee=0, counter_client_id=0,
+              leaves=0, counter_leaves=0):
         self._events.append((cmd.seq, cmd.timestamp_ns, int(kind), side, int(reason), instrument_id,
                              account_id, counter_account_id, order_id, client_id, counter_order_id,
-                             trade_id, price, quantity, fee, counter_fee))
+                             trade_id, price, quantity, fee, counter_fee, counter_client_id,
+                             leaves, counter_leaves, 0))
 
     def _reject(self, cmd, reason):
         self._emit(cmd, EventKind.REJECTED, side=cmd.side, reason=reason,
@@ -669,7 +671,9 @@ class ReferenceEngine:
                    account_id=taker.account_id, counter_account_id=maker.account_id,
                    order_id=taker.order_id, client_id=taker.client_id,
                    counter_order_id=maker.order_id, trade_id=self.next_trade_id, price=price,
-                   quantity=quantity, fee=taker_fee, counter_fee=maker_fee)
+                   quantity=quantity, fee=taker_fee, counter_fee=maker_fee,
+                   counter_client_id=maker.client_id, leaves=taker.leaves - quantity,
+                   counter_leaves=maker.leaves - quantity)
         self.next_trade_id += 1
         taker.leaves -= quantity
         maker.leaves -= quantity

@@ -88,7 +88,7 @@ def apply_batches(engine: Engine, batches: Iterable[Batch], after_seq: int,
 
 
 def _same_records(produced: np.ndarray, journaled: np.ndarray) -> bool:
-    """Byte-for-byte equality without copies (events are 96 bytes: twelve 64-bit words)."""
+    """Byte-for-byte equality without copies (events are 128 bytes: sixteen 64-bit words)."""
     if len(produced) != len(journaled):
         return False
     return bool(np.array_equal(produced.view(np.uint64), np.ascontiguousarray(journaled).view(np.uint64)))
