@@ -11,6 +11,7 @@ order state (200-299), risk (300-399), capacity (400-499).
 from enum import IntEnum
 
 __all__ = [
+    "CONTRACT_VERSION",
     "ALL_INSTRUMENTS",
     "CancelReason",
     "CommandKind",
@@ -25,6 +26,10 @@ __all__ = [
     "BPS_DENOMINATOR",
 ]
 
+#: The engine contract these codes, the records and both engines implement. A journal records
+#: the contract that wrote it; another contract refuses it (docs/operations.md, "Contract
+#: versions"). 2: per-account rising transfer ids, pause, STP decrement, 128-byte events.
+CONTRACT_VERSION = 2
 #: ``instrument_id`` of a MASS_CANCEL that covers every instrument of the account.
 ALL_INSTRUMENTS = 0xFFFFFFFF
 #: Fees are in basis points of the notional: fee = notional * bps // 10_000 (floor).
