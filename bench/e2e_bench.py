@@ -214,7 +214,7 @@ async def _sql(dsn: str, statement: str) -> None:
 def server_settings(clients: int) -> dict:
     """Capacities for the benchmark: limits high enough that only the machine limits."""
     return {"engine.max_accounts": clients + 16, "engine.max_assets": 4, "engine.max_instruments": INSTRUMENTS,
-            "engine.max_orders": 1 << 20, "engine.max_price_levels": 1024, "engine.max_transfers": 4 * clients + 64,
+            "engine.max_orders": 1 << 20, "engine.max_price_levels": 1024,
             "limits.rate_messages_per_s": 10_000_000, "limits.burst_messages": 1_000_000,
             "journal_batch_records_max": 16384, "journal_batch_delay_ms_max": 1.0,
             "snapshot_every_commands": 0}

@@ -3,7 +3,7 @@
     python -m matchcore.bench.journal_bench [--commands N] [--batch N] [--json]
 
 What it measures. A producer task puts synthetic chunks of ``batch`` commands (about 1.2
-events each: 64-byte commands, 96-byte events) into a BatchQueue; a JournalWriter drains it
+events each: 64-byte commands, 128-byte events) into a BatchQueue; a JournalWriter drains it
 into PostgreSQL, one row per chunk, one autocommitted INSERT per row, fsync on (the server is
 durable: synchronous_commit=on, fsync=on). ``journal_cmds_per_s`` is commands whose rows were
 committed per second of wall time, producer and writer sharing one event loop. Commit latency

@@ -3,7 +3,7 @@
 For ``matchcore-bench e2e`` and ``matchcore-bench demo``; one process per client. It logs in like
 any client (``client_keys.signed_login``), then writes command frames made in bulk by the Cython
 encoder (``_codec.encode_commands``) and reads the event stream with numpy (no Python object
-per event while every frame is an 88-byte EVENT).
+per event while every frame is a 96-byte EVENT).
 
 The workload of each client, on its own account: 45% passive GTC limit orders (buys below
 the mid, sells above), 45% cancels of the client's oldest resting candidate, at least

@@ -103,8 +103,7 @@ def _child_orders(max_orders: int, fill: int, snapshot: int = 0) -> dict:
     rss_start = _status_bytes("VmRSS")
     config = EngineConfig(max_accounts=FILL_ACCOUNTS + 1, max_assets=FILL_INSTRUMENTS + 1,
                           max_instruments=FILL_INSTRUMENTS, max_orders=max_orders,
-                          max_price_levels=FILL_LEVELS_PER_SIDE + 24,
-                          max_transfers=FILL_ACCOUNTS * (FILL_INSTRUMENTS + 1) + 16)
+                          max_price_levels=FILL_LEVELS_PER_SIDE + 24)
     engine = Engine(config)
     rss_built = _status_bytes("VmRSS")
     setup = c.number(_setup_commands(FILL_ACCOUNTS, FILL_INSTRUMENTS), first_seq=1)
@@ -136,7 +135,7 @@ def _child_accounts(max_accounts: int) -> dict:
 
     rss_start = _status_bytes("VmRSS")
     engine = Engine(EngineConfig(max_accounts=max_accounts, max_orders=1024, max_instruments=1,
-                                 max_price_levels=16, max_transfers=16))
+                                 max_price_levels=16))
     # Chunks of one size for every capacity: apply() keeps its largest event buffer (2 MiB
     # or more) for reuse, which would otherwise count as per-account memory.
     for start in range(1, max_accounts, ACCOUNT_CHUNK_COMMANDS):
@@ -155,7 +154,7 @@ def _child_levels(max_price_levels: int) -> dict:
 
     rss_start = _status_bytes("VmRSS")
     engine = Engine(EngineConfig(max_accounts=16, max_orders=1024, max_instruments=FILL_INSTRUMENTS,
-                                 max_price_levels=max_price_levels, max_transfers=16))
+                                 max_price_levels=max_price_levels))
     assert engine.live_order_count() == 0
     return {"rss_start": rss_start, "rss_filled": _status_bytes("VmRSS"),
             "peak_rss": _status_bytes("VmHWM")}

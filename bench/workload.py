@@ -94,7 +94,7 @@ def mixed_workload(commands: int, seed: int = 1, accounts: int = 1_000, instrume
               int(quantity_of[index]))
     config = EngineConfig(max_accounts=accounts + 1, max_assets=instruments + 1,
                           max_instruments=instruments, max_orders=max(1024, commands),
-                          max_price_levels=4096, max_transfers=accounts * (instruments + 1) + 16)
+                          max_price_levels=4096)
     return Workload(config, c.pack(_setup(accounts, instruments)), out, seed)
 
 

@@ -26,17 +26,21 @@ COMMANDS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "set-band": ("SetPriceBand", [("instrument_id", ""), ("price_min", "ticks"), ("price_max", "ticks")]),
     "set-fees": ("SetFees", [("instrument_id", ""), ("maker_bps", "basis points"), ("taker_bps", "basis points")]),
     "halt": ("HaltInstrument", [("instrument_id", "")]),
+    "pause": ("PauseInstrument", [("instrument_id", "")]),
     "resume": ("ResumeInstrument", [("instrument_id", "")]),
-    "deposit": ("Deposit", [("account_id", ""), ("asset_id", ""), ("transfer_id", "unique per account"),
+    "deposit": ("Deposit", [("account_id", ""), ("asset_id", ""), ("transfer_id", "rises per account, from 1"),
                             ("amount", "minor units")]),
-    "withdraw": ("Withdraw", [("account_id", ""), ("asset_id", ""), ("transfer_id", "unique per account"),
+    "withdraw": ("Withdraw", [("account_id", ""), ("asset_id", ""), ("transfer_id", "rises per account, from 1"),
                               ("amount", "minor units")]),
 }
-#: rejects that mean "already there" when applying a market file. TRANSFER_ID_REUSED is not one:
-#: the engine answers a repeat with the same content with its original outcome, so that reject
-#: means the id was used for another transfer. The protocol has no query, so an existing asset,
-#: account or instrument is not compared with the file (see docs/operations.md).
-ALREADY_THERE = {"ASSET_EXISTS", "ACCOUNT_EXISTS", "INSTRUMENT_EXISTS"}
+#: rejects that mean "already there" when applying a market file. DUPLICATE_TRANSFER_ID is one:
+#: transfer ids rise per account and the file's do (market_steps checks), so an id below the
+#: account's last was applied before (the engine keeps only the last transfer's content, so an
+#: older one cannot be compared). TRANSFER_ID_REUSED is not: the engine answers a repeat of the
+#: last id with the same content with its original outcome, so that reject means the id was used
+#: for another transfer. The protocol has no query, so an existing asset, account or instrument
+#: is not compared with the file (see docs/operations.md).
+ALREADY_THERE = {"ASSET_EXISTS", "ACCOUNT_EXISTS", "INSTRUMENT_EXISTS", "DUPLICATE_TRANSFER_ID"}
 #: commands the engine makes idempotent (a deposit by its transfer id, a setting by its value)
 IDEMPOTENT = {"deposit", "set-band", "set-fees"}
 
@@ -102,6 +106,14 @@ def market_steps(market: dict[str, Any]) -> list[tuple[str, str, dict[str, int]]
     for section, command in sections.items():
         for entry in market.get(section, []):
             steps += _entry_steps(section, command, dict(entry))
+    last_transfer: dict[int, int] = {}
+    for command, _, fields in steps:
+        if command == "deposit":
+            account, transfer_id = fields["account_id"], fields["transfer_id"]
+            if transfer_id <= last_transfer.get(account, 0):
+                raise ConfigError(f"[[deposit]] of account {account}: transfer_id {transfer_id} does not "
+                                  f"rise (transfer ids start at 1 and rise per account, in file order)")
+            last_transfer[account] = transfer_id
     return steps
 
 

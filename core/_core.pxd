@@ -11,8 +11,7 @@ cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from engine cimport (
-    Account, Asset, Balance, EventBuffer, IndexSlot, Instrument, Level, Order, TransferSlot,
-    WordSink,
+    Account, Asset, Balance, EventBuffer, IndexSlot, Instrument, Level, Order, WordSink,
 )
 from pipeline cimport CoreControl
 from records cimport Command, Event
@@ -41,7 +40,6 @@ cdef class Engine:
     cdef uint32_t max_instruments
     cdef uint32_t max_orders
     cdef uint32_t max_price_levels     # per side of one book
-    cdef uint32_t max_transfers
     cdef uint32_t fee_account          # account id credited with every fee
     cdef uint64_t next_order_id        # the next accepted order's id (ids ascend from 1)
     cdef uint64_t next_trade_id        # the next fill's trade id (ascending from 1)
@@ -62,9 +60,6 @@ cdef class Engine:
     cdef uint32_t instrument_count     # instruments that exist
     cdef Level* levels                 # [max_instruments][2][level_stride]
     cdef size_t level_stride           # levels: max_price_levels + ENGINE_LEVEL_PADDING
-    cdef TransferSlot* transfers       # remembered transfer ids, [transfer_mask + 1] slots
-    cdef uint32_t transfer_mask        # slots - 1 (slots: a power of two >= 2 * max_transfers)
-    cdef uint32_t transfer_count       # transfer ids remembered
     # the command being applied and where its events go
     cdef const Command* command
     cdef EventBuffer* out
@@ -88,11 +83,11 @@ cdef class Engine:
     cdef void prefetch_order(self, const Command* command) noexcept nogil
     cdef void prefetch_neighbours(self, const Command* command) noexcept nogil
     # events
-    cdef void emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
-                   uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
-                   uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
-                   int64_t price, int64_t quantity, int64_t fee,
-                   int64_t counter_fee) noexcept nogil
+    cdef Event* emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
+                     uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
+                     uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
+                     int64_t price, int64_t quantity, int64_t fee,
+                     int64_t counter_fee) noexcept nogil
     cdef void reject(self, const Command* c, uint16_t reason) noexcept nogil
     cdef void done(self, const Command* c, uint32_t instrument_id, int64_t quantity) noexcept nogil
     cdef void emit_canceled(self, const Order* order, uint16_t reason) noexcept nogil
@@ -114,8 +109,8 @@ cdef class Engine:
     cdef void cmd_set_fees(self, const Command* c) noexcept nogil
     cdef void cmd_halt(self, const Command* c) noexcept nogil
     cdef void cmd_resume(self, const Command* c) noexcept nogil
+    cdef void cmd_pause(self, const Command* c) noexcept nogil
     # transfers
-    cdef TransferSlot* transfer_slot(self, uint32_t account, uint64_t transfer_id) noexcept nogil
     cdef void cmd_transfer(self, const Command* c) noexcept nogil
     cdef uint16_t move_transfer(self, const Command* c, int64_t amount) noexcept nogil
     # holds
@@ -158,6 +153,8 @@ cdef class Engine:
     cdef bint fok_fillable(self, const Order* taker, const Instrument* instrument,
                            int64_t budget) noexcept nogil
     cdef uint16_t match(self, Order* taker, Instrument* instrument, int64_t budget) noexcept nogil
+    cdef void decrement(self, Order* order, const Instrument* instrument,
+                        int64_t quantity) noexcept nogil
     cdef void fill(self, Order* taker, Order* maker, const Instrument* instrument, int64_t price,
                    int64_t quantity) noexcept nogil
     # cancel, replace
@@ -169,17 +166,16 @@ cdef class Engine:
     cdef size_t state_word_count(self) noexcept nogil
     cdef write_state(self, WordSink* sink)
     cdef void write_instrument(self, WordSink* sink, uint32_t instrument_id) noexcept nogil
-    cdef write_transfers(self, WordSink* sink)
     # restore
     cdef load(self, const int64_t[::1] words, Py_ssize_t start)
     cdef load_assets(self, _EngineCursor cursor)
     cdef load_accounts(self, _EngineCursor cursor)
+    cdef load_last_transfer(self, _EngineCursor cursor, Account* account)
     cdef load_instrument(self, _EngineCursor cursor, uint32_t instrument_id)
     cdef load_side(self, _EngineCursor cursor, Instrument* instrument, uint32_t instrument_id,
                    int side_index)
     cdef uint32_t load_order(self, _EngineCursor cursor, Instrument* instrument,
                              uint32_t instrument_id, uint8_t side, int64_t price) except? 0
-    cdef load_transfers(self, _EngineCursor cursor)
     cdef load_account_lists(self)
     cdef check_money(self)
 
@@ -204,7 +200,7 @@ cdef class _TransferThread:
 cdef class Pipeline:
     cdef readonly Engine engine        # applied by the core thread only while it runs
     cdef RecordRing* _input            # Command records (64 bytes), Python -> core thread
-    cdef RecordRing* _output           # 96-byte slots (command, then its events) -> drain()
+    cdef RecordRing* _output           # 128-byte slots (command, then its events) -> drain()
     cdef CoreControl _control          # flags and counters shared with the core thread
     cdef object _thread                # the core thread (threading.Thread), or None
     cdef int _exit                     # CoreExit: RUNNING while it runs, then why it stopped

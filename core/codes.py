@@ -11,11 +11,13 @@ order state (200-299), risk (300-399), capacity (400-499).
 from enum import IntEnum
 
 __all__ = [
+    "CONTRACT_VERSION",
     "ALL_INSTRUMENTS",
     "CancelReason",
     "CommandKind",
     "EventKind",
     "Flags",
+    "InstrumentState",
     "OrderType",
     "RejectReason",
     "Side",
@@ -24,6 +26,10 @@ __all__ = [
     "BPS_DENOMINATOR",
 ]
 
+#: The engine contract these codes, the records and both engines implement. A journal records
+#: the contract that wrote it; another contract refuses it (docs/operations.md, "Contract
+#: versions"). 2: per-account rising transfer ids, pause, STP decrement, 128-byte events.
+CONTRACT_VERSION = 2
 #: ``instrument_id`` of a MASS_CANCEL that covers every instrument of the account.
 ALL_INSTRUMENTS = 0xFFFFFFFF
 #: Fees are in basis points of the notional: fee = notional * bps // 10_000 (floor).
@@ -46,6 +52,8 @@ class CommandKind(IntEnum):
     CANCEL = 11
     REPLACE = 12
     MASS_CANCEL = 13
+    #: contract 2: stop trading but keep the book (cancels allowed); RESUME_INSTRUMENT ends it
+    PAUSE_INSTRUMENT = 14
 
 
 class EventKind(IntEnum):
@@ -83,6 +91,8 @@ class StpMode(IntEnum):
     CANCEL_TAKER = 1
     CANCEL_MAKER = 2
     CANCEL_BOTH = 3
+    #: contract 2: decrease the larger of the two by the smaller, cancel the smaller
+    DECREMENT = 4
 
 
 class Flags(IntEnum):
@@ -118,12 +128,15 @@ class RejectReason(IntEnum):
     PRICE_OFF_TICK = 108
     PRICE_OUT_OF_BAND = 109
     QUANTITY_ABOVE_MAXIMUM = 110
+    INSTRUMENT_PAUSED = 111
     # order state
     DUPLICATE_CLIENT_ORDER_ID = 200
     UNKNOWN_ORDER = 201
     POST_ONLY_WOULD_CROSS = 202
     REPLACE_NO_CHANGE = 203
     TRANSFER_ID_REUSED = 204
+    #: a transfer id at or below the account's last one (transfer ids rise per account)
+    DUPLICATE_TRANSFER_ID = 205
     # risk
     INSUFFICIENT_FUNDS = 300
     AMOUNT_OVERFLOW = 301
@@ -133,7 +146,17 @@ class RejectReason(IntEnum):
     ASSET_CAPACITY = 402
     INSTRUMENT_CAPACITY = 403
     PRICE_LEVEL_CAPACITY = 404
-    TRANSFER_CAPACITY = 405
+    # TRANSFER_CAPACITY = 405: retired in contract 2 (transfer ids no longer take memory)
+
+
+class InstrumentState(IntEnum):
+    """An instrument's trading state (a snapshot word)."""
+
+    TRADING = 0
+    #: HALT_INSTRUMENT: the book was canceled; new orders refused
+    HALTED = 1
+    #: PAUSE_INSTRUMENT: the book is kept; new orders and replaces refused, cancels allowed
+    PAUSED = 2
 
 
 class CancelReason(IntEnum):

@@ -70,6 +70,11 @@ def halt(instrument_id: int) -> np.void:
     return command(CommandKind.HALT_INSTRUMENT, instrument_id=instrument_id)
 
 
+def pause(instrument_id: int) -> np.void:
+    """Stop trading, keep the book (cancels still allowed); ``resume`` ends it."""
+    return command(CommandKind.PAUSE_INSTRUMENT, instrument_id=instrument_id)
+
+
 def resume(instrument_id: int) -> np.void:
     return command(CommandKind.RESUME_INSTRUMENT, instrument_id=instrument_id)
 

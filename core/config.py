@@ -20,8 +20,6 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_orders: int = 1_000_000
     #: price levels per side of one book
     max_price_levels: int = 4_096
-    #: remembered transfer ids (deposits and withdrawals), all accounts together
-    max_transfers: int = 100_000
     #: the account credited with every fee; it exists from the start
     fee_account_id: int = 0
 
@@ -33,7 +31,6 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             "max_instruments": (1, 1 << 20),
             "max_orders": (1, 1 << 30),
             "max_price_levels": (1, 1 << 24),
-            "max_transfers": (1, 1 << 30),
         }
         for name, (low, high) in limits.items():
             value = getattr(self, name)

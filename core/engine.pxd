@@ -92,13 +92,21 @@ ctypedef struct Instrument:
     uint16_t base_asset
     uint16_t quote_asset
     uint8_t exists
-    uint8_t halted
+    uint8_t state            # InstrumentState: trading, halted (book canceled), paused (kept)
 
 
 ctypedef struct Account:
     uint64_t last_client_id  # highest accepted client order id; a new one must exceed it
     uint32_t order_head      # live orders of the account, ascending order id (mass cancel)
     uint32_t order_tail
+    # the account's last transfer (deposit or withdrawal) and its outcome: a new transfer id
+    # must exceed last_transfer_id; a resend of it with the same content gets this outcome
+    uint64_t last_transfer_id
+    int64_t transfer_amount      # minor units, as requested
+    uint16_t transfer_asset
+    uint16_t transfer_reason     # RejectReason of the outcome, 0 when done
+    uint8_t transfer_kind        # CommandKind (DEPOSIT or WITHDRAW); 0 before the first
+    uint8_t transfer_event_kind  # EventKind of the outcome
     uint8_t exists
 
 
@@ -124,16 +132,6 @@ ctypedef struct IndexSlot:
 
 
 # Remembered transfer ids: insert-only open addressing keyed by (account, transfer id).
-ctypedef struct TransferSlot:
-    uint64_t transfer_id
-    int64_t amount           # minor units, as requested
-    uint32_t account
-    uint16_t asset
-    uint16_t reason          # RejectReason of the original outcome, 0 when done
-    uint8_t kind             # CommandKind (DEPOSIT or WITHDRAW); 0 marks an empty slot
-    uint8_t event_kind       # EventKind of the original outcome
-
-
 # Events of apply_one are appended here; the caller owns the buffer.
 ctypedef struct EventBuffer:
     Event* data

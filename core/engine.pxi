@@ -26,7 +26,7 @@ cdef extern from "malloc.h" nogil:
 
 from engine cimport (
     _SC_PAGESIZE, _SC_PHYS_PAGES, MADV_HUGEPAGE, MC_HUGE_PAGE_BYTES, MC_NONE, Account, Asset,
-    Balance, EventBuffer, IndexSlot, Instrument, Level, Order, TransferSlot, WordSink,
+    Balance, EventBuffer, IndexSlot, Instrument, Level, Order, WordSink,
     buy_hold_needed, event_buffer_free, event_buffer_init, event_buffer_push, level_key,
     level_search, limit_hold_needed, madvise, mc_add_overflow, mc_fee, mc_hash_word,
     mc_index_tag, mc_key_hash, mc_mul_overflow, mc_prefetch, sink_put, sysconf,
@@ -46,10 +46,10 @@ from matchcore.core.snapshot_format import SnapshotReader as _EngineSnapshotRead
 cdef enum:
     ENGINE_DECIMALS_MAX = 18
     ENGINE_BPS_MAX = 10000
-    ENGINE_HEADER_WORDS = 11          # magic, version, 7 config words, 2 id counters
+    ENGINE_HEADER_WORDS = 10          # magic, version, 6 config words, 2 id counters
     ENGINE_INSTRUMENT_WORDS = 11
     ENGINE_ORDER_WORDS = 8
-    ENGINE_TRANSFER_WORDS = 7
+    ENGINE_ACCOUNT_WORDS = 8          # id, last client order id, 6 words of the last transfer
     # prefetch_ahead: how many commands ahead each stage looks (a DRAM miss costs about
     # as much time as one or two commands; measured best on the mixed workload)
     ENGINE_PREFETCH_INDEX_DISTANCE = 4
@@ -61,7 +61,7 @@ cdef enum:
     ENGINE_LEVEL_PADDING = 4
 
 cdef uint64_t ENGINE_SNAPSHOT_MAGIC = 0x4D43534E41503031ULL   # snapshot_format.MAGIC
-cdef uint64_t ENGINE_SNAPSHOT_VERSION = 1                      # snapshot_format.FORMAT_VERSION
+cdef uint64_t ENGINE_SNAPSHOT_VERSION = 2                      # snapshot_format.FORMAT_VERSION
 cdef uint64_t ENGINE_HASH_SEED = 0xCBF29CE484222325ULL         # snapshot_format.HASH_SEED
 
 
@@ -101,17 +101,6 @@ cdef void* _engine_table_allocate(size_t count, size_t size, bint prefault) noex
         madvise(table, total_bytes - total_bytes % MC_HUGE_PAGE_BYTES, MADV_HUGEPAGE)
     memset(table, 0, total_bytes)
     return table
-
-
-cdef int _engine_transfer_order(const void* a, const void* b) noexcept nogil:
-    """qsort order of TransferSlot pointers: (account, transfer id), both unsigned."""
-    cdef const TransferSlot* x = (<const TransferSlot**>a)[0]
-    cdef const TransferSlot* y = (<const TransferSlot**>b)[0]
-    if x.account != y.account:
-        return -1 if x.account < y.account else 1
-    if x.transfer_id != y.transfer_id:
-        return -1 if x.transfer_id < y.transfer_id else 1
-    return 0
 
 
 cdef int _engine_u64_order(const void* a, const void* b) noexcept nogil:
@@ -183,7 +172,6 @@ cdef class Engine:
         self.max_instruments = config.max_instruments
         self.max_orders = config.max_orders
         self.max_price_levels = config.max_price_levels
-        self.max_transfers = config.max_transfers
         self.fee_account = config.fee_account_id
         self.next_order_id = 1
         self.next_trade_id = 1
@@ -196,7 +184,6 @@ cdef class Engine:
         never allocates (the caller's event buffer aside) and, with prefault, never takes a
         page fault on engine state."""
         cdef size_t index_slots = _engine_pow2_at_least(2 * <size_t>self.max_orders)
-        cdef size_t transfer_slots = _engine_pow2_at_least(2 * <size_t>self.max_transfers)
         self.level_stride = <size_t>self.max_price_levels + ENGINE_LEVEL_PADDING
         cdef size_t level_slots = <size_t>self.max_instruments * 2 * self.level_stride
         cdef size_t balance_slots = <size_t>self.max_accounts * self.max_assets
@@ -205,8 +192,7 @@ cdef class Engine:
         total_bytes = (order_slots * (sizeof(Order) + sizeof(uint32_t))
                        + index_slots * sizeof(IndexSlot) + self.max_accounts * sizeof(Account)
                        + self.max_assets * sizeof(Asset) + balance_slots * sizeof(Balance)
-                       + self.max_instruments * sizeof(Instrument) + level_slots * sizeof(Level)
-                       + transfer_slots * sizeof(TransferSlot))
+                       + self.max_instruments * sizeof(Instrument) + level_slots * sizeof(Level))
         if total_bytes > <object>sysconf(_SC_PHYS_PAGES) * <object>sysconf(_SC_PAGESIZE):
             raise MemoryError(f"{self.config!r} needs {total_bytes} bytes, more than this "
                               f"machine's memory")
@@ -224,14 +210,11 @@ cdef class Engine:
             self.instruments = <Instrument*>_engine_table_allocate(
                 self.max_instruments, sizeof(Instrument), prefault)
             self.levels = <Level*>_engine_table_allocate(level_slots, sizeof(Level), prefault)
-            self.transfers = <TransferSlot*>_engine_table_allocate(
-                transfer_slots, sizeof(TransferSlot), prefault)
         if (self.orders == NULL or self.free_orders == NULL or self.index == NULL
                 or self.accounts == NULL or self.assets == NULL or self.balances == NULL
-                or self.instruments == NULL or self.levels == NULL or self.transfers == NULL):
+                or self.instruments == NULL or self.levels == NULL):
             raise MemoryError(f"cannot allocate the tables of {self.config!r}")
         self.index_mask = <uint32_t>(index_slots - 1)
-        self.transfer_mask = <uint32_t>(transfer_slots - 1)
 
     def __dealloc__(self):
         free(self.orders)
@@ -242,7 +225,6 @@ cdef class Engine:
         free(self.balances)
         free(self.instruments)
         free(self.levels)
-        free(self.transfers)
 
     # ================================================================== public API
 
@@ -476,6 +458,8 @@ cdef class Engine:
             self.cmd_halt(command)
         elif kind == CMD_RESUME_INSTRUMENT:
             self.cmd_resume(command)
+        elif kind == CMD_PAUSE_INSTRUMENT:
+            self.cmd_pause(command)
         else:
             self.reject(command, R_UNKNOWN_COMMAND)
         self.command = NULL
@@ -581,11 +565,12 @@ cdef class Engine:
 
     # ------------------------------------------------------------------ events
 
-    cdef void emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
-                   uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
-                   uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
-                   int64_t price, int64_t quantity, int64_t fee,
-                   int64_t counter_fee) noexcept nogil:
+    cdef Event* emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
+                     uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
+                     uint64_t client_id, uint64_t counter_order_id, uint64_t trade_id,
+                     int64_t price, int64_t quantity, int64_t fee,
+                     int64_t counter_fee) noexcept nogil:
+        """Append an event (the fill-only fields zero) and return it, for fill() to complete."""
         cdef Event* event = event_buffer_push(self.out)
         if event == NULL:
             self.out_of_memory = True
@@ -606,6 +591,11 @@ cdef class Engine:
         event.quantity = quantity
         event.fee = fee
         event.counter_fee = counter_fee
+        event.counter_client_id = 0
+        event.leaves = 0
+        event.counter_leaves = 0
+        event.reserved = 0
+        return event
 
     cdef void reject(self, const Command* c, uint16_t reason) noexcept nogil:
         self.emit(EV_REJECTED, c.side, reason, c.instrument_id, c.account_id, 0, 0, c.client_id,
@@ -713,7 +703,7 @@ cdef class Engine:
         instrument.band_max = INT64_MAX
         instrument.maker_bps = 0
         instrument.taker_bps = 0
-        instrument.halted = 0
+        instrument.state = STATE_TRADING
         instrument.exists = 1
         self.instrument_count += 1
         return instrument
@@ -752,7 +742,7 @@ cdef class Engine:
         if instrument == NULL:
             self.reject(c, R_UNKNOWN_INSTRUMENT)
             return
-        if instrument.halted:
+        if instrument.state == STATE_HALTED:
             self.reject(c, R_INSTRUMENT_HALTED)
             return
         cdef int64_t canceled = 0
@@ -774,31 +764,33 @@ cdef class Engine:
                     canceled += 1
                     order_index = next_index
             instrument.level_count[side_index] = 0
-        instrument.halted = 1
+        instrument.state = STATE_HALTED
         self.done(c, c.instrument_id, canceled)
+
+    cdef void cmd_pause(self, const Command* c) noexcept nogil:
+        cdef Instrument* instrument = self.instrument_of(c.instrument_id)
+        if instrument == NULL:
+            self.reject(c, R_UNKNOWN_INSTRUMENT)
+            return
+        if instrument.state != STATE_TRADING:
+            self.reject(c, R_INSTRUMENT_HALTED if instrument.state == STATE_HALTED
+                        else R_INSTRUMENT_PAUSED)
+            return
+        instrument.state = STATE_PAUSED
+        self.done(c, c.instrument_id, c.quantity)
 
     cdef void cmd_resume(self, const Command* c) noexcept nogil:
         cdef Instrument* instrument = self.instrument_of(c.instrument_id)
         if instrument == NULL:
             self.reject(c, R_UNKNOWN_INSTRUMENT)
             return
-        if not instrument.halted:
+        if instrument.state == STATE_TRADING:
             self.reject(c, R_INSTRUMENT_NOT_HALTED)
             return
-        instrument.halted = 0
+        instrument.state = STATE_TRADING
         self.done(c, c.instrument_id, c.quantity)
 
     # ------------------------------------------------------------------ transfers
-
-    cdef TransferSlot* transfer_slot(self, uint32_t account, uint64_t transfer_id) noexcept nogil:
-        """The slot holding (account, transfer id), or the empty slot where it would go."""
-        cdef uint32_t position = <uint32_t>mc_key_hash(account, transfer_id) & self.transfer_mask
-        cdef TransferSlot* slot
-        while True:
-            slot = &self.transfers[position]
-            if slot.kind == 0 or (slot.account == account and slot.transfer_id == transfer_id):
-                return slot
-            position = (position + 1) & self.transfer_mask
 
     cdef void cmd_transfer(self, const Command* c) noexcept nogil:
         cdef int64_t amount = c.quantity
@@ -811,26 +803,26 @@ cdef class Engine:
         if not self.asset_exists(c.asset_id):
             self.transfer_event(c, EV_TRANSFER_REJECTED, R_UNKNOWN_ASSET)
             return
-        cdef TransferSlot* slot = self.transfer_slot(c.account_id, c.client_id)
-        if slot.kind != 0:
-            if slot.kind != c.kind or slot.asset != c.asset_id or slot.amount != amount:
+        cdef Account* account = &self.accounts[c.account_id]
+        cdef uint64_t transfer_id = c.client_id
+        if transfer_id == account.last_transfer_id and account.transfer_kind != 0:
+            if (account.transfer_kind != c.kind or account.transfer_asset != c.asset_id
+                    or account.transfer_amount != amount):
                 self.transfer_event(c, EV_TRANSFER_REJECTED, R_TRANSFER_ID_REUSED)
                 return
-            self.transfer_event(c, slot.event_kind, slot.reason)
+            self.transfer_event(c, account.transfer_event_kind, account.transfer_reason)
             return
-        if self.transfer_count >= self.max_transfers:
-            self.transfer_event(c, EV_TRANSFER_REJECTED, R_TRANSFER_CAPACITY)
+        if transfer_id <= account.last_transfer_id:
+            self.transfer_event(c, EV_TRANSFER_REJECTED, R_DUPLICATE_TRANSFER_ID)
             return
         cdef uint16_t reason = self.move_transfer(c, amount)
         cdef uint8_t event_kind = EV_TRANSFER_REJECTED if reason else EV_TRANSFER_DONE
-        slot.account = c.account_id
-        slot.transfer_id = c.client_id
-        slot.kind = c.kind
-        slot.asset = c.asset_id
-        slot.amount = amount
-        slot.event_kind = event_kind
-        slot.reason = reason
-        self.transfer_count += 1
+        account.last_transfer_id = transfer_id
+        account.transfer_kind = c.kind
+        account.transfer_asset = c.asset_id
+        account.transfer_amount = amount
+        account.transfer_event_kind = event_kind
+        account.transfer_reason = reason
         self.transfer_event(c, event_kind, reason)
 
     cdef uint16_t move_transfer(self, const Command* c, int64_t amount) noexcept nogil:
@@ -1082,7 +1074,7 @@ cdef class Engine:
         if market and c.time_in_force == TIF_GTC:
             return R_INVALID_TIME_IN_FORCE
         if (c.stp_mode != STP_CANCEL_TAKER and c.stp_mode != STP_CANCEL_MAKER
-                and c.stp_mode != STP_CANCEL_BOTH):
+                and c.stp_mode != STP_CANCEL_BOTH and c.stp_mode != STP_DECREMENT):
             return R_INVALID_STP_MODE
         if c.flags & ~FLAG_POST_ONLY:
             return R_INVALID_FLAGS
@@ -1101,8 +1093,8 @@ cdef class Engine:
         cdef Instrument* instrument = self.instrument_of(c.instrument_id)
         if instrument == NULL:
             return R_UNKNOWN_INSTRUMENT
-        if instrument.halted:
-            return R_INSTRUMENT_HALTED
+        if instrument.state != STATE_TRADING:
+            return R_INSTRUMENT_HALTED if instrument.state == STATE_HALTED else R_INSTRUMENT_PAUSED
         if c.price != 0 and c.price % instrument.tick_size != 0:
             return R_PRICE_OFF_TICK
         if c.price != 0 and not (instrument.band_min <= c.price <= instrument.band_max):
@@ -1269,6 +1261,16 @@ cdef class Engine:
             if maker.account == taker.account:
                 if taker.stp_mode == STP_CANCEL_TAKER:
                     return C_SELF_TRADE
+                if taker.stp_mode == STP_DECREMENT:
+                    if taker.leaves < maker.leaves:     # the taker is the smaller: canceled
+                        self.decrement(maker, instrument, taker.leaves)
+                        return C_SELF_TRADE
+                    quantity = maker.leaves
+                    self.cancel_resting(maker_index, MC_NONE, C_SELF_TRADE)
+                    if quantity == taker.leaves:        # equal: both canceled, maker first
+                        return C_SELF_TRADE
+                    self.decrement(taker, instrument, quantity)
+                    continue
                 self.cancel_resting(maker_index, MC_NONE, C_SELF_TRADE)
                 if taker.stp_mode == STP_CANCEL_BOTH:
                     return C_SELF_TRADE
@@ -1290,6 +1292,18 @@ cdef class Engine:
                 self.release(maker, instrument, maker.hold)
                 self.forget_order(maker_index, MC_NONE)
         return 0
+
+    cdef void decrement(self, Order* order, const Instrument* instrument,
+                        int64_t quantity) noexcept nogil:
+        """STP decrement: ``quantity`` fewer open lots, time priority kept, a REPLACED event
+        (reason SELF_TRADE) with the new open quantity; the hold follows the leaves."""
+        order.leaves -= quantity
+        self.emit(EV_REPLACED, order.side, C_SELF_TRADE, order.instrument, order.account, 0,
+                  order.order_id, order.client_id, 0, 0, order.price, order.leaves, 0, 0)
+        if order.side == SIDE_SELL:
+            self.release(order, instrument, quantity * instrument.lot_size)
+        elif order.order_type == TYPE_LIMIT:
+            self.release_excess(order, instrument)
 
     cdef void fill(self, Order* taker, Order* maker, const Instrument* instrument, int64_t price,
                    int64_t quantity) noexcept nogil:
@@ -1318,12 +1332,16 @@ cdef class Engine:
         # says which side broke
         mc_check(buyer.hold >= 0, "a fill took more of the buyer than its hold")
         mc_check(seller.hold >= 0, "a fill took more of the seller than its hold")
-        self.emit(EV_FILL, taker.side, 0, taker.instrument, taker.account, maker.account,
-                  taker.order_id, taker.client_id, maker.order_id, self.next_trade_id, price,
-                  quantity, taker_fee, maker_fee)
+        cdef Event* event = self.emit(EV_FILL, taker.side, 0, taker.instrument, taker.account,
+                                      maker.account, taker.order_id, taker.client_id,
+                                      maker.order_id, self.next_trade_id, price, quantity,
+                                      taker_fee, maker_fee)
         self.next_trade_id += 1
         taker.leaves -= quantity
         maker.leaves -= quantity
+        event.counter_client_id = maker.client_id
+        event.leaves = taker.leaves
+        event.counter_leaves = maker.leaves
         if buyer.leaves > 0 and buyer.order_type == TYPE_LIMIT:
             self.release_excess(buyer, instrument)
 
@@ -1374,6 +1392,8 @@ cdef class Engine:
         order_out[0] = order_index
         cdef Order* order = &self.orders[order_index]
         cdef Instrument* instrument = &self.instruments[order.instrument]
+        if instrument.state == STATE_PAUSED:
+            return R_INSTRUMENT_PAUSED
         if c.price % instrument.tick_size != 0:
             return R_PRICE_OFF_TICK
         if not (instrument.band_min <= c.price <= instrument.band_max):
@@ -1409,7 +1429,9 @@ cdef class Engine:
         if not keeps_priority and c.price != order.price:
             level_search(instrument.levels[side_index], instrument.level_count[side_index],
                          side_index, c.price, &found)
-            if not found and instrument.level_count[side_index] >= self.max_price_levels:
+            # a full side refuses a new level, unless the order leaves a level it is alone on
+            if (not found and instrument.level_count[side_index] >= self.max_price_levels
+                    and not (order.prev == MC_NONE and order.next == MC_NONE)):
                 self.reject(c, R_PRICE_LEVEL_CAPACITY)
                 return
         # adjust the hold to exactly what the new price and size need
@@ -1439,7 +1461,7 @@ cdef class Engine:
 
     cdef size_t state_word_count(self) noexcept nogil:
         cdef size_t words = ENGINE_HEADER_WORDS + 3 + 4 * <size_t>self.asset_count
-        words += <size_t>self.account_count * (2 + 2 * <size_t>self.asset_count)
+        words += <size_t>self.account_count * (ENGINE_ACCOUNT_WORDS + 2 * <size_t>self.asset_count)
         words += <size_t>self.instrument_count * (ENGINE_INSTRUMENT_WORDS + 2)
         cdef uint32_t instrument_id
         for instrument_id in range(self.max_instruments):
@@ -1447,7 +1469,6 @@ cdef class Engine:
                 words += 2 * (<size_t>self.instruments[instrument_id].level_count[0]
                               + self.instruments[instrument_id].level_count[1])
         words += ENGINE_ORDER_WORDS * <size_t>self.live_orders()
-        words += 1 + ENGINE_TRANSFER_WORDS * <size_t>self.transfer_count
         return words
 
     cdef write_state(self, WordSink* sink):
@@ -1473,6 +1494,12 @@ cdef class Engine:
                 continue
             sink_put(sink, i)
             sink_put(sink, self.accounts[i].last_client_id)
+            sink_put(sink, self.accounts[i].last_transfer_id)
+            sink_put(sink, self.accounts[i].transfer_kind)
+            sink_put(sink, self.accounts[i].transfer_asset)
+            sink_put(sink, <uint64_t>self.accounts[i].transfer_amount)
+            sink_put(sink, self.accounts[i].transfer_event_kind)
+            sink_put(sink, self.accounts[i].transfer_reason)
             for asset_id in range(self.max_assets):
                 if self.assets[asset_id].exists:
                     balance = self.balance_of(i, asset_id)
@@ -1482,7 +1509,6 @@ cdef class Engine:
         for i in range(self.max_instruments):
             if self.instruments[i].exists:
                 self.write_instrument(sink, i)
-        self.write_transfers(sink)
 
     cdef void write_instrument(self, WordSink* sink, uint32_t instrument_id) noexcept nogil:
         cdef Instrument* instrument = &self.instruments[instrument_id]
@@ -1496,7 +1522,7 @@ cdef class Engine:
         sink_put(sink, <uint64_t>instrument.band_max)
         sink_put(sink, <uint64_t>instrument.maker_bps)
         sink_put(sink, <uint64_t>instrument.taker_bps)
-        sink_put(sink, instrument.halted)
+        sink_put(sink, instrument.state)
         cdef int side_index
         cdef uint32_t position, order_index
         cdef uint64_t order_count
@@ -1528,35 +1554,6 @@ cdef class Engine:
                     sink_put(sink, order.flags)
                     order_index = order.next
 
-    cdef write_transfers(self, WordSink* sink):
-        """Transfers ordered by (account, transfer id): collected, then sorted."""
-        sink_put(sink, self.transfer_count)
-        if self.transfer_count == 0:
-            return
-        cdef TransferSlot** sorted_slots = <TransferSlot**>malloc(
-            self.transfer_count * sizeof(TransferSlot*))
-        if sorted_slots == NULL:
-            raise MemoryError("cannot sort the transfers")
-        cdef size_t slot_count = <size_t>self.transfer_mask + 1
-        cdef size_t position
-        cdef uint32_t found = 0
-        cdef TransferSlot* slot
-        for position in range(slot_count):
-            if self.transfers[position].kind != 0:
-                sorted_slots[found] = &self.transfers[position]
-                found += 1
-        qsort(sorted_slots, found, sizeof(TransferSlot*), _engine_transfer_order)
-        for position in range(found):
-            slot = sorted_slots[position]
-            sink_put(sink, slot.account)
-            sink_put(sink, slot.transfer_id)
-            sink_put(sink, slot.kind)
-            sink_put(sink, slot.asset)
-            sink_put(sink, <uint64_t>slot.amount)
-            sink_put(sink, slot.event_kind)
-            sink_put(sink, slot.reason)
-        free(sorted_slots)
-
     # ------------------------------------------------------------------ restore
 
     cdef load(self, const int64_t[::1] words, Py_ssize_t start):
@@ -1575,7 +1572,6 @@ cdef class Engine:
                 raise _EngineSnapshotError(f"instrument id {instrument_id} out of order or range")
             previous = instrument_id
             self.load_instrument(cursor, <uint32_t>instrument_id)
-        self.load_transfers(cursor)
         cursor.finish()
         self.load_account_lists()
         self.check_money()
@@ -1609,13 +1605,14 @@ cdef class Engine:
         cdef uint32_t asset_id
         cdef Balance* balance
         for _ in range(count):
-            cursor.need(2 + 2 * <Py_ssize_t>self.asset_count)
+            cursor.need(ENGINE_ACCOUNT_WORDS + 2 * <Py_ssize_t>self.asset_count)
             account_id = cursor.take()
             if not (previous < account_id < self.max_accounts):
                 raise _EngineSnapshotError(f"account id {account_id} out of order or range")
             previous = account_id
             self.accounts[account_id].exists = 1
             self.accounts[account_id].last_client_id = <uint64_t>cursor.take()
+            self.load_last_transfer(cursor, &self.accounts[account_id])
             self.account_count += 1
             for asset_id in range(self.max_assets):
                 if not self.assets[asset_id].exists:
@@ -1627,6 +1624,32 @@ cdef class Engine:
                     raise _EngineSnapshotError(f"account {account_id} has a negative balance")
         if not self.accounts[self.fee_account].exists:
             raise _EngineSnapshotError("the fee account is missing")
+
+    cdef load_last_transfer(self, _EngineCursor cursor, Account* account):
+        """An account's last transfer: none (all zero) or a consistent one."""
+        cdef uint64_t transfer_id = <uint64_t>cursor.take()
+        cdef int64_t kind = cursor.take()
+        cdef int64_t asset = cursor.take()
+        cdef int64_t amount = cursor.take()
+        cdef int64_t event_kind = cursor.take()
+        cdef int64_t reason = cursor.take()
+        if kind == 0:
+            if transfer_id or asset or amount or event_kind or reason:
+                raise _EngineSnapshotError("an account without transfers has transfer words")
+            return
+        if transfer_id == 0 or (kind != CMD_DEPOSIT and kind != CMD_WITHDRAW):
+            raise _EngineSnapshotError(f"last transfer {transfer_id} of kind {kind}")
+        if asset < 0 or not self.asset_exists(<uint64_t>asset) or amount <= 0:
+            raise _EngineSnapshotError("transfer of an unknown asset or a bad amount")
+        if not ((event_kind == EV_TRANSFER_DONE and reason == 0)
+                or (event_kind == EV_TRANSFER_REJECTED and 0 < reason <= 0xFFFF)):
+            raise _EngineSnapshotError("transfer with an inconsistent outcome")
+        account.last_transfer_id = transfer_id
+        account.transfer_kind = <uint8_t>kind
+        account.transfer_asset = <uint16_t>asset
+        account.transfer_amount = amount
+        account.transfer_event_kind = <uint8_t>event_kind
+        account.transfer_reason = <uint16_t>reason
 
     cdef load_instrument(self, _EngineCursor cursor, uint32_t instrument_id):
         cdef int64_t base = cursor.take()
@@ -1646,18 +1669,18 @@ cdef class Engine:
         instrument.band_max = cursor.take()
         instrument.maker_bps = cursor.take()
         instrument.taker_bps = cursor.take()
-        cdef int64_t halted = cursor.take()
+        cdef int64_t state = cursor.take()
         if instrument.band_min <= 0 or instrument.band_max < instrument.band_min:
             raise _EngineSnapshotError(f"instrument {instrument_id} has an invalid price band")
         if not (0 <= instrument.maker_bps <= ENGINE_BPS_MAX
                 and 0 <= instrument.taker_bps <= ENGINE_BPS_MAX):
             raise _EngineSnapshotError(f"instrument {instrument_id} has invalid fees")
-        if halted != 0 and halted != 1:
-            raise _EngineSnapshotError(f"instrument {instrument_id} has halted={halted}")
-        instrument.halted = <uint8_t>halted
+        if not (STATE_TRADING <= state <= STATE_PAUSED):
+            raise _EngineSnapshotError(f"instrument {instrument_id} has state {state}")
+        instrument.state = <uint8_t>state
         self.load_side(cursor, instrument, instrument_id, 0)
         self.load_side(cursor, instrument, instrument_id, 1)
-        if instrument.halted and (instrument.level_count[0] or instrument.level_count[1]):
+        if instrument.state == STATE_HALTED and (instrument.level_count[0] or instrument.level_count[1]):
             raise _EngineSnapshotError(f"halted instrument {instrument_id} has orders")
         if (instrument.level_count[0] and instrument.level_count[1]
                 and instrument.levels[0][instrument.level_count[0] - 1].price
@@ -1719,7 +1742,7 @@ cdef class Engine:
             raise _EngineSnapshotError(f"order {order_id} has a client order id never accepted")
         if leaves <= 0 or not (0 <= fee_cap_bps <= ENGINE_BPS_MAX):
             raise _EngineSnapshotError(f"order {order_id} has bad leaves or fee cap")
-        if not (STP_CANCEL_TAKER <= stp_mode <= STP_CANCEL_BOTH) or flags & ~FLAG_POST_ONLY:
+        if not (STP_CANCEL_TAKER <= stp_mode <= STP_DECREMENT) or flags & ~FLAG_POST_ONLY:
             raise _EngineSnapshotError(f"order {order_id} has bad stp mode or flags")
         overflow = limit_hold_needed(side, price, leaves, instrument.lot_size, fee_cap_bps, &needed)
         if overflow or hold != needed:
@@ -1745,45 +1768,6 @@ cdef class Engine:
         order.order_type = TYPE_LIMIT
         self.index_insert(order_index)
         return order_index
-
-    cdef load_transfers(self, _EngineCursor cursor):
-        cdef int64_t count = cursor.count(self.max_transfers, "transfer")
-        cdef int64_t account, kind, asset, amount, event_kind, reason
-        cdef uint64_t transfer_id
-        cdef int64_t previous_account = -1
-        cdef uint64_t previous_id = 0
-        cdef TransferSlot* slot
-        for _ in range(count):
-            cursor.need(ENGINE_TRANSFER_WORDS)
-            account = cursor.take()
-            transfer_id = <uint64_t>cursor.take()
-            kind = cursor.take()
-            asset = cursor.take()
-            amount = cursor.take()
-            event_kind = cursor.take()
-            reason = cursor.take()
-            if not (0 <= account < self.max_accounts and self.accounts[account].exists):
-                raise _EngineSnapshotError(f"transfer of unknown account {account}")
-            if account < previous_account or (account == previous_account
-                                              and transfer_id <= previous_id):
-                raise _EngineSnapshotError("transfers out of order")
-            previous_account, previous_id = account, transfer_id
-            if kind != CMD_DEPOSIT and kind != CMD_WITHDRAW:
-                raise _EngineSnapshotError(f"transfer of kind {kind}")
-            if asset < 0 or not self.asset_exists(<uint64_t>asset) or amount <= 0:
-                raise _EngineSnapshotError("transfer of an unknown asset or a bad amount")
-            if not ((event_kind == EV_TRANSFER_DONE and reason == 0)
-                    or (event_kind == EV_TRANSFER_REJECTED and 0 < reason <= 0xFFFF)):
-                raise _EngineSnapshotError("transfer with an inconsistent outcome")
-            slot = self.transfer_slot(<uint32_t>account, transfer_id)
-            slot.account = <uint32_t>account
-            slot.transfer_id = transfer_id
-            slot.kind = <uint8_t>kind
-            slot.asset = <uint16_t>asset
-            slot.amount = amount
-            slot.event_kind = <uint8_t>event_kind
-            slot.reason = <uint16_t>reason
-            self.transfer_count += 1
 
     cdef load_account_lists(self):
         """Per-account order lists in ascending order id (mass cancel order); ids unique."""

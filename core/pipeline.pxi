@@ -2,7 +2,7 @@
 #
 #   submit() --input ring--> core thread (Engine.apply_one, no GIL) --output ring--> drain()
 #
-# The input ring carries 64-byte Command records. The output ring carries 96-byte slots: each
+# The input ring carries 64-byte Command records. The output ring carries 128-byte slots: each
 # command (its 64 bytes, then the number of events that follow as a uint64 at offset 64, then
 # 24 zero bytes) followed by the Event records it produced, so the journal writer sees every
 # command next to its events and can tell whether it holds all of them. The kind byte at
@@ -42,7 +42,7 @@ cdef extern from "poll.h" nogil:
 
 # Tunables, units in the names.
 cdef enum:
-    PIPELINE_SLOT_BYTES = 96
+    PIPELINE_SLOT_BYTES = 128
     PIPELINE_INPUT_BATCH_RECORDS = 256
     PIPELINE_SPIN_COUNT = 64
     PIPELINE_IDLE_SLEEP_NS = 50000
@@ -130,7 +130,7 @@ cdef inline void core_wake_consumer(CoreControl* control) noexcept nogil:
 
 cdef int core_push_slots(RecordRing* output, CoreControl* control, const uint8_t* source,
                          uint64_t count) noexcept nogil:
-    """Copy count 96-byte slots into the output ring, waiting while it is full.
+    """Copy count 128-byte slots into the output ring, waiting while it is full.
     Returns 0, or CORE_EXIT_ABORTED if an abort came while waiting."""
     cdef uint64_t written = 0
     cdef uint64_t run
@@ -432,7 +432,7 @@ cdef class Pipeline:
     # ------------------------------------------------------------------ consumer side
 
     def drain(self, Py_ssize_t max_records=1 << 16):
-        """Up to max_records output slots as a (n, 96) uint8 array (copy); see split_output."""
+        """Up to max_records output slots as a (n, 128) uint8 array (copy); see split_output."""
         if max_records <= 0:
             raise ValueError("max_records must be positive")
         # Size the copy by what is there (only this consumer removes records, so the depth is
@@ -497,7 +497,7 @@ cdef object _as_command_bytes(object commands):
 
 
 def split_slots(slots):
-    """Split drained (n, 96) slots into (commands, events): COMMAND_DTYPE and EVENT_DTYPE
+    """Split drained (n, 128) slots into (commands, events): COMMAND_DTYPE and EVENT_DTYPE
     arrays (copies)."""
     is_command = slots[:, _KIND_OFFSET] < 64
     commands = _np.ascontiguousarray(slots[is_command, :sizeof(Command)]).view(_ENGINE_COMMAND_DTYPE).reshape(-1)

@@ -36,7 +36,8 @@ ctypedef struct Command:
     int64_t quantity         # lots; transfers: amount in minor units
     int64_t limit            # market buy: maximum notional in quote minor units, 0 = none
 
-# An event, 96 bytes. It carries the seq and timestamp of the command that produced it.
+# An event, 128 bytes (contract 2; 96 in contract 1). It carries the seq and timestamp of the
+# command that produced it.
 ctypedef struct Event:
     uint64_t seq
     int64_t timestamp_ns
@@ -54,6 +55,10 @@ ctypedef struct Event:
     int64_t quantity
     int64_t fee              # fill: taker fee, quote minor units
     int64_t counter_fee      # fill: maker fee, quote minor units
+    uint64_t counter_client_id   # fill: the maker's client order id
+    int64_t leaves           # fill: the taker's open lots after this fill
+    int64_t counter_leaves   # fill: the maker's open lots after this fill
+    uint64_t reserved        # always 0 (room for the next contract)
 
 cdef enum CommandKind:
     CMD_ADD_ASSET = 1
@@ -69,6 +74,7 @@ cdef enum CommandKind:
     CMD_CANCEL = 11
     CMD_REPLACE = 12
     CMD_MASS_CANCEL = 13
+    CMD_PAUSE_INSTRUMENT = 14
 
 cdef enum EventKind:
     EV_ACCEPTED = 64
@@ -97,6 +103,7 @@ cdef enum StpMode:
     STP_CANCEL_TAKER = 1
     STP_CANCEL_MAKER = 2
     STP_CANCEL_BOTH = 3
+    STP_DECREMENT = 4
 
 cdef enum Flags:
     FLAG_POST_ONLY = 1
@@ -128,11 +135,13 @@ cdef enum RejectReason:
     R_PRICE_OFF_TICK = 108
     R_PRICE_OUT_OF_BAND = 109
     R_QUANTITY_ABOVE_MAXIMUM = 110
+    R_INSTRUMENT_PAUSED = 111
     R_DUPLICATE_CLIENT_ORDER_ID = 200
     R_UNKNOWN_ORDER = 201
     R_POST_ONLY_WOULD_CROSS = 202
     R_REPLACE_NO_CHANGE = 203
     R_TRANSFER_ID_REUSED = 204
+    R_DUPLICATE_TRANSFER_ID = 205
     R_INSUFFICIENT_FUNDS = 300
     R_AMOUNT_OVERFLOW = 301
     R_ORDER_CAPACITY = 400
@@ -140,7 +149,11 @@ cdef enum RejectReason:
     R_ASSET_CAPACITY = 402
     R_INSTRUMENT_CAPACITY = 403
     R_PRICE_LEVEL_CAPACITY = 404
-    R_TRANSFER_CAPACITY = 405
+
+cdef enum InstrumentState:
+    STATE_TRADING = 0
+    STATE_HALTED = 1
+    STATE_PAUSED = 2
 
 cdef enum CancelReason:
     C_USER = 1

@@ -21,6 +21,7 @@ from matchcore.core.codes import (
     CommandKind,
     EventKind,
     Flags,
+    InstrumentState,
     OrderType,
     RejectReason,
     Side,
@@ -88,7 +89,7 @@ class Instrument:
     band_max: int
     maker_bps: int = 0
     taker_bps: int = 0
-    halted: bool = False
+    state: int = InstrumentState.TRADING
     # best level first on both sides
     bids: list = field(default_factory=list)
     asks: list = field(default_factory=list)
@@ -96,6 +97,9 @@ class Instrument:
 
 @dataclass
 class Transfer:
+    """An account's last transfer and its outcome."""
+
+    transfer_id: int
     kind: int
     asset_id: int
     amount: int
@@ -117,7 +121,7 @@ class ReferenceEngine:
         self.balances: dict[tuple[int, int], list[int]] = {}  # (account, asset) -> [available, held]
         self.instruments: dict[int, Instrument] = {}
         self.orders: dict[tuple[int, int], Order] = {}  # live orders by (account, client id)
-        self.transfers: dict[tuple[int, int], Transfer] = {}
+        self.transfers: dict[int, Transfer] = {}  # account id -> its last transfer
         self._events: list[tuple] = []
         self._add_account(self.config.fee_account_id)
 
@@ -201,10 +205,12 @@ class ReferenceEngine:
 
     def _emit(self, cmd, kind, *, side=0, reason=0, instrument_id=0, account_id=0,
               counter_account_id=0, order_id=0, client_id=0, counter_order_id=0,
-              trade_id=0, price=0, quantity=0, fee=0, counter_fee=0):
+              trade_id=0, price=0, quantity=0, fee=0, counter_fee=0, counter_client_id=0,
+              leaves=0, counter_leaves=0):
         self._events.append((cmd.seq, cmd.timestamp_ns, int(kind), side, int(reason), instrument_id,
                              account_id, counter_account_id, order_id, client_id, counter_order_id,
-                             trade_id, price, quantity, fee, counter_fee))
+                             trade_id, price, quantity, fee, counter_fee, counter_client_id,
+                             leaves, counter_leaves, 0))
 
     def _reject(self, cmd, reason):
         self._emit(cmd, EventKind.REJECTED, side=cmd.side, reason=reason,
@@ -290,7 +296,7 @@ class ReferenceEngine:
         instrument = self.instruments.get(cmd.instrument_id)
         if instrument is None:
             return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
-        if instrument.halted:
+        if instrument.state == InstrumentState.HALTED:
             return self._reject(cmd, RejectReason.INSTRUMENT_HALTED)
         canceled = 0
         for book in (instrument.bids, instrument.asks):
@@ -298,16 +304,25 @@ class ReferenceEngine:
                 for order in list(level.orders):
                     self._cancel_order(cmd, order, CancelReason.HALT)
                     canceled += 1
-        instrument.halted = True
+        instrument.state = InstrumentState.HALTED
         self._done(cmd, quantity=canceled)
+
+    def _cmd_pause(self, cmd):
+        instrument = self.instruments.get(cmd.instrument_id)
+        if instrument is None:
+            return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
+        if instrument.state != InstrumentState.TRADING:
+            return self._reject(cmd, _NOT_TRADING[instrument.state])
+        instrument.state = InstrumentState.PAUSED
+        self._done(cmd)
 
     def _cmd_resume(self, cmd):
         instrument = self.instruments.get(cmd.instrument_id)
         if instrument is None:
             return self._reject(cmd, RejectReason.UNKNOWN_INSTRUMENT)
-        if not instrument.halted:
+        if instrument.state == InstrumentState.TRADING:
             return self._reject(cmd, RejectReason.INSTRUMENT_NOT_HALTED)
-        instrument.halted = False
+        instrument.state = InstrumentState.TRADING
         self._done(cmd)
 
     # ------------------------------------------------------------------ transfers
@@ -320,17 +335,18 @@ class ReferenceEngine:
             return self._transfer_reject(cmd, RejectReason.UNKNOWN_ACCOUNT)
         if cmd.asset_id not in self.assets:
             return self._transfer_reject(cmd, RejectReason.UNKNOWN_ASSET)
-        key = (cmd.account_id, cmd.client_id)
-        previous = self.transfers.get(key)
-        if previous is not None:
-            if (previous.kind, previous.asset_id, previous.amount) != (cmd.kind, cmd.asset_id, amount):
+        last = self.transfers.get(cmd.account_id)
+        last_id = 0 if last is None else last.transfer_id
+        if last is not None and cmd.client_id == last_id:
+            if (last.kind, last.asset_id, last.amount) != (cmd.kind, cmd.asset_id, amount):
                 return self._transfer_reject(cmd, RejectReason.TRANSFER_ID_REUSED)
-            return self._transfer_event(cmd, previous.event_kind, previous.reason)
-        if len(self.transfers) >= self.config.max_transfers:
-            return self._transfer_reject(cmd, RejectReason.TRANSFER_CAPACITY)
+            return self._transfer_event(cmd, last.event_kind, last.reason)
+        if cmd.client_id <= last_id:
+            return self._transfer_reject(cmd, RejectReason.DUPLICATE_TRANSFER_ID)
         reason = self._move_transfer(cmd, amount)
         event_kind = EventKind.TRANSFER_REJECTED if reason else EventKind.TRANSFER_DONE
-        self.transfers[key] = Transfer(cmd.kind, cmd.asset_id, amount, int(event_kind), int(reason))
+        self.transfers[cmd.account_id] = Transfer(cmd.client_id, cmd.kind, cmd.asset_id, amount,
+                                                  int(event_kind), int(reason))
         self._transfer_event(cmd, event_kind, reason)
 
     def _move_transfer(self, cmd, amount) -> int:
@@ -391,7 +407,7 @@ class ReferenceEngine:
             return RejectReason.INVALID_TIME_IN_FORCE
         if market and cmd.time_in_force == TimeInForce.GTC:
             return RejectReason.INVALID_TIME_IN_FORCE
-        if cmd.stp_mode not in (StpMode.CANCEL_TAKER, StpMode.CANCEL_MAKER, StpMode.CANCEL_BOTH):
+        if cmd.stp_mode not in tuple(StpMode):
             return RejectReason.INVALID_STP_MODE
         if cmd.flags & ~Flags.POST_ONLY:
             return RejectReason.INVALID_FLAGS
@@ -410,8 +426,8 @@ class ReferenceEngine:
         instrument = self.instruments.get(cmd.instrument_id)
         if instrument is None:
             return RejectReason.UNKNOWN_INSTRUMENT
-        if instrument.halted:
-            return RejectReason.INSTRUMENT_HALTED
+        if instrument.state != InstrumentState.TRADING:
+            return _NOT_TRADING[instrument.state]
         if cmd.price != 0 and cmd.price % instrument.tick_size != 0:
             return RejectReason.PRICE_OFF_TICK
         if cmd.price != 0 and not instrument.band_min <= cmd.price <= instrument.band_max:
@@ -528,6 +544,9 @@ class ReferenceEngine:
             index += 1
         book.insert(index, Level(order.price, deque([order])))
 
+    def _level_of(self, order: Order, instrument: Instrument) -> Level:
+        return next(level for level in self._book(instrument, order.side) if level.price == order.price)
+
     def _unlink(self, order: Order, instrument: Instrument) -> None:
         """Take a resting order off its level (and the level off the book when empty)."""
         book = self._book(instrument, order.side)
@@ -590,6 +609,16 @@ class ReferenceEngine:
             if maker.account_id == taker.account_id:
                 if taker.stp_mode == StpMode.CANCEL_TAKER:
                     return CancelReason.SELF_TRADE
+                if taker.stp_mode == StpMode.DECREMENT:
+                    if taker.leaves < maker.leaves:  # the taker is the smaller: canceled
+                        self._decrement(cmd, maker, instrument, taker.leaves)
+                        return CancelReason.SELF_TRADE
+                    smaller = maker.leaves
+                    self._cancel_order(cmd, maker, CancelReason.SELF_TRADE)
+                    if smaller == taker.leaves:  # equal: both canceled, maker first
+                        return CancelReason.SELF_TRADE
+                    self._decrement(cmd, taker, instrument, smaller)
+                    continue
                 self._cancel_order(cmd, maker, CancelReason.SELF_TRADE)
                 if taker.stp_mode == StpMode.CANCEL_BOTH:
                     return CancelReason.SELF_TRADE
@@ -608,6 +637,19 @@ class ReferenceEngine:
                 del self.orders[(maker.account_id, maker.client_id)]
                 self._release(maker, instrument, maker.hold)
         return 0
+
+    def _decrement(self, cmd, order: Order, instrument: Instrument, quantity: int) -> None:
+        """STP decrement: ``quantity`` fewer open lots, time priority kept; a REPLACED event
+        (reason SELF_TRADE) with the new open quantity; the hold follows the leaves."""
+        order.leaves -= quantity
+        self._emit(cmd, EventKind.REPLACED, side=order.side, reason=CancelReason.SELF_TRADE,
+                   instrument_id=order.instrument_id, account_id=order.account_id,
+                   order_id=order.order_id, client_id=order.client_id, price=order.price,
+                   quantity=order.leaves)
+        if order.side == Side.SELL:
+            self._release(order, instrument, quantity * instrument.lot_size)
+        elif order.order_type == OrderType.LIMIT:
+            self._release_excess(order, instrument)
 
     def _fill(self, cmd, taker: Order, maker: Order, instrument: Instrument, price, quantity):
         """Settle one trade by double entry: buyer, seller, fee account."""
@@ -629,7 +671,9 @@ class ReferenceEngine:
                    account_id=taker.account_id, counter_account_id=maker.account_id,
                    order_id=taker.order_id, client_id=taker.client_id,
                    counter_order_id=maker.order_id, trade_id=self.next_trade_id, price=price,
-                   quantity=quantity, fee=taker_fee, counter_fee=maker_fee)
+                   quantity=quantity, fee=taker_fee, counter_fee=maker_fee,
+                   counter_client_id=maker.client_id, leaves=taker.leaves - quantity,
+                   counter_leaves=maker.leaves - quantity)
         self.next_trade_id += 1
         taker.leaves -= quantity
         maker.leaves -= quantity
@@ -668,6 +712,8 @@ class ReferenceEngine:
         if order is None:
             return RejectReason.UNKNOWN_ORDER
         instrument = self.instruments[order.instrument_id]
+        if instrument.state == InstrumentState.PAUSED:
+            return RejectReason.INSTRUMENT_PAUSED
         if cmd.price % instrument.tick_size != 0:
             return RejectReason.PRICE_OFF_TICK
         if not instrument.band_min <= cmd.price <= instrument.band_max:
@@ -695,7 +741,9 @@ class ReferenceEngine:
         if needed - order.hold > balance[0]:
             return self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS)
         keeps_priority = cmd.price == order.price and cmd.quantity < order.leaves
-        if not keeps_priority and cmd.price != order.price and \
+        alone = len(self._level_of(order, instrument).orders) == 1
+        # a full side refuses a new level, unless the order leaves a level it is alone on
+        if not keeps_priority and cmd.price != order.price and not alone and \
                 self._level_missing_and_full(instrument, order.side, cmd.price):
             return self._reject(cmd, RejectReason.PRICE_LEVEL_CAPACITY)
         # adjust the hold to exactly what the new price and size need
@@ -732,6 +780,9 @@ class ReferenceEngine:
         w.count(len(self.accounts))
         for account_id in sorted(self.accounts):
             w.words(account_id, self.accounts[account_id])
+            t = self.transfers.get(account_id)
+            w.words(*((0,) * 6 if t is None else
+                      (t.transfer_id, t.kind, t.asset_id, t.amount, t.event_kind, t.reason)))
             for asset_id in sorted(self.assets):
                 w.words(*self.balance(account_id, asset_id))
         w.count(len(self.instruments))
@@ -739,7 +790,7 @@ class ReferenceEngine:
             ins = self.instruments[instrument_id]
             w.words(instrument_id, ins.base_asset, ins.quote_asset, ins.tick_size, ins.lot_size,
                     ins.max_order_lots, ins.band_min, ins.band_max, ins.maker_bps, ins.taker_bps,
-                    int(ins.halted))
+                    int(ins.state))
             for book in (ins.bids, ins.asks):
                 w.count(len(book))
                 for level in book:
@@ -747,10 +798,6 @@ class ReferenceEngine:
                     for o in level.orders:
                         w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold,
                                 o.fee_cap_bps, o.stp_mode, o.flags)
-        w.count(len(self.transfers))
-        for (account_id, transfer_id) in sorted(self.transfers):
-            t = self.transfers[(account_id, transfer_id)]
-            w.words(account_id, transfer_id, t.kind, t.asset_id, t.amount, t.event_kind, t.reason)
         return w
 
 
@@ -768,15 +815,19 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
     for _ in range(r.count()):
         account_id, last_client_id = r.words(2)
         engine.accounts[account_id] = last_client_id & UINT64_MASK
+        transfer_id, kind, asset_id, amount, event_kind, reason = r.words(6)
+        if kind:
+            engine.transfers[account_id] = Transfer(transfer_id & UINT64_MASK, kind, asset_id,
+                                                    amount, event_kind, reason)
         for asset_id in asset_ids:
             available, held = r.words(2)
             if available or held:
                 engine.balances[(account_id, asset_id)] = [available, held]
     for _ in range(r.count()):
         (instrument_id, base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
-         halted) = r.words(11)
+         state) = r.words(11)
         ins = Instrument(base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
-                         bool(halted))
+                         InstrumentState(state))
         engine.instruments[instrument_id] = ins
         for side, book in ((Side.BUY, ins.bids), (Side.SELL, ins.asks)):
             for _ in range(r.count()):
@@ -790,10 +841,6 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
                     level.orders.append(order)
                     engine.orders[(account_id, client_id)] = order
                 book.append(level)
-    for _ in range(r.count()):
-        account_id, transfer_id, kind, asset_id, amount, event_kind, reason = r.words(7)
-        transfer_id &= UINT64_MASK
-        engine.transfers[(account_id, transfer_id)] = Transfer(kind, asset_id, amount, event_kind, reason)
     r.finish()
     return engine
 
@@ -822,4 +869,8 @@ _HANDLERS = {
     CommandKind.CANCEL: ReferenceEngine._cmd_cancel,
     CommandKind.REPLACE: ReferenceEngine._cmd_replace,
     CommandKind.MASS_CANCEL: ReferenceEngine._cmd_mass_cancel,
+    CommandKind.PAUSE_INSTRUMENT: ReferenceEngine._cmd_pause,
 }
+#: the reject of a new order, a replace or a pause on an instrument that is not trading
+_NOT_TRADING = {InstrumentState.HALTED: RejectReason.INSTRUMENT_HALTED,
+                InstrumentState.PAUSED: RejectReason.INSTRUMENT_PAUSED}

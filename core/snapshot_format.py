@@ -4,19 +4,19 @@ A snapshot is a flat sequence of little-endian 64-bit words (signed values in tw
 complement). ``state_hash`` is a 64-bit hash over the same words, so equal hashes mean
 equal canonical states whatever the in-memory layout. Layout, in order:
 
-  MAGIC, FORMAT_VERSION, seven config words (max_accounts, max_assets, max_instruments,
-  max_orders, max_price_levels, max_transfers, fee_account_id), next_order_id,
-  next_trade_id;
+  MAGIC, FORMAT_VERSION, six config words (max_accounts, max_assets, max_instruments,
+  max_orders, max_price_levels, fee_account_id), next_order_id, next_trade_id;
   asset count, then per asset (ascending id): id, decimals, deposited, withdrawn;
-  account count, then per account (ascending id): id, last client order id, then per
-  asset (ascending id): available, held;
+  account count, then per account (ascending id): id, last client order id, the last
+  transfer (transfer id, command kind, asset, amount, event kind, reject reason; six zeros
+  before the account's first transfer), then per asset (ascending id): available, held;
   instrument count, then per instrument (ascending id): id, base asset, quote asset,
   tick size, lot size, max order lots, band min, band max, maker bps, taker bps, halted;
   then bids and asks, each: level count, then per level best first: price, order count,
   then per order in time priority: order id, account, client order id, leaves, hold,
-  fee cap bps, stp mode, flags;
-  transfer count, then per transfer ordered by (account, transfer id): account,
-  transfer id, command kind, asset, amount, event kind, reject reason.
+  fee cap bps, stp mode, flags.
+
+Format 2 (contract 2): no transfer table; each account carries its last transfer.
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ from matchcore.errors import MatchcoreError
 __all__ = ["MAGIC", "FORMAT_VERSION", "SnapshotWriter", "SnapshotReader", "SnapshotError", "hash_words"]
 
 MAGIC = 0x4D43534E41503031  # "MCSNAP01"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _MASK = (1 << 64) - 1
 HASH_SEED = 0xCBF29CE484222325
 HASH_PRIME = 0x100000001B3
 CONFIG_FIELDS = ("max_accounts", "max_assets", "max_instruments", "max_orders",
-                 "max_price_levels", "max_transfers", "fee_account_id")
+                 "max_price_levels", "fee_account_id")
 
 
 class SnapshotError(MatchcoreError, ValueError):

@@ -68,7 +68,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     tls_cert: str | None = None
     tls_key: str | None = None
     log_level: str = "info"
-    #: event frames kept in memory for recovery (all accounts together, 88 bytes each);
+    #: event frames kept in memory for recovery (all accounts together, 96 bytes each);
     #: older events are re-made from the journal
     recent_event_frames: int = 1 << 18
     #: session clock: login timeout, heartbeats and idle timeouts are checked this often

@@ -26,7 +26,9 @@ from matchcore.persistence.batch import Batch
 from matchcore.persistence.errors import PersistenceError
 from matchcore.persistence.journal import AsyncJournal
 from matchcore.persistence.pipeline_source import PipelineSource
-from matchcore.persistence.replay import CONFIG_META_KEY, ReplayResult, config_from_meta, replay_async
+from matchcore.persistence.replay import (
+    CONFIG_META_KEY, ReplayResult, config_from_meta, config_to_meta, replay_async,
+)
 from matchcore.persistence.writer import JournalWriter, WriterConfig
 
 __all__ = ["DurableCore", "DurableCoreConfig"]
@@ -101,7 +103,7 @@ class DurableCore:
             command_timeout_s=JOURNAL_QUERY_TIMEOUT_S)
         stored = await self._journal.read_meta(CONFIG_META_KEY)
         if stored is None:
-            await self._journal.write_meta(CONFIG_META_KEY, msgspec.structs.asdict(self.engine_config))
+            await self._journal.write_meta(CONFIG_META_KEY, config_to_meta(self.engine_config))
         elif config_from_meta(stored) != self.engine_config:
             raise PersistenceError(f"the journal was written with another engine config: {stored}")
         recovered = await replay_async(self._journal, self.engine_config)

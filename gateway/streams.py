@@ -82,7 +82,7 @@ def route(commands: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def take_events(events: np.ndarray, indexes: np.ndarray) -> np.ndarray:
-    """``events[indexes]`` as one copy of 96-byte items (numpy's structured-dtype path is
+    """``events[indexes]`` as one copy of 128-byte items (numpy's structured-dtype path is
     several times slower)."""
     raw = np.ascontiguousarray(events).view(_EVENT_BYTES)
     return raw[indexes].view(EVENT_DTYPE)

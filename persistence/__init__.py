@@ -13,6 +13,7 @@ from matchcore.persistence.embedded import EmbeddedPostgres, EmbeddedPostgresErr
 from matchcore.persistence.errors import (
     ChecksumError,
     ConflictingBatchError,
+    ContractVersionError,
     JournalIntegrityError,
     PersistenceError,
     SchemaVersionError,
@@ -31,6 +32,7 @@ __all__ = [
     "BatchSource",
     "ChecksumError",
     "ConflictingBatchError",
+    "ContractVersionError",
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
     "Journal",

@@ -15,6 +15,7 @@ from matchcore.errors import MatchcoreError
 __all__ = [
     "ChecksumError",
     "ConflictingBatchError",
+    "ContractVersionError",
     "JournalIntegrityError",
     "PersistenceError",
     "SchemaVersionError",
@@ -44,6 +45,19 @@ class SchemaVersionError(PersistenceError):
                            f"starting the server (matchcore serve) brings it up to date, or "
                            f"Journal(dsn, apply=True) from Python")
         super().__init__(message)
+
+
+class ContractVersionError(PersistenceError):
+    """The journal was written by engine contract ``found``; this code runs ``known``."""
+
+    def __init__(self, found: int, known: int):
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"the journal was written by engine contract {found}; this matchcore runs engine "
+            f"contract {known}, which would replay it differently: use a new database for "
+            f"contract {known}, or the matchcore release of contract {found} for this journal "
+            f"(docs/operations.md, 'Contract versions')")
 
 
 class JournalIntegrityError(PersistenceError):

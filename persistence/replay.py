@@ -14,12 +14,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+import msgspec
+
 from matchcore.core import Engine, EngineConfig
+from matchcore.core.codes import CONTRACT_VERSION
 from matchcore.persistence.batch import Batch, seq_slice
-from matchcore.persistence.errors import JournalIntegrityError, PersistenceError
+from matchcore.persistence.errors import ContractVersionError, JournalIntegrityError, PersistenceError
 
 __all__ = ["ReplayMismatchError", "ReplayResult", "apply_batches", "engine_from_snapshot",
-           "replay", "CONFIG_META_KEY"]
+           "replay", "CONFIG_META_KEY", "config_from_meta", "config_to_meta"]
 
 CONFIG_META_KEY = "engine_config"
 
@@ -41,11 +44,22 @@ class ReplayResult:
         self.snapshot_seq = snapshot_seq
 
 
+def config_to_meta(config: EngineConfig) -> dict:
+    """The meta value stored under CONFIG_META_KEY: the config and the engine contract."""
+    return {"contract": CONTRACT_VERSION, **msgspec.structs.asdict(config)}
+
+
 def config_from_meta(value: dict | None) -> EngineConfig:
+    """The stored engine config; ContractVersionError when another contract wrote the
+    journal (a value without "contract" is contract 1's, which stored none)."""
     if value is None:
         raise PersistenceError(f"the journal holds no engine config (meta key {CONFIG_META_KEY!r}): "
                                "it was never written by a matchcore core")
-    return EngineConfig(**value).validate()
+    fields = dict(value)
+    contract = fields.pop("contract", 1)
+    if contract != CONTRACT_VERSION:
+        raise ContractVersionError(contract, CONTRACT_VERSION)
+    return EngineConfig(**fields).validate()
 
 
 def engine_from_snapshot(snapshot, config: EngineConfig, *,
@@ -88,7 +102,7 @@ def apply_batches(engine: Engine, batches: Iterable[Batch], after_seq: int,
 
 
 def _same_records(produced: np.ndarray, journaled: np.ndarray) -> bool:
-    """Byte-for-byte equality without copies (events are 96 bytes: twelve 64-bit words)."""
+    """Byte-for-byte equality without copies (events are 128 bytes: sixteen 64-bit words)."""
     if len(produced) != len(journaled):
         return False
     return bool(np.array_equal(produced.view(np.uint64), np.ascontiguousarray(journaled).view(np.uint64)))

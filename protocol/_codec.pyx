@@ -22,7 +22,7 @@ from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from records cimport (
     CMD_ADD_ACCOUNT, CMD_ADD_ASSET, CMD_ADD_INSTRUMENT, CMD_CANCEL, CMD_DEPOSIT, CMD_HALT_INSTRUMENT,
-    CMD_MASS_CANCEL, CMD_NEW_ORDER, CMD_REPLACE, CMD_RESUME_INSTRUMENT, CMD_SET_FEES, CMD_SET_PRICE_BAND,
+    CMD_MASS_CANCEL, CMD_NEW_ORDER, CMD_PAUSE_INSTRUMENT, CMD_REPLACE, CMD_RESUME_INSTRUMENT, CMD_SET_FEES, CMD_SET_PRICE_BAND,
     CMD_WITHDRAW, EV_FILL, SIDE_BUY, SIDE_SELL, Command, Event,
 )
 
@@ -61,7 +61,7 @@ cdef enum:
 cdef enum:
     HEADER_SIZE = 4
     RESERVED_SPANS_MAX = 4
-    EVENT_FRAME_SIZE = 88
+    EVENT_FRAME_SIZE = 96
     SESSION_REJECT_SIZE = 16
     TYPE_HEARTBEAT = 132
     TYPE_SESSION_REJECT = 134
@@ -227,7 +227,8 @@ cdef void _command_write(const uint8_t* p, uint8_t type_byte, uint32_t session_a
             c.limit = _i64(p + 24)
         else:
             c.quantity = _i64(p + 24)
-    elif type_byte == CMD_HALT_INSTRUMENT or type_byte == CMD_RESUME_INSTRUMENT:
+    elif (type_byte == CMD_HALT_INSTRUMENT or type_byte == CMD_RESUME_INSTRUMENT
+          or type_byte == CMD_PAUSE_INSTRUMENT):
         c.instrument_id = _u32(p + 4)
         c.client_id = _u64(p + 8)
     elif type_byte == CMD_DEPOSIT or type_byte == CMD_WITHDRAW:
@@ -530,14 +531,16 @@ cdef void _event_write(const Event* e, uint32_t recipient, uint64_t event_seq,
     cdef uint32_t account_id = e.account_id
     cdef uint64_t order_id = e.order_id, client_id = e.client_id
     cdef int64_t fee = e.fee
+    cdef int64_t leaves = e.leaves
     if e.kind == EV_FILL:
         liquidity = 1  # TAKER
         if e.counter_account_id == recipient and e.account_id != recipient:
             liquidity = 2  # MAKER
             account_id = e.counter_account_id
             order_id = e.counter_order_id
-            client_id = 0
+            client_id = e.counter_client_id
             fee = e.counter_fee
+            leaves = e.counter_leaves
             if side == SIDE_BUY or side == SIDE_SELL:
                 side = 3 - side
     _put16(p, EVENT_FRAME_SIZE)
@@ -557,6 +560,7 @@ cdef void _event_write(const Event* e, uint32_t recipient, uint64_t event_seq,
     _put64(p + 64, <uint64_t>e.price)
     _put64(p + 72, <uint64_t>e.quantity)
     _put64(p + 80, <uint64_t>fee)
+    _put64(p + 88, <uint64_t>leaves)
 
 
 def encode_events(events not None, uint8_t[::1] out not None, Py_ssize_t out_offset,
@@ -625,7 +629,7 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
     # The inverse of _command_write: a client frame for one command record. Returns its
     # size, or 0 when the record has no client frame or a field does not fit the wire.
     cdef Py_ssize_t size
-    if c.kind < 1 or c.kind > 13:
+    if c.kind < 1 or c.kind > CMD_PAUSE_INSTRUMENT:
         return 0
     size = _frame_size[c.kind]
     memset(p, 0, size)
@@ -676,7 +680,8 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
         _put64(p + 8, c.client_id)
         _put64(p + 16, <uint64_t>c.price)
         _put64(p + 24, <uint64_t>(c.limit if c.kind == CMD_SET_PRICE_BAND else c.quantity))
-    elif c.kind == CMD_HALT_INSTRUMENT or c.kind == CMD_RESUME_INSTRUMENT:
+    elif (c.kind == CMD_HALT_INSTRUMENT or c.kind == CMD_RESUME_INSTRUMENT
+          or c.kind == CMD_PAUSE_INSTRUMENT):
         _put32(p + 4, c.instrument_id)
         _put64(p + 8, c.client_id)
     else:  # 8, 9: DEPOSIT, WITHDRAW

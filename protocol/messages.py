@@ -31,7 +31,7 @@ __all__ = [
     "SessionFlags",
     "Liquidity", "OrderState", "ProtocolError",
     "Message", "AddAsset", "AddAccount", "AddInstrument", "SetPriceBand", "SetFees",
-    "HaltInstrument", "ResumeInstrument", "Deposit", "Withdraw", "NewOrder", "Cancel", "Replace",
+    "HaltInstrument", "PauseInstrument", "ResumeInstrument", "Deposit", "Withdraw", "NewOrder", "Cancel", "Replace",
     "MassCancel", "Challenge", "Login", "LoginAccepted", "LoginRejected", "Heartbeat", "Logout",
     "SessionReject", "OrderStatusQuery", "OrderStatus", "EventMessage",
     "MESSAGE_CLASSES", "LAYOUTS", "FRAME_SIZES", "DIRECTIONS", "ORDER_ENTRY_TYPES", "ADMIN_TYPES",
@@ -77,6 +77,7 @@ class MessageType(IntEnum):
     RESUME_INSTRUMENT = 7
     DEPOSIT = 8
     WITHDRAW = 9
+    PAUSE_INSTRUMENT = 14     # contract 2
     # client -> server, order entry (any logged-in session, for its own account)
     NEW_ORDER = 10
     CANCEL = 11
@@ -416,8 +417,17 @@ class HaltInstrument(Message):
     request_id: int = 0
 
 
+@_message(MessageType.PAUSE_INSTRUMENT, C2S, [
+    ("instrument_id", U32, "keeps the book: refuses new orders and replaces, allows cancels"),
+    ("request_id", U64, _REQUEST),
+])
+class PauseInstrument(Message):
+    instrument_id: int
+    request_id: int = 0
+
+
 @_message(MessageType.RESUME_INSTRUMENT, C2S, [
-    ("instrument_id", U32, ""),
+    ("instrument_id", U32, "ends a halt or a pause"),
     ("request_id", U64, _REQUEST),
 ])
 class ResumeInstrument(Message):
@@ -430,7 +440,7 @@ _TRANSFER_FIELDS = [
     ("asset_id", U16, ""),
     ("reserved_10", U16, ""),
     ("reserved_12", U32, ""),
-    ("transfer_id", U64, "unique per account; a repeat returns the original outcome"),
+    ("transfer_id", U64, "rises per account from 1; a repeat of the last returns its outcome"),
     ("amount", I64, "minor units of the asset (> 0)"),
 ]
 
@@ -667,11 +677,12 @@ _EVENT_TYPES = tuple(MessageType(int(kind)) for kind in EventKind)
     ("account_id", U32, "the recipient's account (FILL) or the account concerned"),
     ("instrument_id", U32, "instrument; transfers and ADD_ASSET: asset id"),
     ("order_id", U64, "engine order id (FILL: the recipient's order)"),
-    ("client_id", U64, "client order id, transfer id or request id (FILL as maker: 0)"),
+    ("client_id", U64, "client order id, transfer id or request id (FILL: the recipient's order)"),
     ("trade_id", U64, "FILL: the trade, rising"),
     ("price", I64, "ticks"),
     ("quantity", I64, "lots; transfers: amount, minor units; HALT, MASS_CANCEL done: orders canceled"),
     ("fee", I64, "FILL: the recipient's fee, quote minor units"),
+    ("leaves", I64, "FILL: lots the recipient's order still has open after the fill; else 0"),
 ])
 class EventMessage(Message):
     kind: int  # EventKind, carried in the header's type byte
@@ -689,6 +700,7 @@ class EventMessage(Message):
     price: int
     quantity: int
     fee: int
+    leaves: int = 0
 
     def frame_type(self) -> int:
         return int(self.kind)
@@ -709,7 +721,8 @@ EVENT_FRAME_SIZE = EventMessage.LAYOUT.itemsize
 ADMIN_TYPES = frozenset(int(t) for t in (
     MessageType.ADD_ASSET, MessageType.ADD_ACCOUNT, MessageType.ADD_INSTRUMENT,
     MessageType.SET_PRICE_BAND, MessageType.SET_FEES, MessageType.HALT_INSTRUMENT,
-    MessageType.RESUME_INSTRUMENT, MessageType.DEPOSIT, MessageType.WITHDRAW))
+    MessageType.RESUME_INSTRUMENT, MessageType.DEPOSIT, MessageType.WITHDRAW,
+    MessageType.PAUSE_INSTRUMENT))
 ORDER_ENTRY_TYPES = frozenset(int(t) for t in (
     MessageType.NEW_ORDER, MessageType.CANCEL, MessageType.REPLACE, MessageType.MASS_CANCEL))
 #: Client frames the Python session layer handles (the codec hands them back as CONTROL).

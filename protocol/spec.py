@@ -19,7 +19,7 @@ from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
 from matchcore.protocol.messages import (
     ADMIN_TYPES, CLIENT_TYPES, CONTROL_TYPES, FRAME_SIZES, HEADER_SIZE, MAX_FRAME_SIZE,
     MESSAGE_CLASSES, ORDER_ENTRY_TYPES, AddAccount, MessageType, SessionReject, AddAsset, AddInstrument, Cancel, DecodeStatus,
-    Deposit, EventMessage, HaltInstrument, Liquidity, MassCancel, Message, NewOrder,
+    Deposit, EventMessage, HaltInstrument, Liquidity, PauseInstrument, MassCancel, Message, NewOrder,
     ProtocolError, Replace, ResumeInstrument, SessionReason, SetFees, SetPriceBand, Withdraw,
 )
 
@@ -64,8 +64,9 @@ def message_to_command(message: Message, account_id: int) -> dict[str, int]:
     if isinstance(m, SetFees):
         return dict(kind=CommandKind.SET_FEES, instrument_id=m.instrument_id,
                     client_id=m.request_id, price=m.maker_bps, quantity=m.taker_bps)
-    if isinstance(m, (HaltInstrument, ResumeInstrument)):
-        kind = CommandKind.HALT_INSTRUMENT if isinstance(m, HaltInstrument) else CommandKind.RESUME_INSTRUMENT
+    if isinstance(m, (HaltInstrument, PauseInstrument, ResumeInstrument)):
+        kind = {HaltInstrument: CommandKind.HALT_INSTRUMENT, PauseInstrument: CommandKind.PAUSE_INSTRUMENT,
+                ResumeInstrument: CommandKind.RESUME_INSTRUMENT}[type(m)]
         return dict(kind=kind, instrument_id=m.instrument_id, client_id=m.request_id)
     if isinstance(m, (Deposit, Withdraw)):
         kind = CommandKind.DEPOSIT if isinstance(m, Deposit) else CommandKind.WITHDRAW
@@ -101,6 +102,8 @@ def command_to_message(record: np.void | dict) -> Message:
         return HaltInstrument(r["instrument_id"], r["client_id"])
     if kind == CommandKind.RESUME_INSTRUMENT:
         return ResumeInstrument(r["instrument_id"], r["client_id"])
+    if kind == CommandKind.PAUSE_INSTRUMENT:
+        return PauseInstrument(r["instrument_id"], r["client_id"])
     if kind in (CommandKind.DEPOSIT, CommandKind.WITHDRAW):
         cls = Deposit if kind == CommandKind.DEPOSIT else Withdraw
         return cls(r["account_id"], r["asset_id"], r["client_id"], r["quantity"])
@@ -115,17 +118,19 @@ def event_to_message(record: np.void | dict, recipient_account_id: int, event_se
 
     A FILL is shown from the recipient's side: as the maker (the record's
     ``counter_account_id``, when that is not also the taker) the recipient gets its own
-    order id, its own side and fee, and client_id 0; otherwise the taker's view. The
+    order id, client order id, side, fee and open quantity; otherwise the taker's view. The
     counterparty's account and order are never sent.
     """
     r = {name: int(record[name]) for name in EVENT_DTYPE.names}
     side, liquidity = r["side"], Liquidity.NONE
     account_id, order_id, client_id, fee = r["account_id"], r["order_id"], r["client_id"], 0
+    leaves = r["leaves"]
     if r["kind"] == EventKind.FILL:
         liquidity, fee = Liquidity.TAKER, r["fee"]
         if r["counter_account_id"] == recipient_account_id and r["account_id"] != recipient_account_id:
-            liquidity, fee = Liquidity.MAKER, r["counter_fee"]
-            account_id, order_id, client_id = r["counter_account_id"], r["counter_order_id"], 0
+            liquidity, fee, leaves = Liquidity.MAKER, r["counter_fee"], r["counter_leaves"]
+            account_id, order_id = r["counter_account_id"], r["counter_order_id"]
+            client_id = r["counter_client_id"]
             side = 3 - side if side in (1, 2) else side
     else:
         fee = r["fee"]
@@ -133,7 +138,7 @@ def event_to_message(record: np.void | dict, recipient_account_id: int, event_se
                         event_seq=event_seq, command_seq=r["seq"], timestamp_ns=r["timestamp_ns"],
                         account_id=account_id, instrument_id=r["instrument_id"], order_id=order_id,
                         client_id=client_id, trade_id=r["trade_id"], price=r["price"],
-                        quantity=r["quantity"], fee=fee)
+                        quantity=r["quantity"], fee=fee, leaves=leaves)
 
 
 def encode_event(record: np.void | dict, recipient_account_id: int, event_seq: int) -> bytes:

@@ -50,7 +50,7 @@ def funded_market(engine_cls, config: EngineConfig | None = None, *, tick_size=1
     """Two assets, one instrument, three funded accounts (plus the fee account)."""
     session = Session(engine_cls(config or EngineConfig(max_accounts=16, max_assets=4,
                                                         max_instruments=4, max_orders=1024,
-                                                        max_price_levels=64, max_transfers=64)))
+                                                        max_price_levels=64)))
     setup = [c.add_asset(BASE), c.add_asset(QUOTE)]
     setup += [c.add_account(a) for a in (ALICE, BOB, CAROL)]
     setup.append(c.add_instrument(INSTRUMENT, BASE, QUOTE, tick_size=tick_size, lot_size=lot_size,

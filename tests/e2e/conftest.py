@@ -33,7 +33,7 @@ TRADERS = (ALICE, BOB, CAROL)
 BASE, QUOTE, INSTRUMENT = 0, 1, 0
 FUNDS = 10**12
 ENGINE_SETTINGS = {"engine.max_accounts": 16, "engine.max_assets": 4, "engine.max_instruments": 4,
-                   "engine.max_orders": 4096, "engine.max_price_levels": 256, "engine.max_transfers": 256}
+                   "engine.max_orders": 4096, "engine.max_price_levels": 256}
 
 
 def run(coroutine):

@@ -49,7 +49,7 @@ class EngineSink:
 
     def __init__(self, config: EngineConfig | None = None, capacity: int = 1 << 30) -> None:
         self.engine = Engine(config or EngineConfig(max_accounts=64, max_assets=4, max_instruments=4,
-                                                    max_orders=4096, max_price_levels=256, max_transfers=256))
+                                                    max_orders=4096, max_price_levels=256))
         self.capacity = capacity
         self.seq = 0
         self.streams: dict[int, list] = {}

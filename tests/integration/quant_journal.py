@@ -12,7 +12,7 @@ from matchcore.bench.workload import mixed_workload
 from matchcore.core import Engine
 from matchcore.persistence import Batch, apply_schema, insert_batch
 from matchcore.persistence.journal import AsyncJournal
-from matchcore.persistence.replay import CONFIG_META_KEY
+from matchcore.persistence.replay import CONFIG_META_KEY, config_to_meta
 
 #: the first command's time stamp; each later command is STEP_NS later
 START_NS = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
@@ -35,7 +35,7 @@ def write_engine_journal(dsn: str, commands: int = 3_000, batch_commands: int = 
         try:
             await apply_schema(connection)
             journal = AsyncJournal(connection)
-            await journal.write_meta(CONFIG_META_KEY, msgspec.structs.asdict(workload.config))
+            await journal.write_meta(CONFIG_META_KEY, config_to_meta(workload.config))
             for start in range(0, len(stream), batch_commands):
                 chunk = stream[start:start + batch_commands].copy()
                 await insert_batch(connection, Batch(chunk, engine.apply(chunk)))

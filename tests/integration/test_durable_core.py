@@ -223,3 +223,23 @@ def test_a_snapshot_due_while_the_output_ring_is_full_never_stalls_the_loop(db_d
     assert released == len(stream)
     assert snapshots >= 5
     assert lag_s < 0.5, lag_s
+
+
+def test_a_journal_of_engine_contract_1_is_refused_naming_both_versions(db_dsn):
+    """Contract 1 stored its engine config without a contract number (and with the retired
+    max_transfers): the server and the quants' replay refuse it with both versions named,
+    before reading a command."""
+    from matchcore.core.codes import CONTRACT_VERSION
+    from matchcore.persistence import ContractVersionError
+    from matchcore.persistence.replay import CONFIG_META_KEY
+
+    w = workload(commands=100)
+    contract_1 = {"max_accounts": 101, "max_assets": 4, "max_instruments": 3, "max_orders": 1024,
+                  "max_price_levels": 4096, "max_transfers": 416, "fee_account_id": 0}
+    with Journal(db_dsn, apply=True) as journal:
+        journal.write_meta(CONFIG_META_KEY, contract_1)
+        with pytest.raises(ContractVersionError, match=f"engine contract 1; this matchcore runs engine "
+                                                       f"contract {CONTRACT_VERSION}"):
+            replay(journal)
+    with pytest.raises(ContractVersionError, match="contract 1"):
+        uvloop.run(serve(db_dsn, w, w.all()))

@@ -13,7 +13,7 @@ from matchcore.core.reference import ReferenceEngine, fee_of
 from tests.conftest import engine_class
 
 CONFIG = EngineConfig(max_accounts=6, max_assets=3, max_instruments=3, max_orders=40,
-                      max_price_levels=6, max_transfers=30, fee_account_id=0)
+                      max_price_levels=6, fee_account_id=0)
 ACCOUNTS = st.integers(0, 6)          # 6 is unknown (and out of range)
 ASSETS = st.integers(0, 3)
 INSTRUMENTS = st.sampled_from([0, 1, 2, 3, ALL_INSTRUMENTS])
@@ -44,7 +44,7 @@ def plausible_order():
     """Mostly valid orders around a mid price of 55, on the two live instruments."""
     limit_type = st.sampled_from([1, 1, 1, 1, 2])
     return order_fields(st.integers(1, 4), st.sampled_from([0, 0, 1]), st.sampled_from([1, 2]),
-                        limit_type, st.sampled_from([1, 1, 1, 2, 3]), st.sampled_from([1, 2, 3]),
+                        limit_type, st.sampled_from([1, 1, 1, 2, 3]), st.sampled_from([1, 2, 3, 4]),
                         st.sampled_from([0, 0, 0, 1]), st.integers(9, 13).map(lambda p: p * 5),
                         st.integers(1, 12), st.just(0))
 
@@ -52,7 +52,7 @@ def plausible_order():
 def garbage_order():
     return order_fields(ACCOUNTS, INSTRUMENTS, st.sampled_from([1, 2, 0, 3]),
                         st.sampled_from([1, 2, 0]), st.sampled_from([1, 2, 3, 0]),
-                        st.sampled_from([1, 2, 3, 0]), st.sampled_from([0, 1, 2]), PRICES,
+                        st.sampled_from([1, 2, 3, 4, 0, 5]), st.sampled_from([0, 1, 2]), PRICES,
                         QUANTITIES, st.one_of(st.just(0), st.integers(-1, 400)))
 
 
@@ -67,18 +67,19 @@ def any_command():
         garbage_order(),
         st.builds(c.market, st.integers(1, 4), st.just(0), CLIENT_IDS, st.sampled_from([1, 2]),
                   st.integers(1, 12), st.sampled_from([0, 45, 65]), st.sampled_from([0, 200]),
-                  st.sampled_from([2, 3]), st.sampled_from([1, 2, 3])),
+                  st.sampled_from([2, 3]), st.sampled_from([1, 2, 3, 4])),
         st.builds(c.replace, ACCOUNTS, CLIENT_IDS, PRICES, QUANTITIES),
         st.builds(c.mass_cancel, ACCOUNTS, INSTRUMENTS),
         st.builds(c.deposit, ACCOUNTS, ASSETS, QUANTITIES, st.integers(0, 12)),
         st.builds(c.withdraw, ACCOUNTS, ASSETS, QUANTITIES, st.integers(0, 12)),
         st.builds(c.halt, INSTRUMENTS), st.builds(c.resume, INSTRUMENTS),
+        st.builds(c.pause, INSTRUMENTS), st.builds(c.pause, st.just(0)), st.builds(c.resume, st.just(0)),
         st.builds(c.set_fees, INSTRUMENTS, st.integers(-1, 60), st.integers(0, 60)),
         st.builds(c.set_price_band, INSTRUMENTS, PRICES, PRICES),
         st.builds(c.add_account, st.integers(4, 7)),
         st.builds(c.add_instrument, st.integers(1, 3), ASSETS, ASSETS, st.integers(0, 5),
                   st.integers(0, 4), st.integers(0, 100)),
-        st.builds(lambda kind: c.command(kind), st.sampled_from([0, 14, 63, 64, 255])),
+        st.builds(lambda kind: c.command(kind), st.sampled_from([0, 15, 63, 64, 255])),
     ]).flatmap(lambda strategy: strategy)
 
 

@@ -219,23 +219,26 @@ def test_event_frames_equal_the_python_encoder(seed, size, first_event_seq, room
     expected = b"".join(spec.encode_event(events[i], recipient, first_event_seq + i) for i in range(count))
     assert bytes(out[3:3 + len(expected)]) == expected
     for i in range(count):
-        message = p.decode(expected[i * 88:(i + 1) * 88])
+        message = p.decode(expected[i * p.EVENT_FRAME_SIZE:(i + 1) * p.EVENT_FRAME_SIZE])
         assert message.event_seq == first_event_seq + i
 
 
 def test_fills_are_shown_from_the_recipients_side_without_the_counterparty():
+    """Each side sees its own order id, client order id, side, fee and open quantity, never
+    the other's account or order."""
     fill = np.zeros(1, EVENT_DTYPE)
-    fill[0] = (9, 10, EventKind.FILL, 1, 0, 3, 1, 2, 100, 11, 200, 77, 50, 4, 6, 5)
-    out = bytearray(88)
+    fill[0] = (9, 10, EventKind.FILL, 1, 0, 3, 1, 2, 100, 11, 200, 77, 50, 4, 6, 5, 22, 8, 3, 0)
+    out = bytearray(p.EVENT_FRAME_SIZE)
     _codec.encode_events(fill, out, 0, 1, 1)
     taker = p.decode(bytes(out))
-    assert (taker.liquidity, taker.side, taker.account_id, taker.order_id, taker.client_id, taker.fee) == (
-        p.Liquidity.TAKER, 1, 1, 100, 11, 6)
+    assert (taker.liquidity, taker.side, taker.account_id, taker.order_id, taker.client_id, taker.fee,
+            taker.leaves) == (p.Liquidity.TAKER, 1, 1, 100, 11, 6, 8)
     _codec.encode_events(fill, out, 0, 2, 1)
     maker = p.decode(bytes(out))
-    assert (maker.liquidity, maker.side, maker.account_id, maker.order_id, maker.client_id, maker.fee) == (
-        p.Liquidity.MAKER, 2, 2, 200, 0, 5)
+    assert (maker.liquidity, maker.side, maker.account_id, maker.order_id, maker.client_id, maker.fee,
+            maker.leaves) == (p.Liquidity.MAKER, 2, 2, 200, 22, 5, 3)
     assert (maker.trade_id, maker.price, maker.quantity) == (77, 50, 4)
+    assert out == bytearray(spec.encode_event(fill[0], 2, 1))
 
 
 def test_an_unknown_event_kind_is_an_error():

@@ -12,7 +12,7 @@ from matchcore.core.reference import ReferenceEngine
 from matchcore.core.snapshot_format import SnapshotError
 
 CONFIG = EngineConfig(max_accounts=8, max_assets=3, max_instruments=3, max_orders=60,
-                      max_price_levels=8, max_transfers=40, fee_account_id=0)
+                      max_price_levels=8, fee_account_id=0)
 ACCOUNTS = range(1, 7)
 EXTREMES = [0, -1, (1 << 62), (1 << 63) - 1]
 
@@ -50,7 +50,7 @@ def random_commands(rng: np.random.Generator, count: int, live: list) -> np.ndar
             if kind == CommandKind.HALT_INSTRUMENT and rng.random() < 0.7:
                 record["kind"] = CommandKind.RESUME_INSTRUMENT
         elif roll < 0.08:
-            record["kind"] = int(rng.choice([CommandKind.MASS_CANCEL, 0, 14, 99]))
+            record["kind"] = int(rng.choice([CommandKind.MASS_CANCEL, 0, 15, 99]))
             record["account_id"] = account
             record["instrument_id"] = int(rng.choice([0, 1, 3, ALL_INSTRUMENTS]))
         elif roll < 0.35 and live:
@@ -126,7 +126,7 @@ def test_engine_without_prefault_is_the_same_engine():
     """prefault=False (tables left to the kernel to fault in, as replays build them) changes
     when pages are touched, nothing else; tables big enough to take the huge-page path."""
     big = EngineConfig(max_accounts=8, max_assets=3, max_instruments=3, max_orders=300_000,
-                       max_price_levels=8, max_transfers=40_000, fee_account_id=0)
+                       max_price_levels=8, fee_account_id=0)
     eager, lazy = Engine(big), Engine(big, prefault=False)
     rng, live = np.random.default_rng(11), []
     commands = c.number(setup_commands())

@@ -9,7 +9,7 @@ from tests.conftest import ALICE, BOB, BASE, QUOTE, FUNDS, INSTRUMENT as I, fund
 BUY, SELL = c.BUY, c.SELL
 INT64_MAX = (1 << 63) - 1
 TIGHT = EngineConfig(max_accounts=5, max_assets=3, max_instruments=2, max_orders=3,
-                     max_price_levels=2, max_transfers=8)
+                     max_price_levels=2)
 
 
 def order(**fields):
@@ -42,6 +42,7 @@ CASES = {
     R.INSTRUMENT_EXISTS: ([], c.add_instrument(I, BASE, QUOTE)),
     R.INSTRUMENT_HALTED: ([c.halt(I)], order()),
     R.INSTRUMENT_NOT_HALTED: ([], c.resume(I)),
+    R.INSTRUMENT_PAUSED: ([c.pause(I)], order()),
     R.PRICE_OFF_TICK: ([], order(price=101)),
     R.PRICE_OUT_OF_BAND: ([c.set_price_band(I, 50, 200)], order(price=250)),
     R.QUANTITY_ABOVE_MAXIMUM: ([], order(quantity=1001)),
@@ -50,6 +51,7 @@ CASES = {
     R.POST_ONLY_WOULD_CROSS: ([order(account_id=BOB, side=SELL, client_id=1)], order(flags=1)),
     R.REPLACE_NO_CHANGE: ([order(client_id=7)], c.replace(ALICE, 7, 100, 1)),
     R.TRANSFER_ID_REUSED: ([c.deposit(ALICE, BASE, 5, 900)], c.deposit(ALICE, BASE, 6, 900)),
+    R.DUPLICATE_TRANSFER_ID: ([c.deposit(ALICE, BASE, 5, 900)], c.deposit(ALICE, BASE, 5, 899)),
     R.INSUFFICIENT_FUNDS: ([], order(quantity=1000, price=FUNDS)),
     R.AMOUNT_OVERFLOW: ([], order(quantity=1000, price=INT64_MAX - INT64_MAX % 2)),
     R.ORDER_CAPACITY: ([order(client_id=k, price=2) for k in (1, 2, 3)], order(client_id=4, price=2)),
@@ -66,7 +68,7 @@ def tight_market(engine_cls):
 
 
 def test_every_reject_reason_has_a_case():
-    transfer_only = {R.INVALID_AMOUNT, R.TRANSFER_CAPACITY}
+    transfer_only = {R.INVALID_AMOUNT}
     assert set(R) - set(CASES) == transfer_only
 
 
@@ -89,9 +91,42 @@ def test_transfer_rejects(engine_cls):
     assert int(ev[0]["kind"]) == K.TRANSFER_REJECTED and int(ev[0]["reason"]) == R.INVALID_AMOUNT
     ev = m.one(c.withdraw(ALICE, BASE, FUNDS + 1, 1001))
     assert int(ev[0]["reason"]) == R.INSUFFICIENT_FUNDS
-    for transfer_id in range(1002, 1010):
+    # transfer ids rise per account: an older one is a duplicate, whatever its content
+    for transfer_id in (1000, 999, 1):
+        before = m.engine.state_hash()
         ev = m.one(c.deposit(ALICE, BASE, 1, transfer_id))
-    assert int(ev[0]["reason"]) == R.TRANSFER_CAPACITY
+        assert int(ev[0]["reason"]) == R.DUPLICATE_TRANSFER_ID
+        assert m.engine.state_hash() == before
+    # ... and per account: Bob's ids are his own
+    assert int(m.one(c.deposit(BOB, BASE, 1, 1001))[0]["kind"]) == K.TRANSFER_DONE
+
+
+def test_a_refused_transfer_is_remembered_as_the_last_one(engine_cls):
+    """A withdrawal refused for funds stays refused when resent after funding (the
+    resend gets the original outcome); a new transfer id is a new request."""
+    m = tight_market(engine_cls)
+    refused = m.one(c.withdraw(ALICE, BASE, FUNDS + 1, 2000))
+    assert int(refused[0]["reason"]) == R.INSUFFICIENT_FUNDS
+    assert int(m.one(c.deposit(ALICE, BASE, 1, 2001))[0]["kind"]) == K.TRANSFER_DONE
+    assert int(m.one(c.withdraw(ALICE, BASE, FUNDS + 1, 2000))[0]["reason"]) == R.DUPLICATE_TRANSFER_ID
+    assert int(m.one(c.withdraw(ALICE, BASE, FUNDS + 1, 2002))[0]["kind"]) == K.TRANSFER_DONE
+    resend = m.one(c.withdraw(ALICE, BASE, FUNDS + 1, 2002))
+    assert int(resend[0]["kind"]) == K.TRANSFER_DONE
+    assert m.engine.balance(ALICE, BASE) == (0, 0)
+
+
+def test_transfers_have_no_lifetime_capacity(engine_cls):
+    """The defect of contract 1: the venue's 100,001st transfer was refused
+    TRANSFER_CAPACITY forever. Now transfers take no memory per id: the state (snapshot)
+    is as large after many transfers as after one."""
+    m = tight_market(engine_cls)
+    count = 120_000 if engine_cls.__name__ == "Engine" else 3_000
+    m.one(c.deposit(ALICE, BASE, 1, 10))
+    size = len(m.engine.snapshot())
+    records = [c.deposit(ALICE if k % 2 else BOB, BASE, 1, 11 + k) for k in range(count)]
+    events = m.engine.apply(c.number(c.pack(records), first_seq=1_000))
+    assert len(events) == count and set(int(k) for k in events["kind"]) == {K.TRANSFER_DONE}
+    assert len(m.engine.snapshot()) == size
 
 
 def test_transfer_repeat_returns_the_original_outcome(engine_cls):
