@@ -235,7 +235,11 @@ cdef inline bint buy_hold_needed(int64_t price, int64_t leaves, int64_t fee_cap_
 cdef inline bint limit_hold_needed(uint8_t side, int64_t price, int64_t leaves, int64_t lot_size,
                                    int64_t fee_cap_bps, int64_t* out) noexcept nogil:
     """What a resting limit order holds: a sell its base (leaves lots), a buy its quote
-    (``buy_hold_needed``). True on overflow."""
+    (``buy_hold_needed``). True on overflow, also when a sell's notional (price * leaves, a
+    price given) would leave int64: every order's price * size fits."""
+    cdef int64_t notional
     if side == SIDE_SELL:
+        if price > 0 and mc_mul_overflow(price, leaves, &notional):
+            return True
         return mc_mul_overflow(leaves, lot_size, out)
     return buy_hold_needed(price, leaves, fee_cap_bps, out)

@@ -442,8 +442,11 @@ class ReferenceEngine:
 
     def _limit_hold_needed(self, side, price, leaves, lot_size, fee_cap_bps) -> int:
         """What a resting limit order holds: a sell its base, a buy its quote with the
-        maximum fee (may raise _Overflow)."""
+        maximum fee (may raise _Overflow, also when a sell's notional would: every order's
+        price * size fits int64)."""
         if side == Side.SELL:
+            if price > 0:
+                _checked(price * leaves)
             return _checked(leaves * lot_size)
         return self._buy_hold_needed(price, leaves, fee_cap_bps)
 

@@ -109,3 +109,16 @@ def test_replace_on_a_full_side_that_frees_its_own_level_is_allowed(engine_cls):
     m.one(c.limit(BOB, I, 1, BUY, 100, 5))
     ev = m.one(c.replace(ALICE, 1, 97, 5))     # not alone at 100: a third level is refused
     assert int(ev[0]["reason"]) == R.PRICE_LEVEL_CAPACITY
+
+
+def test_every_orders_price_times_size_fits_int64_a_sell_too(engine_cls):
+    """Contract 1 accepted a sell of 2 lots at 2**62 (its notional, 2**63, leaves int64)
+    because a sell holds only base; now price * size is checked on both sides."""
+    m = funded_market(engine_cls)
+    for refused in (c.limit(BOB, I, 1, SELL, 1 << 62, 2),
+                    c.market(BOB, I, 2, SELL, 2, worst_price=1 << 62)):
+        ev = m.one(refused)
+        assert kinds(ev) == [K.REJECTED] and int(ev[0]["reason"]) == R.AMOUNT_OVERFLOW
+    assert kinds(m.one(c.limit(BOB, I, 3, SELL, 1 << 62, 1))) == [K.ACCEPTED]
+    ev = m.one(c.replace(BOB, 3, 1 << 62, 2))
+    assert kinds(ev) == [K.REJECTED] and int(ev[0]["reason"]) == R.AMOUNT_OVERFLOW
