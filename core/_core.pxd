@@ -48,6 +48,9 @@ cdef class Engine:
     cdef uint32_t* free_orders         # [max_orders + 1]: a stack of freed pool indices
     cdef uint32_t free_count           # entries on the free_orders stack
     cdef uint32_t orders_used          # pool high-water mark: indices 1..orders_used handed out
+    cdef uint32_t* expiry_heap         # [max_orders]: pool indices of the GTD orders in the
+                                       # pool, a binary min-heap by (expire_time_ns, order_id)
+    cdef uint32_t expiry_count         # entries of expiry_heap
     cdef IndexSlot* index              # client order id index, [index_mask + 1] slots
     cdef uint32_t index_mask           # slots - 1 (slots: a power of two >= 2 * max_orders)
     # reference data and balances
@@ -130,6 +133,13 @@ cdef class Engine:
     cdef inline void account_append(self, uint32_t order_index) noexcept nogil
     cdef inline void account_unlink(self, const Order* order) noexcept nogil
     cdef void forget_order(self, uint32_t order_index, uint32_t index_position) noexcept nogil
+    # GTD expiry
+    cdef inline bint expiry_before(self, uint32_t a, uint32_t b) noexcept nogil
+    cdef inline void expiry_place(self, uint32_t position, uint32_t order_index) noexcept nogil
+    cdef void expiry_sift(self, uint32_t position) noexcept nogil
+    cdef void expiry_push(self, uint32_t order_index) noexcept nogil
+    cdef void expiry_remove(self, uint32_t order_index) noexcept nogil
+    cdef void expire_due(self, int64_t now_ns) noexcept nogil
     # books
     cdef inline bint would_cross(self, const Instrument* instrument, uint8_t side,
                                  int64_t price) noexcept nogil

@@ -54,6 +54,9 @@ class CommandKind(IntEnum):
     MASS_CANCEL = 13
     #: contract 2: stop trading but keep the book (cancels allowed); RESUME_INSTRUMENT ends it
     PAUSE_INSTRUMENT = 14
+    #: contract 2: the gateway's clock: applies nothing but time (GTD expiry) when no other
+    #: command carries it; not a client message
+    CLOCK = 15
 
 
 class EventKind(IntEnum):
@@ -83,6 +86,8 @@ class TimeInForce(IntEnum):
     GTC = 1
     IOC = 2
     FOK = 3
+    #: contract 2: good till ``expire_time_ns`` (limit orders)
+    GTD = 4
 
 
 class StpMode(IntEnum):
@@ -116,6 +121,8 @@ class RejectReason(IntEnum):
     INVALID_PRICE_BAND = 13
     POST_ONLY_NOT_ALLOWED = 14
     MARKET_PROTECTION_REQUIRED = 15
+    #: GTD without an expiry after the command's stamp, or an expiry on another time in force
+    INVALID_EXPIRE_TIME = 16
     # reference data: ids and states of assets, accounts, instruments
     UNKNOWN_ACCOUNT = 100
     UNKNOWN_ASSET = 101
@@ -167,3 +174,5 @@ class CancelReason(IntEnum):
     MASS_CANCEL = 5
     HALT = 6
     MARKET_PROTECTION = 7
+    #: a GTD order reached its expiry (contract 2)
+    EXPIRED = 8

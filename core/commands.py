@@ -75,6 +75,11 @@ def pause(instrument_id: int) -> np.void:
     return command(CommandKind.PAUSE_INSTRUMENT, instrument_id=instrument_id)
 
 
+def clock() -> np.void:
+    """The gateway's clock: nothing but its stamp (GTD orders due at it expire)."""
+    return command(CommandKind.CLOCK)
+
+
 def resume(instrument_id: int) -> np.void:
     return command(CommandKind.RESUME_INSTRUMENT, instrument_id=instrument_id)
 
@@ -91,10 +96,14 @@ def withdraw(account_id: int, asset_id: int, amount: int, transfer_id: int) -> n
 
 def limit(account_id: int, instrument_id: int, client_id: int, side: int, price: int,
           quantity: int, tif: int = TimeInForce.GTC, post_only: bool = False,
-          stp: int = StpMode.CANCEL_TAKER) -> np.void:
+          stp: int = StpMode.CANCEL_TAKER, expire_time_ns: int = 0) -> np.void:
+    """A limit order; ``expire_time_ns`` makes it GTD (``tif`` then defaults to GTD)."""
+    if expire_time_ns and tif == TimeInForce.GTC:
+        tif = TimeInForce.GTD
     return command(CommandKind.NEW_ORDER, account_id=account_id, instrument_id=instrument_id,
                    client_id=client_id, side=side, order_type=OrderType.LIMIT, time_in_force=tif,
-                   flags=1 if post_only else 0, stp_mode=stp, price=price, quantity=quantity)
+                   flags=1 if post_only else 0, stp_mode=stp, price=price, quantity=quantity,
+                   expire_time_ns=expire_time_ns)
 
 
 def market(account_id: int, instrument_id: int, client_id: int, side: int, quantity: int,

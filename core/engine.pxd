@@ -49,19 +49,21 @@ cdef extern from *:
     void mc_prefetch(const void* address) noexcept nogil
 
 
-# A live order: resting on a book, or (during one command) the taker being matched. 72 bytes.
+# A live order: resting on a book, or (during one command) the taker being matched. 88 bytes.
 ctypedef struct Order:
     uint64_t order_id        # engine-assigned, ascending in acceptance order
     uint64_t client_id       # the account's client order id
     int64_t price            # ticks; 0 only for a market order without a worst price
     int64_t leaves           # lots still open
     int64_t hold             # minor units of the hold asset (quote: buy, base: sell) reserved
+    int64_t expire_time_ns   # GTD: expiry, ns since the epoch; 0: no expiry
     uint32_t account
     uint32_t instrument
     uint32_t prev            # FIFO of the price level: the order ahead (older), or MC_NONE
     uint32_t next            # the order behind (newer), or MC_NONE
     uint32_t account_prev    # the account's live orders in ascending order id
     uint32_t account_next
+    uint32_t expiry_position # GTD orders in the pool: the order's place in the expiry heap
     uint16_t fee_cap_bps     # max(maker, taker) bps when accepted; the hold covers this fee
     uint8_t side             # Side
     uint8_t stp_mode         # StpMode

@@ -48,7 +48,7 @@ cdef enum:
     ENGINE_BPS_MAX = 10000
     ENGINE_HEADER_WORDS = 10          # magic, version, 6 config words, 2 id counters
     ENGINE_INSTRUMENT_WORDS = 11
-    ENGINE_ORDER_WORDS = 8
+    ENGINE_ORDER_WORDS = 9
     ENGINE_ACCOUNT_WORDS = 8          # id, last client order id, 6 words of the last transfer
     # prefetch_ahead: how many commands ahead each stage looks (a DRAM miss costs about
     # as much time as one or two commands; measured best on the mixed workload)
@@ -189,7 +189,7 @@ cdef class Engine:
         cdef size_t balance_slots = <size_t>self.max_accounts * self.max_assets
         cdef size_t order_slots = <size_t>self.max_orders + 1
         # committing more than the machine has would end in the OOM killer, not an error
-        total_bytes = (order_slots * (sizeof(Order) + sizeof(uint32_t))
+        total_bytes = (order_slots * (sizeof(Order) + 2 * sizeof(uint32_t))
                        + index_slots * sizeof(IndexSlot) + self.max_accounts * sizeof(Account)
                        + self.max_assets * sizeof(Asset) + balance_slots * sizeof(Balance)
                        + self.max_instruments * sizeof(Instrument) + level_slots * sizeof(Level))
@@ -199,6 +199,8 @@ cdef class Engine:
         with nogil:
             self.orders = <Order*>_engine_table_allocate(order_slots, sizeof(Order), prefault)
             self.free_orders = <uint32_t*>_engine_table_allocate(order_slots, sizeof(uint32_t),
+                                                                 prefault)
+            self.expiry_heap = <uint32_t*>_engine_table_allocate(order_slots, sizeof(uint32_t),
                                                                  prefault)
             self.index = <IndexSlot*>_engine_table_allocate(index_slots, sizeof(IndexSlot),
                                                             prefault)
@@ -210,7 +212,8 @@ cdef class Engine:
             self.instruments = <Instrument*>_engine_table_allocate(
                 self.max_instruments, sizeof(Instrument), prefault)
             self.levels = <Level*>_engine_table_allocate(level_slots, sizeof(Level), prefault)
-        if (self.orders == NULL or self.free_orders == NULL or self.index == NULL
+        if (self.orders == NULL or self.free_orders == NULL or self.expiry_heap == NULL
+                or self.index == NULL
                 or self.accounts == NULL or self.assets == NULL or self.balances == NULL
                 or self.instruments == NULL or self.levels == NULL):
             raise MemoryError(f"cannot allocate the tables of {self.config!r}")
@@ -219,6 +222,7 @@ cdef class Engine:
     def __dealloc__(self):
         free(self.orders)
         free(self.free_orders)
+        free(self.expiry_heap)
         free(self.index)
         free(self.accounts)
         free(self.assets)
@@ -433,6 +437,9 @@ cdef class Engine:
         self.command = command
         self.out = out
         self.out_of_memory = False
+        # GTD orders due at this command's stamp expire first (one compare when none is due)
+        if self.expiry_count and self.orders[self.expiry_heap[0]].expire_time_ns <= command.timestamp_ns:
+            self.expire_due(command.timestamp_ns)
         cdef uint8_t kind = command.kind
         if kind == CMD_NEW_ORDER:
             self.cmd_new_order(command)
@@ -460,6 +467,8 @@ cdef class Engine:
             self.cmd_resume(command)
         elif kind == CMD_PAUSE_INSTRUMENT:
             self.cmd_pause(command)
+        elif kind == CMD_CLOCK:
+            self.done(command, command.instrument_id, command.quantity)
         else:
             self.reject(command, R_UNKNOWN_COMMAND)
         self.command = NULL
@@ -968,8 +977,68 @@ cdef class Engine:
             index_position = self.index_slot_of(order_index)
         self.index_erase(index_position)
         self.account_unlink(&self.orders[order_index])
+        if self.orders[order_index].expire_time_ns:
+            self.expiry_remove(order_index)
         self.free_orders[self.free_count] = order_index
         self.free_count += 1
+
+    # ------------------------------------------------------------------ GTD expiry
+
+    cdef inline bint expiry_before(self, uint32_t a, uint32_t b) noexcept nogil:
+        """Does order a expire before order b? (expiry, then order id: a total order.)"""
+        cdef const Order* x = &self.orders[a]
+        cdef const Order* y = &self.orders[b]
+        return x.expire_time_ns < y.expire_time_ns or (x.expire_time_ns == y.expire_time_ns
+                                                       and x.order_id < y.order_id)
+
+    cdef inline void expiry_place(self, uint32_t position, uint32_t order_index) noexcept nogil:
+        self.expiry_heap[position] = order_index
+        self.orders[order_index].expiry_position = position
+
+    cdef void expiry_sift(self, uint32_t position) noexcept nogil:
+        """Move the heap entry at position up, or else down, until the heap order holds."""
+        cdef uint32_t order_index = self.expiry_heap[position]
+        cdef uint32_t parent, child
+        while position > 0:
+            parent = (position - 1) // 2
+            if not self.expiry_before(order_index, self.expiry_heap[parent]):
+                break
+            self.expiry_place(position, self.expiry_heap[parent])
+            position = parent
+        while True:
+            child = 2 * position + 1
+            if child >= self.expiry_count:
+                break
+            if (child + 1 < self.expiry_count
+                    and self.expiry_before(self.expiry_heap[child + 1], self.expiry_heap[child])):
+                child += 1
+            if not self.expiry_before(self.expiry_heap[child], order_index):
+                break
+            self.expiry_place(position, self.expiry_heap[child])
+            position = child
+        self.expiry_place(position, order_index)
+
+    cdef void expiry_push(self, uint32_t order_index) noexcept nogil:
+        self.expiry_place(self.expiry_count, order_index)
+        self.expiry_count += 1
+        self.expiry_sift(self.expiry_count - 1)
+
+    cdef void expiry_remove(self, uint32_t order_index) noexcept nogil:
+        cdef uint32_t position = self.orders[order_index].expiry_position
+        self.expiry_count -= 1
+        if position != self.expiry_count:
+            self.expiry_place(position, self.expiry_heap[self.expiry_count])
+            self.expiry_sift(position)
+
+    cdef void expire_due(self, int64_t now_ns) noexcept nogil:
+        """Cancel, reason EXPIRED, every GTD order whose expiry is at or before now: earliest
+        expiry first, then ascending order id. Its events open the command's events."""
+        cdef uint32_t order_index
+        while self.expiry_count > 0:
+            order_index = self.expiry_heap[0]
+            if self.orders[order_index].expire_time_ns > now_ns:
+                return
+            self.cancel_resting(order_index, MC_NONE, C_EXPIRED)
 
     # ------------------------------------------------------------------ book
 
@@ -1069,9 +1138,10 @@ cdef class Engine:
             return R_INVALID_SIDE
         if c.order_type != TYPE_LIMIT and c.order_type != TYPE_MARKET:
             return R_INVALID_ORDER_TYPE
-        if c.time_in_force != TIF_GTC and c.time_in_force != TIF_IOC and c.time_in_force != TIF_FOK:
+        if (c.time_in_force != TIF_GTC and c.time_in_force != TIF_IOC and c.time_in_force != TIF_FOK
+                and c.time_in_force != TIF_GTD):
             return R_INVALID_TIME_IN_FORCE
-        if market and c.time_in_force == TIF_GTC:
+        if market and (c.time_in_force == TIF_GTC or c.time_in_force == TIF_GTD):
             return R_INVALID_TIME_IN_FORCE
         if (c.stp_mode != STP_CANCEL_TAKER and c.stp_mode != STP_CANCEL_MAKER
                 and c.stp_mode != STP_CANCEL_BOTH and c.stp_mode != STP_DECREMENT):
@@ -1084,10 +1154,13 @@ cdef class Engine:
             return R_INVALID_PRICE
         if c.limit < 0 or (c.limit != 0 and not (market and c.side == SIDE_BUY)):
             return R_INVALID_LIMIT
-        if c.flags & FLAG_POST_ONLY and c.time_in_force != TIF_GTC:
+        if c.flags & FLAG_POST_ONLY and c.time_in_force != TIF_GTC and c.time_in_force != TIF_GTD:
             return R_POST_ONLY_NOT_ALLOWED
         if market and c.price == 0 and c.limit == 0:
             return R_MARKET_PROTECTION_REQUIRED
+        if ((c.time_in_force == TIF_GTD) != (c.expire_time_ns != 0)
+                or (c.time_in_force == TIF_GTD and c.expire_time_ns <= c.timestamp_ns)):
+            return R_INVALID_EXPIRE_TIME
         if not self.account_exists(c.account_id):
             return R_UNKNOWN_ACCOUNT
         cdef Instrument* instrument = self.instrument_of(c.instrument_id)
@@ -1141,7 +1214,8 @@ cdef class Engine:
         if self.live_orders() >= self.max_orders:
             self.reject(c, R_ORDER_CAPACITY)
             return
-        cdef bint rests = c.order_type == TYPE_LIMIT and c.time_in_force == TIF_GTC
+        cdef bint rests = c.order_type == TYPE_LIMIT and (c.time_in_force == TIF_GTC
+                                                          or c.time_in_force == TIF_GTD)
         cdef int side_index = c.side - 1
         cdef bint found = False
         cdef uint32_t position = 0
@@ -1162,6 +1236,8 @@ cdef class Engine:
         taker.price = c.price
         taker.leaves = c.quantity
         taker.hold = hold
+        taker.expire_time_ns = c.expire_time_ns
+        taker.expiry_position = MC_NONE
         taker.account = c.account_id
         taker.instrument = c.instrument_id
         taker.prev = MC_NONE
@@ -1199,6 +1275,8 @@ cdef class Engine:
         self.orders[order_index] = taker[0]
         self.index_insert(order_index)
         self.account_append(order_index)
+        if taker.expire_time_ns:
+            self.expiry_push(order_index)
         self.rest_at(order_index, instrument, position, found)
 
     # ------------------------------------------------------------------ matching
@@ -1552,6 +1630,7 @@ cdef class Engine:
                     sink_put(sink, order.fee_cap_bps)
                     sink_put(sink, order.stp_mode)
                     sink_put(sink, order.flags)
+                    sink_put(sink, <uint64_t>order.expire_time_ns)
                     order_index = order.next
 
     # ------------------------------------------------------------------ restore
@@ -1732,6 +1811,7 @@ cdef class Engine:
         cdef int64_t fee_cap_bps = cursor.take()
         cdef int64_t stp_mode = cursor.take()
         cdef int64_t flags = cursor.take()
+        cdef int64_t expire_time_ns = cursor.take()
         cdef int64_t needed
         cdef bint overflow
         if not (1 <= order_id < <int64_t>self.next_order_id):
@@ -1744,6 +1824,8 @@ cdef class Engine:
             raise _EngineSnapshotError(f"order {order_id} has bad leaves or fee cap")
         if not (STP_CANCEL_TAKER <= stp_mode <= STP_DECREMENT) or flags & ~FLAG_POST_ONLY:
             raise _EngineSnapshotError(f"order {order_id} has bad stp mode or flags")
+        if expire_time_ns < 0:
+            raise _EngineSnapshotError(f"order {order_id} has a negative expiry")
         overflow = limit_hold_needed(side, price, leaves, instrument.lot_size, fee_cap_bps, &needed)
         if overflow or hold != needed:
             raise _EngineSnapshotError(f"order {order_id} holds {hold}, not what it needs")
@@ -1766,7 +1848,11 @@ cdef class Engine:
         order.stp_mode = <uint8_t>stp_mode
         order.flags = <uint8_t>flags
         order.order_type = TYPE_LIMIT
+        order.expire_time_ns = expire_time_ns
+        order.expiry_position = MC_NONE
         self.index_insert(order_index)
+        if expire_time_ns:
+            self.expiry_push(order_index)
         return order_index
 
     cdef load_account_lists(self):

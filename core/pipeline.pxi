@@ -2,8 +2,8 @@
 #
 #   submit() --input ring--> core thread (Engine.apply_one, no GIL) --output ring--> drain()
 #
-# The input ring carries 64-byte Command records. The output ring carries 128-byte slots: each
-# command (its 64 bytes, then the number of events that follow as a uint64 at offset 64, then
+# The input ring carries 96-byte Command records. The output ring carries 128-byte slots: each
+# command (its 96 bytes, then the number of events that follow as a uint64 at offset 96, then
 # 24 zero bytes) followed by the Event records it produced, so the journal writer sees every
 # command next to its events and can tell whether it holds all of them. The kind byte at
 # offset 16 tells the slots apart (commands 1-63, events 64-127).
@@ -489,7 +489,7 @@ cdef class Pipeline:
 
 
 cdef object _as_command_bytes(object commands):
-    """A contiguous byte view of COMMAND_DTYPE records (or raw 64-byte records)."""
+    """A contiguous byte view of COMMAND_DTYPE records (or raw 96-byte records)."""
     array = _np.ascontiguousarray(commands)
     if array.dtype.itemsize != sizeof(Command) and array.dtype != _np.uint8:
         raise TypeError("commands must be COMMAND_DTYPE records")

@@ -17,7 +17,7 @@ cdef extern from *:
     uint32_t MC_ALL_INSTRUMENTS
     int64_t MC_BPS_DENOMINATOR
 
-# A command, 64 bytes. Field use per kind is tabled in docs/engine.md; fields a kind does not
+# A command, 96 bytes (64 in contract 1). Field use per kind is tabled in docs/engine.md; fields a kind does not
 # use are ignored.
 ctypedef struct Command:
     uint64_t seq             # global sequence number, assigned by the gateway
@@ -35,6 +35,10 @@ ctypedef struct Command:
     int64_t price            # ticks (limit price; market: worst price, 0 = none)
     int64_t quantity         # lots; transfers: amount in minor units
     int64_t limit            # market buy: maximum notional in quote minor units, 0 = none
+    int64_t expire_time_ns   # GTD: the order expires at a command stamped at or after it; else 0
+    int64_t trigger_price    # stop orders: ticks (contract 2 reserves it: must be 0)
+    int64_t display_quantity # iceberg: lots shown (contract 2 reserves it: must be 0)
+    uint64_t reserved        # must be 0
 
 # An event, 128 bytes (contract 2; 96 in contract 1). It carries the seq and timestamp of the
 # command that produced it.
@@ -75,6 +79,7 @@ cdef enum CommandKind:
     CMD_REPLACE = 12
     CMD_MASS_CANCEL = 13
     CMD_PAUSE_INSTRUMENT = 14
+    CMD_CLOCK = 15
 
 cdef enum EventKind:
     EV_ACCEPTED = 64
@@ -98,6 +103,7 @@ cdef enum TimeInForce:
     TIF_GTC = 1
     TIF_IOC = 2
     TIF_FOK = 3
+    TIF_GTD = 4
 
 cdef enum StpMode:
     STP_CANCEL_TAKER = 1
@@ -124,6 +130,7 @@ cdef enum RejectReason:
     R_INVALID_PRICE_BAND = 13
     R_POST_ONLY_NOT_ALLOWED = 14
     R_MARKET_PROTECTION_REQUIRED = 15
+    R_INVALID_EXPIRE_TIME = 16
     R_UNKNOWN_ACCOUNT = 100
     R_UNKNOWN_ASSET = 101
     R_UNKNOWN_INSTRUMENT = 102
@@ -163,3 +170,4 @@ cdef enum CancelReason:
     C_MASS_CANCEL = 5
     C_HALT = 6
     C_MARKET_PROTECTION = 7
+    C_EXPIRED = 8

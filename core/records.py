@@ -1,6 +1,6 @@
 """numpy twins of the C records in ``records.pxd``: journals and replay read them zero-copy.
 
-``COMMAND_DTYPE`` (64 bytes) and ``EVENT_DTYPE`` (128 bytes; 96 in contract 1) have explicit offsets and no
+``COMMAND_DTYPE`` (96 bytes; 64 in contract 1) and ``EVENT_DTYPE`` (128 bytes; 96 in contract 1) have explicit offsets and no
 padding; ``tests/unit/test_records.py`` proves they match the C structs byte for byte.
 The ``kind`` byte sits at offset 16 in both, and command kinds (1-63) never overlap event
 kinds (64-127), so one byte tells the records of a mixed stream apart.
@@ -28,6 +28,10 @@ COMMAND_DTYPE = np.dtype(
         ("price", "<i8"),
         ("quantity", "<i8"),
         ("limit", "<i8"),
+        ("expire_time_ns", "<i8"),
+        ("trigger_price", "<i8"),
+        ("display_quantity", "<i8"),
+        ("reserved", "<u8"),
     ]
 )
 
@@ -58,5 +62,5 @@ EVENT_DTYPE = np.dtype(
 
 COMMAND_SIZE = COMMAND_DTYPE.itemsize
 EVENT_SIZE = EVENT_DTYPE.itemsize
-assert COMMAND_SIZE == 64, COMMAND_SIZE
+assert COMMAND_SIZE == 96, COMMAND_SIZE
 assert EVENT_SIZE == 128, EVENT_SIZE

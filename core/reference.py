@@ -70,6 +70,7 @@ class Order:
     stp_mode: int
     flags: int
     order_type: int = OrderType.LIMIT
+    expire_time_ns: int = 0  # GTD: the expiry, ns since the epoch; 0: none
 
 
 @dataclass
@@ -195,11 +196,22 @@ class ReferenceEngine:
     # ------------------------------------------------------------------ dispatch
 
     def _apply_one(self, cmd: "_Cmd") -> None:
+        self._expire_due(cmd)
         handler = _HANDLERS.get(cmd.kind)
         if handler is None:
             self._reject(cmd, RejectReason.UNKNOWN_COMMAND)
             return
         handler(self, cmd)
+
+    def _expire_due(self, cmd) -> None:
+        """GTD orders whose expiry is at or before the command's stamp are canceled, reason
+        EXPIRED, before the command: earliest expiry first, then ascending order id."""
+        due = [o for o in self.orders.values() if 0 < o.expire_time_ns <= cmd.timestamp_ns]
+        for order in sorted(due, key=lambda o: (o.expire_time_ns, o.order_id)):
+            self._cancel_order(cmd, order, CancelReason.EXPIRED)
+
+    def _cmd_clock(self, cmd):
+        self._done(cmd)
 
     # ------------------------------------------------------------------ events
 
@@ -403,9 +415,9 @@ class ReferenceEngine:
             return RejectReason.INVALID_SIDE
         if cmd.order_type not in (OrderType.LIMIT, OrderType.MARKET):
             return RejectReason.INVALID_ORDER_TYPE
-        if cmd.time_in_force not in (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK):
+        if cmd.time_in_force not in tuple(TimeInForce):
             return RejectReason.INVALID_TIME_IN_FORCE
-        if market and cmd.time_in_force == TimeInForce.GTC:
+        if market and cmd.time_in_force in _RESTING:
             return RejectReason.INVALID_TIME_IN_FORCE
         if cmd.stp_mode not in tuple(StpMode):
             return RejectReason.INVALID_STP_MODE
@@ -417,10 +429,13 @@ class ReferenceEngine:
             return RejectReason.INVALID_PRICE
         if cmd.limit < 0 or (cmd.limit != 0 and not (market and cmd.side == Side.BUY)):
             return RejectReason.INVALID_LIMIT
-        if cmd.flags & Flags.POST_ONLY and cmd.time_in_force != TimeInForce.GTC:
+        if cmd.flags & Flags.POST_ONLY and cmd.time_in_force not in _RESTING:
             return RejectReason.POST_ONLY_NOT_ALLOWED
         if market and cmd.price == 0 and cmd.limit == 0:
             return RejectReason.MARKET_PROTECTION_REQUIRED
+        gtd = cmd.time_in_force == TimeInForce.GTD
+        if gtd != (cmd.expire_time_ns != 0) or (gtd and cmd.expire_time_ns <= cmd.timestamp_ns):
+            return RejectReason.INVALID_EXPIRE_TIME
         if cmd.account_id not in self.accounts:
             return RejectReason.UNKNOWN_ACCOUNT
         instrument = self.instruments.get(cmd.instrument_id)
@@ -478,7 +493,7 @@ class ReferenceEngine:
             return self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS)
         if len(self.orders) >= self.config.max_orders:
             return self._reject(cmd, RejectReason.ORDER_CAPACITY)
-        rests = cmd.order_type == OrderType.LIMIT and cmd.time_in_force == TimeInForce.GTC
+        rests = cmd.order_type == OrderType.LIMIT and cmd.time_in_force in _RESTING
         if rests and self._level_missing_and_full(instrument, cmd.side, cmd.price):
             return self._reject(cmd, RejectReason.PRICE_LEVEL_CAPACITY)
         # pipeline: risk hold -> accept -> match -> settle -> rest or release
@@ -487,7 +502,8 @@ class ReferenceEngine:
         order = Order(order_id=self.next_order_id, account_id=cmd.account_id,
                       instrument_id=cmd.instrument_id, client_id=cmd.client_id, side=cmd.side,
                       price=cmd.price, leaves=cmd.quantity, hold=hold, fee_cap_bps=fee_cap_bps,
-                      stp_mode=cmd.stp_mode, flags=cmd.flags, order_type=cmd.order_type)
+                      stp_mode=cmd.stp_mode, flags=cmd.flags, order_type=cmd.order_type,
+                      expire_time_ns=cmd.expire_time_ns)
         self.next_order_id += 1
         self.accounts[cmd.account_id] = cmd.client_id
         self._emit(cmd, EventKind.ACCEPTED, side=cmd.side, instrument_id=cmd.instrument_id,
@@ -800,7 +816,7 @@ class ReferenceEngine:
                     w.words(level.price, len(level.orders))
                     for o in level.orders:
                         w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold,
-                                o.fee_cap_bps, o.stp_mode, o.flags)
+                                o.fee_cap_bps, o.stp_mode, o.flags, o.expire_time_ns)
         return w
 
 
@@ -837,10 +853,11 @@ def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
                 price, n_orders = r.words(2)
                 level = Level(price)
                 for _ in range(n_orders):
-                    order_id, account_id, client_id, leaves, hold, fee_cap, stp, flags = r.words(8)
+                    (order_id, account_id, client_id, leaves, hold, fee_cap, stp, flags,
+                     expire_time_ns) = r.words(9)
                     client_id &= UINT64_MASK
                     order = Order(order_id, account_id, instrument_id, client_id, int(side), price,
-                                  leaves, hold, fee_cap, stp, flags)
+                                  leaves, hold, fee_cap, stp, flags, expire_time_ns=expire_time_ns)
                     level.orders.append(order)
                     engine.orders[(account_id, client_id)] = order
                 book.append(level)
@@ -873,7 +890,10 @@ _HANDLERS = {
     CommandKind.REPLACE: ReferenceEngine._cmd_replace,
     CommandKind.MASS_CANCEL: ReferenceEngine._cmd_mass_cancel,
     CommandKind.PAUSE_INSTRUMENT: ReferenceEngine._cmd_pause,
+    CommandKind.CLOCK: ReferenceEngine._cmd_clock,
 }
+#: times in force of orders that may rest
+_RESTING = (TimeInForce.GTC, TimeInForce.GTD)
 #: the reject of a new order, a replace or a pause on an instrument that is not trading
 _NOT_TRADING = {InstrumentState.HALTED: RejectReason.INSTRUMENT_HALTED,
                 InstrumentState.PAUSED: RejectReason.INSTRUMENT_PAUSED}

@@ -11,10 +11,10 @@ equal canonical states whatever the in-memory layout. Layout, in order:
   transfer (transfer id, command kind, asset, amount, event kind, reject reason; six zeros
   before the account's first transfer), then per asset (ascending id): available, held;
   instrument count, then per instrument (ascending id): id, base asset, quote asset,
-  tick size, lot size, max order lots, band min, band max, maker bps, taker bps, halted;
+  tick size, lot size, max order lots, band min, band max, maker bps, taker bps, state (InstrumentState: 0 trading, 1 halted, 2 paused);
   then bids and asks, each: level count, then per level best first: price, order count,
   then per order in time priority: order id, account, client order id, leaves, hold,
-  fee cap bps, stp mode, flags.
+  fee cap bps, stp mode, flags, expire time ns (0: none).
 
 Format 2 (contract 2): no transfer table; each account carries its last transfer.
 """

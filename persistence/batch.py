@@ -3,7 +3,7 @@
 A batch covers the commands with sequence numbers ``first_seq..last_seq`` (all of them, in
 order, none twice) and every event those commands produced (an event carries the seq of its
 command, so events are sorted by seq and lie in the same range). It is stored as one row of the
-``journal`` table: the two arrays as raw little-endian bytes of ``COMMAND_DTYPE`` (64 bytes) and
+``journal`` table: the two arrays as raw little-endian bytes of ``COMMAND_DTYPE`` (96 bytes) and
 ``EVENT_DTYPE`` (128 bytes) records, so a reader gets them back with ``np.frombuffer``, no copy.
 
 Checksum: a CRC over

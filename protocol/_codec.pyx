@@ -193,6 +193,7 @@ cdef void _command_write(const uint8_t* p, uint8_t type_byte, uint32_t session_a
         c.quantity = _i64(p + 32)
         c.limit = _i64(p + 40)
         c.flags = p[48]
+        c.expire_time_ns = _i64(p + 56)
     elif type_byte == CMD_CANCEL:
         c.account_id = session_account
         c.client_id = _u64(p + 8)
@@ -647,6 +648,7 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
         _put64(p + 32, <uint64_t>c.quantity)
         _put64(p + 40, <uint64_t>c.limit)
         p[48] = c.flags
+        _put64(p + 56, <uint64_t>c.expire_time_ns)
     elif c.kind == CMD_CANCEL or c.kind == CMD_REPLACE:
         _put32(p + 4, c.account_id)
         _put64(p + 8, c.client_id)

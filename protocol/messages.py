@@ -481,6 +481,7 @@ _ACCOUNT = "must be the session's account (else SESSION_REJECT WRONG_ACCOUNT)"
     ("reserved_49", U8, ""),
     ("reserved_50", U16, ""),
     ("reserved_52", U32, ""),
+    ("expire_time_ns", I64, "GTD only: expiry, ns since the Unix epoch (after the gateway's stamp); else 0"),
 ])
 class NewOrder(Message):
     side: int
@@ -494,6 +495,7 @@ class NewOrder(Message):
     quantity: int
     max_notional: int = 0
     flags: int = 0
+    expire_time_ns: int = 0
 
 
 @_message(MessageType.CANCEL, C2S, [

@@ -44,6 +44,13 @@ class Session:
     def one(self, record) -> np.ndarray:
         return self.run(record)
 
+    def at(self, timestamp_ns: int, *records) -> np.ndarray:
+        """``run``, every command stamped ``timestamp_ns``."""
+        commands = c.pack(list(records))
+        c.number(commands, first_seq=self.seq, timestamp_ns=timestamp_ns)
+        self.seq += len(commands)
+        return self.engine.apply(commands)
+
 
 def funded_market(engine_cls, config: EngineConfig | None = None, *, tick_size=1, lot_size=1,
                   maker_bps=0, taker_bps=0, max_order_lots=1_000_000) -> Session:

@@ -30,14 +30,30 @@ SETUP += [c.add_instrument(0, 0, 1, tick_size=5, lot_size=3, max_order_lots=1000
 SETUP += [c.deposit(a, asset, 5_000, 1 + asset) for a in range(1, 5) for asset in range(3)]
 
 
-def order_fields(accounts, instruments, sides, types, tifs, stps, flags, prices, quantities, limits):
+#: commands are stamped STAMP_STEP_NS apart (``stamped``); a GTD order drawn with expiry k
+#: (1-40) expires k commands after it (``resolve``); larger drawn expiries are kept as they are
+STAMP_START_NS, STAMP_STEP_NS = 1_000_000, 1_000
+EXPIRIES = st.one_of(st.just(0), st.integers(1, 40), st.sampled_from([-5, 1 << 62]))
+
+
+def order_fields(accounts, instruments, sides, types, tifs, stps, flags, prices, quantities, limits,
+                 expiries=st.just(0)):
     return st.builds(
-        lambda account, instrument, client_id, side, order_type, tif, stp, flag, price, qty, limit:
-        c.command(CommandKind.NEW_ORDER, account_id=account, instrument_id=instrument,
-                  client_id=client_id, side=side, order_type=order_type, time_in_force=tif,
-                  stp_mode=stp, flags=flag, price=price, quantity=qty, limit=limit),
+        lambda account, instrument, client_id, side, order_type, tif, stp, flag, price, qty, limit,
+        expiry: c.command(CommandKind.NEW_ORDER, account_id=account, instrument_id=instrument,
+                          client_id=client_id, side=side, order_type=order_type, time_in_force=tif,
+                          stp_mode=stp, flags=flag, price=price, quantity=qty, limit=limit,
+                          expire_time_ns=expiry),
         accounts, instruments, CLIENT_IDS, sides, types, tifs, stps, flags, prices, quantities,
-        limits)
+        limits, expiries)
+
+
+def gtd_order():
+    """Resting limit orders good till a few commands ahead."""
+    return order_fields(st.integers(1, 4), st.sampled_from([0, 0, 1]), st.sampled_from([1, 2]),
+                        st.just(1), st.just(4), st.sampled_from([1, 2, 3, 4]), st.sampled_from([0, 1]),
+                        st.integers(9, 13).map(lambda p: p * 5), st.integers(1, 12), st.just(0),
+                        st.integers(1, 40))
 
 
 def plausible_order():
@@ -53,7 +69,7 @@ def garbage_order():
     return order_fields(ACCOUNTS, INSTRUMENTS, st.sampled_from([1, 2, 0, 3]),
                         st.sampled_from([1, 2, 0]), st.sampled_from([1, 2, 3, 0]),
                         st.sampled_from([1, 2, 3, 4, 0, 5]), st.sampled_from([0, 1, 2]), PRICES,
-                        QUANTITIES, st.one_of(st.just(0), st.integers(-1, 400)))
+                        QUANTITIES, st.one_of(st.just(0), st.integers(-1, 400)), EXPIRIES)
 
 
 def any_command():
@@ -63,7 +79,8 @@ def any_command():
     near_replace = st.builds(c.replace, ACCOUNTS, CLIENT_IDS, st.integers(9, 13).map(lambda p: p * 5),
                              st.integers(1, 12))
     # sampled_from over repeated strategies weights them: mostly plausible trading
-    return st.sampled_from([plausible] * 24 + [cancel] * 8 + [near_replace] * 3 + [
+    return st.sampled_from([plausible] * 24 + [cancel] * 8 + [near_replace] * 3 + [gtd_order()] * 4 + [
+        st.builds(c.clock), st.builds(c.clock),
         garbage_order(),
         st.builds(c.market, st.integers(1, 4), st.just(0), CLIENT_IDS, st.sampled_from([1, 2]),
                   st.integers(1, 12), st.sampled_from([0, 45, 65]), st.sampled_from([0, 200]),
@@ -79,7 +96,7 @@ def any_command():
         st.builds(c.add_account, st.integers(4, 7)),
         st.builds(c.add_instrument, st.integers(1, 3), ASSETS, ASSETS, st.integers(0, 5),
                   st.integers(0, 4), st.integers(0, 100)),
-        st.builds(lambda kind: c.command(kind), st.sampled_from([0, 15, 63, 64, 255])),
+        st.builds(lambda kind: c.command(kind), st.sampled_from([0, 16, 63, 64, 255])),
     ]).flatmap(lambda strategy: strategy)
 
 
@@ -91,6 +108,9 @@ def resolve(stream: list) -> list:
     for position, record in enumerate(stream):
         record = record.copy()
         drawn = int(record["client_id"])
+        expiry = int(record["expire_time_ns"])
+        if 0 < expiry <= 40:  # k commands after this one (SETUP comes first)
+            record["expire_time_ns"] = STAMP_START_NS + STAMP_STEP_NS * (len(SETUP) + position + expiry)
         if record["kind"] == CommandKind.NEW_ORDER:
             if drawn % 9 != 1 or not placed:
                 record["client_id"] = 1000 + position
@@ -102,6 +122,12 @@ def resolve(stream: list) -> list:
             record["account_id"], record["client_id"] = account, client_id
         out.append(record)
     return out
+
+
+def stamped(commands: np.ndarray) -> np.ndarray:
+    """Rising stamps, STAMP_STEP_NS apart (the engine reads time only from them)."""
+    commands["timestamp_ns"] = STAMP_START_NS + STAMP_STEP_NS * np.arange(len(commands))
+    return commands
 
 
 def check_invariants(ref: ReferenceEngine) -> None:
@@ -137,7 +163,7 @@ def batches(draw_list, size):
 def test_engine_matches_reference_and_invariants_hold(stream, batch):
     Engine = engine_class("engine")
     ref, fast = ReferenceEngine(CONFIG), Engine(CONFIG)
-    commands = c.number(c.pack(SETUP + resolve(stream)))
+    commands = stamped(c.number(c.pack(SETUP + resolve(stream))))
     for part in batches(commands, batch):
         expected, got = ref.apply(part), fast.apply(part)
         assert expected.tobytes() == got.tobytes(), _first_difference(expected, got)
@@ -150,7 +176,7 @@ def test_engine_matches_reference_and_invariants_hold(stream, batch):
 @given(stream=st.lists(any_command(), min_size=30, max_size=200), cut=st.floats(0, 1))
 def test_snapshot_restore_continues_identically_and_replay_is_deterministic(stream, cut):
     Engine = engine_class("engine")
-    commands = c.number(c.pack(SETUP + resolve(stream)))
+    commands = stamped(c.number(c.pack(SETUP + resolve(stream))))
     split = len(SETUP) + int(len(stream) * cut)
     first, rest = commands[:split], commands[split:]
     fast = Engine(CONFIG)

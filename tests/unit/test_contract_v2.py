@@ -2,7 +2,7 @@
 from matchcore.core import commands as c
 from matchcore.core.codes import CancelReason as C, EventKind as K, RejectReason as R, StpMode
 from matchcore.core.config import EngineConfig
-from tests.conftest import ALICE, BOB, BASE, QUOTE, FUNDS, INSTRUMENT as I, funded_market
+from tests.conftest import ALICE, BOB, CAROL, BASE, QUOTE, FUNDS, INSTRUMENT as I, funded_market
 
 BUY, SELL = c.BUY, c.SELL
 
@@ -122,3 +122,68 @@ def test_every_orders_price_times_size_fits_int64_a_sell_too(engine_cls):
     assert kinds(m.one(c.limit(BOB, I, 3, SELL, 1 << 62, 1))) == [K.ACCEPTED]
     ev = m.one(c.replace(BOB, 3, 1 << 62, 2))
     assert kinds(ev) == [K.REJECTED] and int(ev[0]["reason"]) == R.AMOUNT_OVERFLOW
+
+
+# ---- GTD: good till a time, expired by the stamps of the commands the engine applies
+
+T0 = 1_800_000_000_000_000_000
+
+
+def test_gtd_orders_expire_at_the_first_command_stamped_at_or_after_their_expiry(engine_cls):
+    m = funded_market(engine_cls)
+    m.at(T0, c.limit(ALICE, I, 1, BUY, 100, 5, expire_time_ns=T0 + 50),
+         c.limit(BOB, I, 1, BUY, 99, 5, expire_time_ns=T0 + 20),
+         c.limit(ALICE, I, 2, BUY, 98, 5, expire_time_ns=T0 + 20),
+         c.limit(ALICE, I, 3, BUY, 97, 5))
+    assert kinds(m.at(T0 + 19, c.clock())) == [K.COMMAND_DONE]
+    assert m.engine.live_order_count() == 4
+    # earliest expiry first, then ascending order id; the command's own event comes last
+    ev = m.at(T0 + 20, c.limit(CAROL, I, 1, SELL, 105, 1))
+    assert kinds(ev) == [K.CANCELED, K.CANCELED, K.ACCEPTED]
+    assert [(int(e["account_id"]), int(e["client_id"]), int(e["reason"])) for e in ev[:2]] == [
+        (BOB, 1, C.EXPIRED), (ALICE, 2, C.EXPIRED)]
+    assert m.engine.balance(BOB, QUOTE) == (FUNDS, 0)
+    ev = m.at(T0 + 60, c.cancel(ALICE, 1))     # expired before the cancel is applied
+    assert kinds(ev) == [K.CANCELED, K.REJECTED]
+    assert int(ev[0]["reason"]) == C.EXPIRED and int(ev[1]["reason"]) == R.UNKNOWN_ORDER
+    assert m.engine.order(ALICE, 3) is not None            # GTC: never expires
+
+
+def test_gtd_validation(engine_cls):
+    m = funded_market(engine_cls)
+    for bad in (c.limit(ALICE, I, 1, BUY, 100, 5, expire_time_ns=T0),        # not after the stamp
+                c.limit(ALICE, I, 1, BUY, 100, 5, expire_time_ns=T0 - 1),
+                c.limit(ALICE, I, 1, BUY, 100, 5, tif=4),                     # GTD without expiry
+                c.limit(ALICE, I, 1, BUY, 100, 5, tif=2, expire_time_ns=T0 + 5)):   # IOC with one
+        ev = m.at(T0, bad)
+        assert int(ev[0]["reason"]) == R.INVALID_EXPIRE_TIME, bad
+    ev = m.at(T0, c.command(10, account_id=ALICE, instrument_id=I, client_id=1, side=BUY,
+                            order_type=2, time_in_force=4, stp_mode=1, price=100, quantity=1,
+                            expire_time_ns=T0 + 5))
+    assert int(ev[0]["reason"]) == R.INVALID_TIME_IN_FORCE               # a market order is never GTD
+
+
+def test_a_gtd_order_that_fills_or_is_replaced_or_canceled_leaves_no_expiry_behind(engine_cls):
+    m = funded_market(engine_cls)
+    m.at(T0, c.limit(ALICE, I, 1, BUY, 100, 5, expire_time_ns=T0 + 10),
+         c.limit(ALICE, I, 2, BUY, 99, 5, expire_time_ns=T0 + 10),
+         c.limit(ALICE, I, 3, BUY, 98, 5, expire_time_ns=T0 + 10))
+    m.at(T0 + 1, c.limit(BOB, I, 1, SELL, 100, 5), c.cancel(ALICE, 2), c.replace(ALICE, 3, 97, 4))
+    # order 3 keeps its expiry through the replace; 1 filled and 2 was canceled
+    ev = m.at(T0 + 10, c.clock())
+    assert kinds(ev) == [K.CANCELED, K.COMMAND_DONE] and int(ev[0]["client_id"]) == 3
+    assert m.engine.live_order_count() == 0
+
+
+def test_gtd_orders_survive_a_snapshot_and_expire_after_it(engine_cls):
+    m = funded_market(engine_cls)
+    m.at(T0, c.limit(ALICE, I, 1, BUY, 100, 5, expire_time_ns=T0 + 30),
+         c.limit(BOB, I, 1, SELL, 110, 5, expire_time_ns=T0 + 10))
+    restored = type(m.engine).restore(m.engine.snapshot())
+    assert restored.state_hash() == m.engine.state_hash()
+    stamps = c.pack([c.clock(), c.clock()])
+    c.number(stamps, first_seq=m.seq)
+    stamps["timestamp_ns"] = [T0 + 10, T0 + 30]
+    ev = restored.apply(stamps)
+    assert kinds(ev) == [K.CANCELED, K.COMMAND_DONE, K.CANCELED, K.COMMAND_DONE]
+    assert [int(e["account_id"]) for e in ev[::2]] == [BOB, ALICE]

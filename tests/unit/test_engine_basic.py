@@ -50,7 +50,7 @@ def random_commands(rng: np.random.Generator, count: int, live: list) -> np.ndar
             if kind == CommandKind.HALT_INSTRUMENT and rng.random() < 0.7:
                 record["kind"] = CommandKind.RESUME_INSTRUMENT
         elif roll < 0.08:
-            record["kind"] = int(rng.choice([CommandKind.MASS_CANCEL, 0, 15, 99]))
+            record["kind"] = int(rng.choice([CommandKind.MASS_CANCEL, 0, 16, 99]))
             record["account_id"] = account
             record["instrument_id"] = int(rng.choice([0, 1, 3, ALL_INSTRUMENTS]))
         elif roll < 0.35 and live:
@@ -168,6 +168,10 @@ def test_ids_above_2_pow_63_survive_a_restore():
         assert restored.balance(1, 1) == (1000, 0)
 
 
+#: snapshot_format.py: magic, version, six config words, two id counters; words per order
+HEADER_WORDS, ORDER_WORDS = 10, 9
+
+
 @pytest.mark.parametrize("damage", ["truncate", "magic", "trailing", "hold", "count", "level"])
 def test_restore_rejects_malformed_snapshots(damage):
     engine = Engine(CONFIG)
@@ -185,13 +189,13 @@ def test_restore_rejects_malformed_snapshots(damage):
     elif damage == "trailing":
         data = np.append(words, 0).tobytes()
     elif damage == "hold":
-        words[bids + 3 + 8 + 2 + 4] += 1      # the hold of order 2
+        words[bids + 3 + ORDER_WORDS + 2 + 4] += 1      # the hold of order 2
         data = words.tobytes()
     elif damage == "count":
-        words[11] = 1 << 40                   # the asset count
+        words[HEADER_WORDS] = 1 << 40         # the asset count
         data = words.tobytes()
     else:
-        words[bids + 3 + 8] = 55              # the second bid level now above the best
+        words[bids + 3 + ORDER_WORDS] = 55    # the second bid level now above the best
         data = words.tobytes()
     with pytest.raises(SnapshotError):
         Engine.restore(data)

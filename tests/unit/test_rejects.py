@@ -31,6 +31,7 @@ CASES = {
     R.INVALID_LIMIT: ([], order(limit=10)),
     R.POST_ONLY_NOT_ALLOWED: ([], order(flags=1, time_in_force=TimeInForce.IOC)),
     R.MARKET_PROTECTION_REQUIRED: ([], order(order_type=OrderType.MARKET, time_in_force=TimeInForce.IOC, price=0)),
+    R.INVALID_EXPIRE_TIME: ([], order(time_in_force=TimeInForce.GTD, expire_time_ns=5)),
     R.INVALID_FEE: ([], c.set_fees(I, 10_001, 0)),
     R.INVALID_INSTRUMENT_SPEC: ([], c.add_instrument(1, BASE, BASE)),
     R.INVALID_PRICE_BAND: ([], c.set_price_band(I, 10, 5)),

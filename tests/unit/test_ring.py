@@ -9,7 +9,7 @@ import pytest
 
 from matchcore.bench.ring_bench import expected_checksum  # the words ring_transfer writes
 from matchcore.core._core import Ring, ring_layout, ring_transfer
-from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
+from matchcore.core.records import COMMAND_DTYPE, COMMAND_SIZE, EVENT_DTYPE
 
 
 def numbered(first: int, count: int, dtype=COMMAND_DTYPE) -> np.ndarray:
@@ -97,14 +97,14 @@ def test_records_come_out_byte_for_byte(dtype):
 
 
 def test_order_is_kept_across_many_wrap_arounds():
-    ring = Ring(64, 4)
+    ring = Ring(COMMAND_SIZE, 4)
     for first in range(0, 300, 3):
         assert ring.try_push(numbered(first, 3)) == 3
         assert list(ring.pop(3, COMMAND_DTYPE)["seq"]) == [first, first + 1, first + 2]
 
 
 def test_full_ring_refuses_more_and_overwrites_nothing():
-    ring = Ring(64, 8)
+    ring = Ring(COMMAND_SIZE, 8)
     assert ring.try_push(numbered(0, 10)) == 8
     assert ring.depth == 8
     assert ring.try_push(numbered(100, 1)) == 0
@@ -118,15 +118,15 @@ def test_full_ring_refuses_more_and_overwrites_nothing():
 
 
 def test_pop_from_empty_ring_returns_no_records():
-    ring = Ring(64, 4)
+    ring = Ring(COMMAND_SIZE, 4)
     empty = ring.pop(5)
-    assert empty.shape == (0, 64)
+    assert empty.shape == (0, COMMAND_SIZE)
     assert empty.dtype == np.uint8
     assert ring.pop(0, COMMAND_DTYPE).shape == (0,)
 
 
 def test_pop_into_fills_what_it_can_and_leaves_the_rest():
-    ring = Ring(64, 8)
+    ring = Ring(COMMAND_SIZE, 8)
     ring.try_push(numbered(0, 5))
     out = numbered(-1, 8)
     out["seq"] = 999
@@ -137,10 +137,10 @@ def test_pop_into_fills_what_it_can_and_leaves_the_rest():
 
 
 def test_raw_two_dimensional_records_are_accepted():
-    ring = Ring(64, 8)
-    words = np.arange(24, dtype=np.uint64).reshape(3, 8)
+    ring = Ring(COMMAND_SIZE, 8)
+    words = np.arange(3 * COMMAND_SIZE // 8, dtype=np.uint64).reshape(3, COMMAND_SIZE // 8)
     assert ring.try_push(words) == 3
-    out = np.zeros((3, 8), np.uint64)
+    out = np.zeros((3, COMMAND_SIZE // 8), np.uint64)
     assert ring.pop_into(out) == 3
     assert np.array_equal(out, words)
 
@@ -149,7 +149,7 @@ def test_raw_two_dimensional_records_are_accepted():
     "records, error",
     [
         ([1, 2, 3], TypeError),
-        (np.zeros(4, EVENT_DTYPE), ValueError),            # 96 bytes into a 64-byte ring
+        (np.zeros(4, EVENT_DTYPE), ValueError),            # 128 bytes into a 96-byte ring
         (np.zeros((4, 16), np.uint8), ValueError),
         (np.zeros((4, 2, 64), np.uint8), ValueError),
         (np.zeros((4, 128), np.uint8)[:, ::2], ValueError),  # not contiguous
@@ -157,17 +157,17 @@ def test_raw_two_dimensional_records_are_accepted():
     ],
 )
 def test_try_push_rejects_malformed_arrays(records, error):
-    ring = Ring(64, 8)
+    ring = Ring(COMMAND_SIZE, 8)
     with pytest.raises(error):
         ring.try_push(records)
     assert ring.depth == 0
 
 
 def test_pop_rejects_bad_arguments():
-    ring = Ring(64, 8)
+    ring = Ring(COMMAND_SIZE, 8)
     with pytest.raises(ValueError, match="negative"):
         ring.pop(-1)
-    with pytest.raises(ValueError, match="64 bytes wide"):
+    with pytest.raises(ValueError, match=f"{COMMAND_SIZE} bytes wide"):
         ring.pop(1, EVENT_DTYPE)
     read_only = np.zeros(2, COMMAND_DTYPE)
     read_only.flags.writeable = False
@@ -229,7 +229,7 @@ def test_transfer_rejects_bad_batch_sizes(producer_sizes, consumer_sizes, error)
 
 
 def test_transfer_needs_an_empty_ring_and_a_sane_count():
-    ring = Ring(64, 4)
+    ring = Ring(COMMAND_SIZE, 4)
     with pytest.raises(ValueError, match="negative"):
         ring_transfer(ring, -1, [1], [1])
     with pytest.raises(ValueError, match="timeout_s"):
@@ -252,11 +252,11 @@ def test_transfer_times_out_and_owns_both_sides_while_running():
             time.sleep(0.001)
         assert ring.transfer_running
         with pytest.raises(RuntimeError):
-            ring.try_push(numbered(0, 1))
+            ring.try_push(np.zeros((1, 64), np.uint8))
         with pytest.raises(RuntimeError):
             ring.pop(1)
         with pytest.raises(RuntimeError):
-            ring.pop_into(numbered(0, 1))
+            ring.pop_into(np.zeros((1, 64), np.uint8))
     finally:
         worker.join()
     (result,) = results
