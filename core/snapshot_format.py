@@ -113,9 +113,9 @@ HEADER_WORDS = 4 + len(CONFIG_FIELDS)
 _ORDER_WORDS = 8
 _INSTRUMENT_WORDS = 11
 _TRANSFER_WORDS = 7
-#: what each capacity is, for messages
-_CAPACITY_UNITS = {"max_accounts": "account ids (highest id + 1)", "max_assets": "asset ids (highest id + 1)",
-                   "max_instruments": "instrument ids (highest id + 1)", "max_orders": "live orders",
+#: what each capacity counts, for messages (``top``: the value in use less one)
+_CAPACITY_UNITS = {"max_accounts": "account ids 0..{top}", "max_assets": "asset ids 0..{top}",
+                   "max_instruments": "instrument ids 0..{top}", "max_orders": "live orders",
                    "max_price_levels": "price levels on the fullest book side",
                    "max_transfers": "remembered transfer ids"}
 
@@ -172,5 +172,6 @@ def check_fits(data: bytes, config: EngineConfig) -> None:
     for field, in_use in capacity_in_use(data).items():
         asked = getattr(config, field)
         if asked < in_use:
-            raise SnapshotError(f"{field}={asked} is below what the state uses: {in_use} in use "
-                                f"({_CAPACITY_UNITS[field]}); ask at least {in_use}")
+            what = _CAPACITY_UNITS[field].format(top=in_use - 1)
+            raise SnapshotError(f"{field}={asked} is too small for this state: {in_use} in use "
+                                f"({what}); ask at least {in_use}")
