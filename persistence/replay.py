@@ -27,7 +27,8 @@ from matchcore.persistence.batch import Batch, seq_slice
 from matchcore.persistence.errors import JournalIntegrityError, PersistenceError
 
 __all__ = ["ReplayMismatchError", "ReplayResult", "ConfigEpoch", "apply_batches", "apply_epochs",
-           "engine_from_snapshot", "replay", "replay_async", "resize", "read_epochs", "read_epochs_async", "epochs_to_meta",
+           "engine_from_snapshot", "replay", "replay_async", "resize", "read_epochs", "read_epochs_async",
+           "epochs_to_meta",
            "CONFIG_META_KEY", "EPOCHS_META_KEY"]
 
 #: the config of seq 1 (written at the journal's first start, never rewritten)
