@@ -41,6 +41,7 @@ from matchcore.core.records import COMMAND_DTYPE as _ENGINE_COMMAND_DTYPE
 from matchcore.core.records import EVENT_DTYPE as _ENGINE_EVENT_DTYPE
 from matchcore.core.snapshot_format import CONFIG_FIELDS as _ENGINE_CONFIG_FIELDS
 from matchcore.core.snapshot_format import SnapshotError as _EngineSnapshotError
+from matchcore.core.snapshot_format import check_fits as _engine_check_fits
 from matchcore.core.snapshot_format import SnapshotReader as _EngineSnapshotReader
 
 cdef enum:
@@ -408,14 +409,23 @@ cdef class Engine:
             raise AssertionError(f"inconsistent state: {error}") from error
 
     @classmethod
-    def restore(cls, data, *, bint prefault=True) -> Engine:
+    def restore(cls, data, *, config=None, bint prefault=True) -> Engine:
         """An engine in the state of a snapshot; SnapshotError when the bytes are not one.
-        ``prefault`` as for ``Engine()``."""
+        With ``config``, in that config instead of the header's (a resize): SnapshotError
+        naming the field when the state does not fit it (snapshot_format.check_fits); the
+        loaders below check every count and id against it again. ``prefault`` as for
+        ``Engine()``."""
         reader = _EngineSnapshotReader(data)
         try:
-            config, next_order_id, next_trade_id = reader.header()
+            stored, next_order_id, next_trade_id = reader.header()
+            if config is not None:
+                config = config.validate()
         except _EngineConfigError as error:
             raise _EngineSnapshotError(f"snapshot config is invalid: {error}") from error
+        if config is None:
+            config = stored
+        else:
+            _engine_check_fits(data, config)
         if next_order_id < 1 or next_trade_id < 1:
             raise _EngineSnapshotError("snapshot id counters must be positive")
         cdef Engine engine = Engine(config, prefault=prefault)

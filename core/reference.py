@@ -30,7 +30,7 @@ from matchcore.core.codes import (
 )
 from matchcore.core.config import EngineConfig
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
-from matchcore.core.snapshot_format import SnapshotWriter, SnapshotReader, hash_words
+from matchcore.core.snapshot_format import SnapshotWriter, SnapshotReader, check_fits, hash_words
 
 __all__ = ["ReferenceEngine"]
 
@@ -190,8 +190,12 @@ class ReferenceEngine:
         return self._state_words().to_bytes()
 
     @classmethod
-    def restore(cls, data: bytes) -> "ReferenceEngine":
-        return _restore(cls, SnapshotReader(data))
+    def restore(cls, data: bytes, *, config: EngineConfig | None = None) -> "ReferenceEngine":
+        """An engine in the state of a snapshot, in its header's config or in ``config``
+        (a resize: SnapshotError when the state does not fit, snapshot_format.check_fits)."""
+        if config is not None:
+            check_fits(data, config.validate())
+        return _restore(cls, SnapshotReader(data), config)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -820,9 +824,9 @@ class ReferenceEngine:
         return w
 
 
-def _restore(cls, r: SnapshotReader) -> ReferenceEngine:
-    config, next_order_id, next_trade_id = r.header()
-    engine = cls(config)
+def _restore(cls, r: SnapshotReader, config: EngineConfig | None = None) -> ReferenceEngine:
+    stored, next_order_id, next_trade_id = r.header()
+    engine = cls(config or stored)
     engine.accounts.clear()
     engine.next_order_id, engine.next_trade_id = next_order_id, next_trade_id
     asset_ids = []

@@ -25,7 +25,8 @@ import numpy as np
 from matchcore.core.config import EngineConfig
 from matchcore.errors import MatchcoreError
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "SnapshotWriter", "SnapshotReader", "SnapshotError", "hash_words"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "SnapshotWriter", "SnapshotReader", "SnapshotError", "hash_words",
+           "capacity_in_use", "check_fits"]
 
 MAGIC = 0x4D43534E41503031  # "MCSNAP01"
 FORMAT_VERSION = 2
@@ -105,3 +106,70 @@ class SnapshotReader:
     def finish(self) -> None:
         if self._index != len(self._words):
             raise SnapshotError("trailing words after the snapshot")
+
+
+#: words before the asset count: magic, version, the config words, the two id counters
+HEADER_WORDS = 4 + len(CONFIG_FIELDS)
+_ACCOUNT_WORDS = 8
+_ORDER_WORDS = 9
+_INSTRUMENT_WORDS = 11
+#: what each capacity counts, for messages (``top``: the value in use less one)
+_CAPACITY_UNITS = {"max_accounts": "account ids 0..{top}", "max_assets": "asset ids 0..{top}",
+                   "max_instruments": "instrument ids 0..{top}", "max_orders": "live orders",
+                   "max_price_levels": "price levels on the fullest book side"}
+
+
+def capacity_in_use(data: bytes) -> dict[str, int]:
+    """The least value of each ``max_*`` config field that holds a snapshot's state. Ids are
+    dense indices, so an id capacity must exceed the highest id in use, not only the count.
+    Reads only counts and ids (skips balances and orders by their fixed widths), so it costs
+    a loop over the price levels, not over the orders."""
+    words = SnapshotReader(data)._words
+    index = HEADER_WORDS
+
+    def take(position: int) -> int:
+        if not 0 <= position < len(words):
+            raise SnapshotError("snapshot is truncated")
+        return int(words[position])
+
+    asset_count = take(index)
+    assets = take(index + 1 + 4 * (asset_count - 1)) + 1 if asset_count else 0
+    index += 1 + 4 * asset_count
+    account_count = take(index)
+    stride = _ACCOUNT_WORDS + 2 * asset_count
+    accounts = take(index + 1 + stride * (account_count - 1)) + 1 if account_count else 0
+    index += 1 + stride * account_count
+    instrument_count = take(index)
+    index += 1
+    instruments = orders = levels = 0
+    for _ in range(instrument_count):
+        instruments = take(index) + 1
+        index += _INSTRUMENT_WORDS
+        for _side in range(2):
+            level_count = take(index)
+            levels = max(levels, level_count)
+            index += 1
+            for _level in range(level_count):
+                order_count = take(index + 1)
+                orders += order_count
+                index += 2 + _ORDER_WORDS * order_count
+    if index != len(words):
+        raise SnapshotError("snapshot length disagrees with its counts")
+    return {"max_accounts": accounts, "max_assets": assets, "max_instruments": instruments,
+            "max_orders": orders, "max_price_levels": levels}
+
+
+def check_fits(data: bytes, config: EngineConfig) -> None:
+    """SnapshotError unless a snapshot's state fits ``config`` (restore into another config):
+    the message names the first field too small, the value asked and what is in use. The fee
+    account cannot change: fees already credited to it would change owner."""
+    stored = SnapshotReader(data).header()[0]
+    if config.fee_account_id != stored.fee_account_id:
+        raise SnapshotError(f"fee_account_id cannot change: the state has {stored.fee_account_id}, "
+                            f"asked {config.fee_account_id}")
+    for field, in_use in capacity_in_use(data).items():
+        asked = getattr(config, field)
+        if asked < in_use:
+            what = _CAPACITY_UNITS[field].format(top=in_use - 1)
+            raise SnapshotError(f"{field}={asked} is too small for this state: {in_use} in use "
+                                f"({what}); ask at least {in_use}")

@@ -26,9 +26,11 @@ from matchcore.persistence.batch import Batch
 from matchcore.persistence.errors import PersistenceError
 from matchcore.persistence.journal import AsyncJournal
 from matchcore.persistence.pipeline_source import PipelineSource
-from matchcore.persistence.replay import (
-    CONFIG_META_KEY, ReplayResult, config_from_meta, config_to_meta, replay_async,
-)
+from matchcore.core.snapshot_format import SnapshotError
+from matchcore.errors import ConfigError
+from matchcore.persistence.replay import (CONFIG_META_KEY, EPOCHS_META_KEY, ConfigEpoch, ReplayResult,
+                                          config_to_meta, epochs_to_meta, read_epochs_async, replay_async,
+                                          resize)
 from matchcore.persistence.writer import JournalWriter, WriterConfig
 
 __all__ = ["DurableCore", "DurableCoreConfig"]
@@ -95,18 +97,20 @@ class DurableCore:
         self.stopped_cleanly = False
         #: time.monotonic() of the writer's last commit (its start until the first one)
         self.last_commit_monotonic_s = time.monotonic()
+        #: the seq a config change at start happened after (None: no change): the old
+        #: config's snapshot there stays, so no snapshot of the new one is written at that seq
+        self._config_changed_at_seq: int | None = None
 
     async def start(self) -> ReplayResult:
         """Recover from the journal and start the core thread and the writer."""
         self._journal = await AsyncJournal.connect_pool(
             self.dsn, apply=True, connections_max=2, application_name="matchcore-core",
             command_timeout_s=JOURNAL_QUERY_TIMEOUT_S)
-        stored = await self._journal.read_meta(CONFIG_META_KEY)
-        if stored is None:
-            await self._journal.write_meta(CONFIG_META_KEY, config_to_meta(self.engine_config))
-        elif config_from_meta(stored) != self.engine_config:
-            raise PersistenceError(f"the journal was written with another engine config: {stored}")
-        recovered = await replay_async(self._journal, self.engine_config)
+        try:
+            recovered = await self._recover()
+        except BaseException:
+            await self._journal.close()
+            raise
         self.engine = recovered.engine
         self.released_seq = recovered.last_seq
         self.pipeline = Pipeline(self.engine, input_ring_capacity_records=self.config.input_ring_capacity_records,
@@ -123,6 +127,37 @@ class DurableCore:
         _log.info("recovered", extra={"last_seq": recovered.last_seq, "snapshot_seq": recovered.snapshot_seq,
                                       "replayed_commands": recovered.commands})
         return recovered
+
+    async def _recover(self) -> ReplayResult:
+        """Replay the journal in its config epochs, then move to the configured one."""
+        if await self._journal.read_meta(CONFIG_META_KEY) is None:
+            await self._journal.write_meta(CONFIG_META_KEY, config_to_meta(self.engine_config))
+        epochs = await read_epochs_async(self._journal)
+        recovered = await replay_async(self._journal, epochs=epochs)
+        if epochs[-1].config != self.engine_config:
+            recovered.engine = await self._change_config(recovered, epochs)
+        return recovered
+
+    async def _change_config(self, recovered: ReplayResult, epochs: list[ConfigEpoch]) -> Engine:
+        """Resize the recovered engine into the configured capacities and journal the change
+        (a new epoch from the next seq) before any command is accepted under it. ConfigError
+        (one line: the field, the value asked and what is in use) when the state does not fit
+        or the fee account would change; nothing is written then."""
+        try:
+            engine = resize(recovered.engine, self.engine_config)
+        except SnapshotError as error:
+            raise ConfigError(f"engine config refused for this journal: engine.{error}") from None
+        from_seq = recovered.last_seq + 1
+        # a start that changed the config but applied nothing under it is superseded
+        kept = [e for e in epochs if e.from_seq < from_seq] or [ConfigEpoch(from_seq=1, config=self.engine_config)]
+        if kept[-1].from_seq < from_seq:
+            kept.append(ConfigEpoch(from_seq=from_seq, config=self.engine_config))
+        await self._journal.write_meta(EPOCHS_META_KEY, epochs_to_meta(kept))
+        self._config_changed_at_seq = recovered.last_seq
+        _log.warning("engine config changed", extra={
+            "from_seq": from_seq, "old": msgspec.structs.asdict(epochs[-1].config),
+            "new": msgspec.structs.asdict(self.engine_config)})
+        return engine
 
     def journal_figures(self) -> dict[str, float]:
         """For metrics: released seq, commands applied but not released, seconds since the
@@ -207,7 +242,8 @@ class DurableCore:
         try:
             if self._snapshot_task is not None:
                 await asyncio.wait_for(asyncio.shield(self._snapshot_task), _remaining(loop, deadline))
-            if self.config.snapshot_every_commands and self.released_seq > 0 and not self._writer_failed():
+            if (self.config.snapshot_every_commands and self.released_seq > 0 and not self._writer_failed()
+                    and self.released_seq != self._config_changed_at_seq):
                 await asyncio.wait_for(self._write_snapshot(self.released_seq, self.engine.snapshot(),
                                                             self.engine.state_hash()), _remaining(loop, deadline))
         except (asyncio.TimeoutError, Exception) as error:

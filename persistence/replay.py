@@ -4,6 +4,12 @@ Recovery and the quants' ``replay`` share one path: start from the newest snapsh
 before the target (or an empty engine with the journal's stored config), apply the journaled
 commands after it and, with ``verify``, check that every batch gives exactly the journaled
 events, byte for byte. A mismatch is a ``ReplayMismatchError`` naming the command's seq.
+
+Capacities can grow: the journal's meta holds its config epochs (``EPOCHS_META_KEY``, a list
+of ``{"from_seq": N, "config": {...}}``, N the first seq applied under that config). Replay
+applies each command in the config in force for it: before the first command of an epoch the
+engine is resized (snapshot, then ``Engine.restore(config=...)``). A journal with only
+``CONFIG_META_KEY`` is one epoch from seq 1.
 """
 from __future__ import annotations
 
@@ -21,10 +27,15 @@ from matchcore.core.codes import CONTRACT_VERSION
 from matchcore.persistence.batch import Batch, seq_slice
 from matchcore.persistence.errors import ContractVersionError, JournalIntegrityError, PersistenceError
 
-__all__ = ["ReplayMismatchError", "ReplayResult", "apply_batches", "engine_from_snapshot",
-           "replay", "CONFIG_META_KEY", "config_from_meta", "config_to_meta"]
+__all__ = ["ReplayMismatchError", "ReplayResult", "ConfigEpoch", "apply_batches", "apply_epochs",
+           "engine_from_snapshot", "replay", "replay_async", "resize", "read_epochs", "read_epochs_async",
+           "epochs_to_meta", "config_from_meta", "config_to_meta",
+           "CONFIG_META_KEY", "EPOCHS_META_KEY"]
 
+#: the config of seq 1 (written at the journal's first start, never rewritten)
 CONFIG_META_KEY = "engine_config"
+#: the config epochs, oldest first (written at a start whose config differs from the last)
+EPOCHS_META_KEY = "engine_config_epochs"
 
 
 class ReplayMismatchError(JournalIntegrityError):
@@ -60,6 +71,96 @@ def config_from_meta(value: dict | None) -> EngineConfig:
     if contract != CONTRACT_VERSION:
         raise ContractVersionError(contract, CONTRACT_VERSION)
     return EngineConfig(**fields).validate()
+
+
+class ConfigEpoch(msgspec.Struct, frozen=True, kw_only=True):
+    """The engine config in force from command ``from_seq`` on (until the next epoch)."""
+
+    from_seq: int
+    config: EngineConfig
+
+
+def epochs_from_meta(epochs: list | None, config: dict | None) -> list[ConfigEpoch]:
+    """The journal's epochs from its meta values; a journal older than epochs (only
+    ``CONFIG_META_KEY``) is one epoch from seq 1."""
+    first = config_from_meta(config)  # checks the contract that wrote the journal
+    if epochs is None:
+        return [ConfigEpoch(from_seq=1, config=first)]
+    try:
+        out = [msgspec.convert(epoch, ConfigEpoch) for epoch in epochs]
+    except msgspec.ValidationError as error:
+        raise PersistenceError(f"the journal's {EPOCHS_META_KEY!r} is malformed: {error}") from None
+    if not out or out[0].from_seq != 1 or any(b.from_seq < a.from_seq for a, b in zip(out, out[1:])):
+        raise PersistenceError(f"the journal's {EPOCHS_META_KEY!r} must start at seq 1 and ascend")
+    for epoch in out:
+        epoch.config.validate()
+    return out
+
+
+def epochs_to_meta(epochs: list[ConfigEpoch]) -> list[dict]:
+    return [{"from_seq": e.from_seq, "config": msgspec.structs.asdict(e.config)} for e in epochs]
+
+
+def read_epochs(journal) -> list[ConfigEpoch]:
+    """The config epochs of a blocking ``Journal``."""
+    return epochs_from_meta(journal.read_meta(EPOCHS_META_KEY), journal.read_meta(CONFIG_META_KEY))
+
+
+async def read_epochs_async(journal) -> list[ConfigEpoch]:
+    """The config epochs of an ``AsyncJournal``."""
+    return epochs_from_meta(await journal.read_meta(EPOCHS_META_KEY), await journal.read_meta(CONFIG_META_KEY))
+
+
+def config_at(epochs: list[ConfigEpoch], seq: int) -> EngineConfig:
+    """The config command ``seq`` is applied in."""
+    config = epochs[0].config
+    for epoch in epochs:
+        if epoch.from_seq > seq:
+            break
+        config = epoch.config
+    return config
+
+
+def _next_boundary(epochs: list[ConfigEpoch], seq: int) -> int | None:
+    """The first epoch start after ``seq``, if any."""
+    return next((e.from_seq for e in epochs if e.from_seq > seq), None)
+
+
+def resize(engine: Engine, config: EngineConfig, *, prefault: bool = True) -> Engine:
+    """``engine`` in ``config`` (itself when already in it): its snapshot restored into the
+    new config. SnapshotError naming the field when the state does not fit. The state hash
+    changes (it covers the config words); the state itself does not."""
+    if engine.config == config:
+        return engine
+    return type(engine).restore(engine.snapshot(), config=config, prefault=prefault)
+
+
+def apply_epochs(engine: Engine, batches: Iterable[Batch], after_seq: int, epochs: list[ConfigEpoch],
+                 until_seq: int | None = None, verify: bool = True,
+                 prefault: bool = True) -> tuple[Engine, int, int, int]:
+    """``apply_batches`` across config epochs: each command is applied in the config in force
+    for it, resizing (a new engine) at each boundary, inside a batch as well. Returns (the
+    engine, last seq, commands, batches). Without ``until_seq`` the engine ends in the config
+    of the command after the last (recovery: the epoch that starts next is already in force)."""
+    last, commands, batches_seen = after_seq, 0, 0
+    for batch in batches:
+        if batch.last_seq <= last:
+            continue
+        applied = False
+        while batch.last_seq > last and (until_seq is None or last < until_seq):
+            engine = resize(engine, config_at(epochs, last + 1), prefault=prefault)
+            boundary = _next_boundary(epochs, last + 1)
+            stops = [s for s in (until_seq, None if boundary is None else boundary - 1) if s is not None]
+            new_last, n, _ = apply_batches(engine, (batch,), last, min(stops) if stops else None, verify)
+            if n == 0:
+                break
+            last, commands, applied = new_last, commands + n, True
+        batches_seen += applied
+        if until_seq is not None and last >= until_seq:
+            break
+    if until_seq is None:
+        engine = resize(engine, config_at(epochs, last + 1), prefault=prefault)
+    return engine, last, commands, batches_seen
 
 
 def engine_from_snapshot(snapshot, config: EngineConfig, *,
@@ -118,7 +219,8 @@ def _first_mismatch_seq(produced: np.ndarray, journaled: np.ndarray) -> int:
 
 
 def replay(journal, until_seq: int | None = None, *, verify: bool = True,
-           config: EngineConfig | None = None, from_seq: int | None = None) -> ReplayResult:
+           config: EngineConfig | None = None, from_seq: int | None = None,
+           epochs: list[ConfigEpoch] | None = None) -> ReplayResult:
     """An Engine at ``until_seq`` (default: the journal's end), from the nearest snapshot at
     or before it, for a blocking ``Journal``. Read book depth, balances and orders from it.
     With ``from_seq``, the replay starts from the newest snapshot before command
@@ -128,17 +230,23 @@ def replay(journal, until_seq: int | None = None, *, verify: bool = True,
     The engine's tables are not prefaulted: a replay touches a small part of a large config's
     capacity, and building a 1M-order engine with every page faulted in takes 15-150 ms here,
     a large part of replaying a million commands. Its page faults on the command path do not
-    matter for reading state; a core that goes on serving is built by recovery instead."""
+    matter for reading state; a core that goes on serving is built by recovery instead.
+
+    Each command is applied in the config in force for it (the journal's epochs; ``config``:
+    that one config for the whole journal, as before epochs). At ``until_seq`` the engine is
+    in the config of that command; without it, in the config of the next command."""
     if from_seq is not None and (from_seq < 1 or (until_seq is not None and from_seq > until_seq)):
         raise ValueError(f"from_seq={from_seq} must be between 1 and until_seq={until_seq}")
-    config = config or config_from_meta(journal.read_meta(CONFIG_META_KEY))
+    if epochs is None:
+        epochs = [ConfigEpoch(from_seq=1, config=config)] if config is not None else read_epochs(journal)
     snapshot = journal.latest_snapshot(before_seq=until_seq if from_seq is None else from_seq - 1)
     start = 0 if snapshot is None else snapshot.seq
     # rows start arriving while the engine is built (restoring a snapshot takes a while)
     rows = _Prefetch(journal.batches(from_seq=start + 1, to_seq=until_seq))
     try:
-        engine, start = engine_from_snapshot(snapshot, config, prefault=False)
-        last, commands, batches = apply_batches(engine, rows, start, until_seq, verify)
+        engine, start = engine_from_snapshot(snapshot, epochs[0].config, prefault=False)
+        engine, last, commands, batches = apply_epochs(engine, rows, start, epochs, until_seq, verify,
+                                                       prefault=False)
     finally:
         rows.close()  # now, while the journal's loop runs; not later from the garbage collector
     return ReplayResult(engine, last, commands, batches, start)
@@ -202,18 +310,19 @@ class _Prefetch:
         self._thread.join()
 
 
-async def replay_async(journal, config: EngineConfig | None = None, *, verify: bool = True) -> ReplayResult:
+async def replay_async(journal, config: EngineConfig | None = None, *, verify: bool = True,
+                       epochs: list[ConfigEpoch] | None = None) -> ReplayResult:
     """The same, to the journal's end, for an ``AsyncJournal`` (recovery at start)."""
-    if config is None:
-        config = config_from_meta(await journal.read_meta(CONFIG_META_KEY))
-    engine, start = engine_from_snapshot(await journal.latest_snapshot(), config)
+    if epochs is None:
+        epochs = [ConfigEpoch(from_seq=1, config=config)] if config is not None else await read_epochs_async(journal)
+    engine, start = engine_from_snapshot(await journal.latest_snapshot(), epochs[0].config)
     last, commands, batches = start, 0, 0
     pending: list[Batch] = []
     async with aclosing(journal.batches(from_seq=start + 1, read_ahead=True)) as rows:
         async for batch in rows:
             pending.append(batch)
             if len(pending) >= 64:
-                last, n, b = apply_batches(engine, pending, last, None, verify)
+                engine, last, n, b = apply_epochs(engine, pending, last, epochs, None, verify)
                 commands, batches, pending = commands + n, batches + b, []
-    last, n, b = apply_batches(engine, pending, last, None, verify)
+    engine, last, n, b = apply_epochs(engine, pending, last, epochs, None, verify)
     return ReplayResult(engine, last, commands + n, batches + b, start)
