@@ -215,4 +215,5 @@ cdef class Pipeline:
     cdef object _thread                # the core thread (threading.Thread), or None
     cdef int _exit                     # CoreExit: RUNNING while it runs, then why it stopped
     cdef readonly uint64_t next_seq    # sequence number submit() gives the next command
+    cdef readonly int64_t last_stamp_ns  # the stamp of the last command submitted (never down)
     cdef readonly int wake_fd          # eventfd the consumer waits on (drain side)

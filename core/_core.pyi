@@ -55,6 +55,7 @@ class Pipeline:
 
     engine: Engine
     next_seq: int
+    last_stamp_ns: int
     wake_fd: int
     def __init__(self, engine: Engine, input_ring_capacity_records: int = ..., output_ring_capacity_records: int = ...,
                  next_seq: int = ...) -> None: ...

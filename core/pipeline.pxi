@@ -399,6 +399,10 @@ cdef class Pipeline:
         cdef uint8_t* first
         cdef Command* command
         cdef int64_t stamp = _time.time_ns() if timestamp_ns < 0 else timestamp_ns
+        # stamps never go down along seqs (GTD expiry and time-range reads rely on it): a
+        # wall clock stepped back repeats the last stamp until it catches up
+        if stamp < self.last_stamp_ns:
+            stamp = self.last_stamp_ns
         self.check()
         with nogil:
             while written < offered:
@@ -414,6 +418,7 @@ cdef class Pipeline:
                 ring_publish(self._input, run)
                 written += run
             if written:
+                self.last_stamp_ns = stamp
                 core_wake_core(&self._control, False)
         return written
 

@@ -125,6 +125,7 @@ class GatewayServer:
         service_config = DurableCoreConfig(
             input_ring_capacity_records=config.input_ring_capacity_records, output_ring_capacity_records=config.output_ring_capacity_records,
             snapshot_every_commands=config.snapshot_every_commands,
+            clock_interval_ms=config.engine_clock_ms,
             writer=WriterConfig(journal_batch_records_max=config.journal_batch_records_max,
                                 journal_batch_delay_ms_max=config.journal_batch_delay_ms_max))
         self.service = DurableCore(self.dsn, config.engine, config=service_config, on_release=self._on_release,

@@ -20,7 +20,7 @@ from typing import Callable
 import asyncpg
 import msgspec
 
-from matchcore.core import Engine, EngineConfig
+from matchcore.core import Engine, EngineConfig, commands
 from matchcore.core._core import CoreThreadError, Pipeline
 from matchcore.persistence.batch import Batch
 from matchcore.persistence.errors import PersistenceError
@@ -61,6 +61,9 @@ class DurableCoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: snapshots kept in the database, newest first (0: keep all). Older ones only speed up
     #: replays to past seqs; the journal alone rebuilds any state.
     snapshots_kept: int = 8
+    #: a CLOCK command when nothing was submitted for this long, so GTD orders expire without
+    #: other flow (0: never; they then expire at the next command)
+    clock_interval_ms: int = 1000
     writer: WriterConfig = WriterConfig()
 
 
@@ -92,6 +95,7 @@ class DurableCore:
         self._next_snapshot_seq = 0
         self._pending_snapshot: tuple[int, bytes, int] | None = None
         self._snapshot_task: asyncio.Task | None = None
+        self._clock_task: asyncio.Task | None = None
         self._pause_poll: asyncio.TimerHandle | None = None
         #: after stop(): True when everything submitted was journaled and released
         self.stopped_cleanly = False
@@ -124,6 +128,8 @@ class DurableCore:
         self._writer_task = asyncio.create_task(self._writer.run(), name="matchcore-journal-writer")
         self._writer_task.add_done_callback(self._writer_done)
         self._schedule_snapshot_after(recovered.last_seq)
+        if self.config.clock_interval_ms > 0:
+            self._clock_task = asyncio.create_task(self._clock(), name="matchcore-engine-clock")
         _log.info("recovered", extra={"last_seq": recovered.last_seq, "snapshot_seq": recovered.snapshot_seq,
                                       "replayed_commands": recovered.commands})
         return recovered
@@ -158,6 +164,26 @@ class DurableCore:
             "from_seq": from_seq, "old": msgspec.structs.asdict(epochs[-1].config),
             "new": msgspec.structs.asdict(self.engine_config)})
         return engine
+
+    async def _clock(self) -> None:
+        """Submit a CLOCK command after each interval in which nothing else was submitted:
+        the engine reads time only from command stamps, so this is how GTD orders expire on a
+        quiet market. A full input ring skips the tick (that flow carries the time)."""
+        interval_s = self.config.clock_interval_ms / 1000
+        clock = commands.pack([commands.clock()])
+        seen = self.pipeline.next_seq
+        while self.pipeline is not None:
+            await asyncio.sleep(interval_s)
+            pipeline = self.pipeline
+            if pipeline is None:
+                return
+            if pipeline.next_seq == seen:
+                try:
+                    self.submit(clock)
+                except Exception as error:  # the core or writer failed: their owner stops us
+                    _log.error("engine clock stopped", extra={"error": repr(error)})
+                    return
+            seen = pipeline.next_seq
 
     def journal_figures(self) -> dict[str, float]:
         """For metrics: released seq, commands applied but not released, seconds since the
@@ -213,6 +239,10 @@ class DurableCore:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         self._cancel_pause()
+        if self._clock_task is not None:
+            self._clock_task.cancel()
+            await asyncio.gather(self._clock_task, return_exceptions=True)
+            self._clock_task = None
         # The core thread may need output ring room to finish: the loop keeps draining it
         # while another thread waits for the core.
         pipeline = self.pipeline

@@ -7,7 +7,8 @@ events alone, and ``AccountStreams.rebuild`` replays the journal through it at s
 
 Recipients of an event (``route``):
 
-- the event's ``account_id`` (the order's owner, the account a transfer credits or debits);
+- the event's ``account_id`` (the order's owner, the account a transfer credits or debits),
+  except the COMMAND_DONE of the engine clock's CLOCK command, which goes to no one;
 - a FILL's ``counter_account_id`` too (the maker);
 - for admin commands, the admin session that sent it. The gateway records the sender in the
   command itself (``stamp_sender``), in a field the engine ignores for that kind: ``limit``
@@ -69,13 +70,15 @@ def route(commands: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndar
     primary = events["account_id"].astype(np.int64)
     add_account = command_kind == CommandKind.ADD_ACCOUNT
     primary[add_account] = sender[add_account]
+    # the engine clock's own COMMAND_DONE concerns no one (the expiries it causes do)
+    primary[(command_kind == CommandKind.CLOCK) & (events["kind"] == EventKind.COMMAND_DONE)] = -1
     secondary = np.where(events["kind"] == EventKind.FILL, events["counter_account_id"].astype(np.int64), -1)
     transfer = (command_kind == CommandKind.DEPOSIT) | (command_kind == CommandKind.WITHDRAW)
     secondary[transfer] = sender[transfer]
     second = (secondary >= 0) & (secondary != primary)
-    count = len(events)
-    accounts = np.concatenate([primary, secondary[second]])
-    indexes = np.concatenate([np.arange(count, dtype=np.int64), np.flatnonzero(second)])
+    first = primary >= 0
+    accounts = np.concatenate([primary[first], secondary[second]])
+    indexes = np.concatenate([np.flatnonzero(first), np.flatnonzero(second)])
     # one sort of (account, index) packed in 64 bits: accounts are u32, indexes < 2**31
     keys = np.sort((accounts << 32) | indexes)
     return keys >> 32, keys & 0xFFFFFFFF

@@ -243,3 +243,43 @@ def test_a_journal_of_engine_contract_1_is_refused_naming_both_versions(db_dsn):
             replay(journal)
     with pytest.raises(ContractVersionError, match="contract 1"):
         uvloop.run(serve(db_dsn, w, w.all()))
+
+
+def test_the_engine_clock_expires_gtd_orders_on_a_quiet_market(db_dsn):
+    """No other flow: the core's CLOCK command (journaled) carries the time at which a GTD
+    order expires; replay gives the same events, and the pipeline's stamps never go down."""
+    import time
+
+    from matchcore.core import EngineConfig
+    from matchcore.core.codes import CancelReason, CommandKind, EventKind
+
+    async def run():
+        service = DurableCore(db_dsn, EngineConfig(max_accounts=4, max_orders=16, max_price_levels=8),
+                              config=DurableCoreConfig(clock_interval_ms=20))
+        await service.start()
+        setup = c.pack([c.add_asset(0), c.add_asset(1), c.add_account(1), c.add_instrument(0, 0, 1),
+                        c.deposit(1, 1, 10_000, 1)])
+        await service.submit_all(setup)
+        await service.wait_released(service.next_seq - 1)
+        expiry = time.time_ns() + 150_000_000
+        await service.submit_all(c.pack([c.limit(1, 0, 1, c.BUY, 10, 5, expire_time_ns=expiry)]))
+        order_seq = service.next_seq - 1
+        await asyncio.sleep(0.6)
+        await service.wait_released(service.next_seq - 1)
+        live = service.engine.live_order_count()
+        await service.stop()
+        return order_seq, expiry, live
+
+    order_seq, expiry, live = uvloop.run(run())
+    assert live == 0
+    with Journal(db_dsn) as journal:
+        commands, events = journal.commands(), journal.events()
+        assert replay(journal).engine.live_order_count() == 0  # replay verifies every event
+    later = commands[commands["seq"] > order_seq]
+    assert len(later) >= 2 and set(later["kind"].tolist()) == {CommandKind.CLOCK}
+    assert (np.diff(commands["timestamp_ns"].astype(np.int64)) >= 0).all()
+    expired = events[(events["kind"] == EventKind.CANCELED) & (events["reason"] == CancelReason.EXPIRED)]
+    assert len(expired) == 1 and int(expired[0]["client_id"]) == 1
+    # it expired at the first clock stamped at or after its expiry, not before, not later
+    assert int(expired[0]["timestamp_ns"]) >= expiry
+    assert (later["timestamp_ns"][later["seq"] < expired[0]["seq"]].astype(np.int64) < expiry).all()
