@@ -158,6 +158,14 @@ cdef class Engine:
     cdef bint new_order_hold(self, const Command* c, const Instrument* instrument,
                              int64_t fee_cap_bps, int64_t* hold) noexcept nogil
     cdef void cmd_new_order(self, const Command* c) noexcept nogil
+    cdef void take(self, uint32_t order_index, Instrument* instrument, bint rests) noexcept nogil
+    # stop orders
+    cdef inline bint stop_triggered(self, const Instrument* instrument, uint8_t side,
+                                    int64_t trigger_price) noexcept nogil
+    cdef void store_stop(self, const Order* taker, Instrument* instrument) noexcept nogil
+    cdef void stop_unlink(self, uint32_t order_index, Instrument* instrument) noexcept nogil
+    cdef void trigger_stops(self, Instrument* instrument) noexcept nogil
+    cdef void enter_triggered(self, uint32_t order_index, Instrument* instrument) noexcept nogil
     cdef void rest_new(self, const Order* taker, Instrument* instrument, uint32_t position,
                        bint found) noexcept nogil
     cdef bint fok_fillable(self, const Order* taker, const Instrument* instrument,
@@ -165,7 +173,7 @@ cdef class Engine:
     cdef uint16_t match(self, Order* taker, Instrument* instrument, int64_t budget) noexcept nogil
     cdef void decrement(self, Order* order, const Instrument* instrument,
                         int64_t quantity) noexcept nogil
-    cdef void fill(self, Order* taker, Order* maker, const Instrument* instrument, int64_t price,
+    cdef void fill(self, Order* taker, Order* maker, Instrument* instrument, int64_t price,
                    int64_t quantity) noexcept nogil
     # cancel, replace
     cdef void cmd_cancel(self, const Command* c) noexcept nogil
@@ -184,8 +192,10 @@ cdef class Engine:
     cdef load_instrument(self, _EngineCursor cursor, uint32_t instrument_id)
     cdef load_side(self, _EngineCursor cursor, Instrument* instrument, uint32_t instrument_id,
                    int side_index)
+    cdef load_stops(self, _EngineCursor cursor, Instrument* instrument, uint32_t instrument_id)
     cdef uint32_t load_order(self, _EngineCursor cursor, Instrument* instrument,
-                             uint32_t instrument_id, uint8_t side, int64_t price) except? 0
+                             uint32_t instrument_id, uint8_t side, int64_t price,
+                             bint stop=*) except? 0
     cdef load_account_lists(self)
     cdef check_money(self)
 

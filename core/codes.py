@@ -70,6 +70,9 @@ class EventKind(IntEnum):
     #: A command with no other outcome completed: reference data changed (asset, account,
     #: instrument, band, fees, halt, resume) or a mass cancel finished.
     COMMAND_DONE = 71
+    #: contract 2: a stop order's trigger price was reached: it now enters as a market
+    #: (STOP_MARKET) or limit (STOP_LIMIT) order; its fills and end follow
+    TRIGGERED = 72
 
 
 class Side(IntEnum):
@@ -80,6 +83,11 @@ class Side(IntEnum):
 class OrderType(IntEnum):
     LIMIT = 1
     MARKET = 2
+    #: contract 2: held until the last trade price reaches ``trigger_price`` (a buy: at or
+    #: above, a sell: at or below), then a market order with ``price`` as its worst price
+    STOP_MARKET = 3
+    #: contract 2: the same, then a limit order at ``price``
+    STOP_LIMIT = 4
 
 
 class TimeInForce(IntEnum):
@@ -123,6 +131,8 @@ class RejectReason(IntEnum):
     MARKET_PROTECTION_REQUIRED = 15
     #: GTD without an expiry after the command's stamp, or an expiry on another time in force
     INVALID_EXPIRE_TIME = 16
+    #: a stop order without a positive trigger price, or a trigger price on another order type
+    INVALID_TRIGGER_PRICE = 17
     # reference data: ids and states of assets, accounts, instruments
     UNKNOWN_ACCOUNT = 100
     UNKNOWN_ASSET = 101
@@ -144,6 +154,8 @@ class RejectReason(IntEnum):
     TRANSFER_ID_REUSED = 204
     #: a transfer id at or below the account's last one (transfer ids rise per account)
     DUPLICATE_TRANSFER_ID = 205
+    #: a stop order whose trigger price the last trade price has already reached
+    STOP_WOULD_TRIGGER = 206
     # risk
     INSUFFICIENT_FUNDS = 300
     AMOUNT_OVERFLOW = 301
@@ -176,3 +188,5 @@ class CancelReason(IntEnum):
     MARKET_PROTECTION = 7
     #: a GTD order reached its expiry (contract 2)
     EXPIRED = 8
+    #: a triggered stop-limit order would need a new price level on a full book side
+    BOOK_FULL = 9

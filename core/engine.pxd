@@ -49,7 +49,8 @@ cdef extern from *:
     void mc_prefetch(const void* address) noexcept nogil
 
 
-# A live order: resting on a book, or (during one command) the taker being matched. 88 bytes.
+# A live order: resting on a book, an untriggered stop (on its instrument's stop list, linked
+# by prev/next), or (during one command) the taker being matched. 96 bytes.
 ctypedef struct Order:
     uint64_t order_id        # engine-assigned, ascending in acceptance order
     uint64_t client_id       # the account's client order id
@@ -57,6 +58,7 @@ ctypedef struct Order:
     int64_t leaves           # lots still open
     int64_t hold             # minor units of the hold asset (quote: buy, base: sell) reserved
     int64_t expire_time_ns   # GTD: expiry, ns since the epoch; 0: no expiry
+    int64_t trigger_price    # an untriggered stop: its trigger (ticks); 0 otherwise
     uint32_t account
     uint32_t instrument
     uint32_t prev            # FIFO of the price level: the order ahead (older), or MC_NONE
@@ -68,7 +70,8 @@ ctypedef struct Order:
     uint8_t side             # Side
     uint8_t stp_mode         # StpMode
     uint8_t flags            # Flags bits
-    uint8_t order_type       # OrderType
+    uint8_t order_type       # OrderType (a stop's becomes MARKET or LIMIT when it triggers)
+    uint8_t time_in_force    # TimeInForce
 
 
 # One price level of one side of a book: a FIFO of orders in time priority. 16 bytes.
@@ -91,6 +94,10 @@ ctypedef struct Instrument:
     int64_t band_max         # ticks, inclusive
     int64_t maker_bps
     int64_t taker_bps
+    int64_t last_price       # ticks: the last trade's price; 0 before the first trade
+    uint32_t stop_head       # untriggered stop orders, ascending order id (a linked list)
+    uint32_t stop_tail
+    uint32_t stop_count
     uint16_t base_asset
     uint16_t quote_asset
     uint8_t exists

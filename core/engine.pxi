@@ -48,7 +48,8 @@ cdef enum:
     ENGINE_DECIMALS_MAX = 18
     ENGINE_BPS_MAX = 10000
     ENGINE_HEADER_WORDS = 10          # magic, version, 6 config words, 2 id counters
-    ENGINE_INSTRUMENT_WORDS = 11
+    ENGINE_INSTRUMENT_WORDS = 12
+    ENGINE_STOP_WORDS = 14
     ENGINE_ORDER_WORDS = 9
     ENGINE_ACCOUNT_WORDS = 8          # id, last client order id, 6 words of the last transfer
     # prefetch_ahead: how many commands ahead each stage looks (a DRAM miss costs about
@@ -722,6 +723,10 @@ cdef class Engine:
         instrument.band_max = INT64_MAX
         instrument.maker_bps = 0
         instrument.taker_bps = 0
+        instrument.last_price = 0
+        instrument.stop_head = MC_NONE
+        instrument.stop_tail = MC_NONE
+        instrument.stop_count = 0
         instrument.state = STATE_TRADING
         instrument.exists = 1
         self.instrument_count += 1
@@ -783,6 +788,18 @@ cdef class Engine:
                     canceled += 1
                     order_index = next_index
             instrument.level_count[side_index] = 0
+        order_index = instrument.stop_head      # then the untriggered stops, ascending order id
+        while order_index != MC_NONE:
+            order = &self.orders[order_index]
+            next_index = order.next
+            self.emit_canceled(order, C_HALT)
+            self.release(order, instrument, order.hold)
+            self.forget_order(order_index, MC_NONE)
+            canceled += 1
+            order_index = next_index
+        instrument.stop_head = MC_NONE
+        instrument.stop_tail = MC_NONE
+        instrument.stop_count = 0
         instrument.state = STATE_HALTED
         self.done(c, c.instrument_id, canceled)
 
@@ -1109,8 +1126,12 @@ cdef class Engine:
             self.level_insert(instrument, side_index, position, order.price, order_index)
 
     cdef void unlink(self, uint32_t order_index, Instrument* instrument) noexcept nogil:
-        """Take a resting order off its level (and the level off the book when empty)."""
+        """Take a resting order off its level (and the level off the book when empty), or an
+        untriggered stop off its instrument's stop list."""
         cdef Order* order = &self.orders[order_index]
+        if order.trigger_price:
+            self.stop_unlink(order_index, instrument)
+            return
         cdef int side_index = order.side - 1
         cdef bint found
         cdef uint32_t position = level_search(instrument.levels[side_index],
@@ -1143,10 +1164,11 @@ cdef class Engine:
     # ------------------------------------------------------------------ new order
 
     cdef uint16_t validate_new_order(self, const Command* c) noexcept nogil:
-        cdef bint market = c.order_type == TYPE_MARKET
+        cdef bint market = c.order_type == TYPE_MARKET or c.order_type == TYPE_STOP_MARKET
+        cdef bint stop = c.order_type == TYPE_STOP_MARKET or c.order_type == TYPE_STOP_LIMIT
         if c.side != SIDE_BUY and c.side != SIDE_SELL:
             return R_INVALID_SIDE
-        if c.order_type != TYPE_LIMIT and c.order_type != TYPE_MARKET:
+        if not (TYPE_LIMIT <= c.order_type <= TYPE_STOP_LIMIT):
             return R_INVALID_ORDER_TYPE
         if (c.time_in_force != TIF_GTC and c.time_in_force != TIF_IOC and c.time_in_force != TIF_FOK
                 and c.time_in_force != TIF_GTD):
@@ -1162,15 +1184,18 @@ cdef class Engine:
             return R_INVALID_QUANTITY
         if c.price < 0 or (not market and c.price == 0):
             return R_INVALID_PRICE
-        if c.limit < 0 or (c.limit != 0 and not (market and c.side == SIDE_BUY)):
+        if c.limit < 0 or (c.limit != 0 and not (c.order_type == TYPE_MARKET and c.side == SIDE_BUY)):
             return R_INVALID_LIMIT
-        if c.flags & FLAG_POST_ONLY and c.time_in_force != TIF_GTC and c.time_in_force != TIF_GTD:
+        if c.flags & FLAG_POST_ONLY and (stop or (c.time_in_force != TIF_GTC
+                                                  and c.time_in_force != TIF_GTD)):
             return R_POST_ONLY_NOT_ALLOWED
         if market and c.price == 0 and c.limit == 0:
             return R_MARKET_PROTECTION_REQUIRED
         if ((c.time_in_force == TIF_GTD) != (c.expire_time_ns != 0)
                 or (c.time_in_force == TIF_GTD and c.expire_time_ns <= c.timestamp_ns)):
             return R_INVALID_EXPIRE_TIME
+        if stop != (c.trigger_price != 0) or c.trigger_price < 0:
+            return R_INVALID_TRIGGER_PRICE
         if not self.account_exists(c.account_id):
             return R_UNKNOWN_ACCOUNT
         cdef Instrument* instrument = self.instrument_of(c.instrument_id)
@@ -1178,7 +1203,8 @@ cdef class Engine:
             return R_UNKNOWN_INSTRUMENT
         if instrument.state != STATE_TRADING:
             return R_INSTRUMENT_HALTED if instrument.state == STATE_HALTED else R_INSTRUMENT_PAUSED
-        if c.price != 0 and c.price % instrument.tick_size != 0:
+        if (c.price != 0 and c.price % instrument.tick_size != 0) or \
+                c.trigger_price % instrument.tick_size != 0:
             return R_PRICE_OFF_TICK
         if c.price != 0 and not (instrument.band_min <= c.price <= instrument.band_max):
             return R_PRICE_OUT_OF_BAND
@@ -1188,12 +1214,14 @@ cdef class Engine:
             return R_DUPLICATE_CLIENT_ORDER_ID
         if c.flags & FLAG_POST_ONLY and self.would_cross(instrument, c.side, c.price):
             return R_POST_ONLY_WOULD_CROSS
+        if stop and self.stop_triggered(instrument, c.side, c.trigger_price):
+            return R_STOP_WOULD_TRIGGER
         return 0
 
     cdef bint new_order_hold(self, const Command* c, const Instrument* instrument,
                              int64_t fee_cap_bps, int64_t* hold) noexcept nogil:
         """What the order must hold before it rests or matches. True on overflow."""
-        if c.side == SIDE_SELL or c.order_type == TYPE_LIMIT:
+        if c.side == SIDE_SELL or c.order_type != TYPE_MARKET:
             return limit_hold_needed(c.side, c.price, c.quantity, instrument.lot_size, fee_cap_bps, hold)
         cdef int64_t notional_max
         if c.price > 0:
@@ -1247,6 +1275,8 @@ cdef class Engine:
         taker.leaves = c.quantity
         taker.hold = hold
         taker.expire_time_ns = c.expire_time_ns
+        taker.trigger_price = c.trigger_price
+        taker.time_in_force = c.time_in_force
         taker.expiry_position = MC_NONE
         taker.account = c.account_id
         taker.instrument = c.instrument_id
@@ -1263,6 +1293,10 @@ cdef class Engine:
         self.accounts[c.account_id].last_client_id = c.client_id
         self.emit(EV_ACCEPTED, c.side, 0, c.instrument_id, c.account_id, 0, taker.order_id,
                   c.client_id, 0, 0, c.price, c.quantity, 0, 0)
+        if c.trigger_price:      # a stop: held, live, off the book until triggered
+            self.store_stop(&taker, instrument)
+            return
+        cdef int64_t last_price = instrument.last_price
         if c.time_in_force == TIF_FOK and not self.fok_fillable(&taker, instrument, c.limit):
             self.emit_canceled(&taker, C_FOK_UNFILLED)
             self.release(&taker, instrument, taker.hold)
@@ -1277,6 +1311,112 @@ cdef class Engine:
             self.release(&taker, instrument, taker.hold)
         else:
             self.rest_new(&taker, instrument, position, found)
+        if instrument.stop_count and instrument.last_price != last_price:
+            self.trigger_stops(instrument)
+
+    cdef void take(self, uint32_t order_index, Instrument* instrument, bint rests) noexcept nogil:
+        """A taker in the pool, off the book (a replace, a triggered stop), matches, then
+        rests (if it may) or ends."""
+        cdef Order* order = &self.orders[order_index]
+        cdef uint16_t end_reason = self.match(order, instrument, 0)
+        if end_reason == 0 and order.leaves > 0 and not rests:
+            end_reason = C_IOC_REMAINDER
+        if end_reason:
+            self.emit_canceled(order, end_reason)
+            self.release(order, instrument, order.hold)
+            self.forget_order(order_index, MC_NONE)
+        elif order.leaves == 0:
+            self.release(order, instrument, order.hold)
+            self.forget_order(order_index, MC_NONE)
+        else:
+            self.rest(order_index, instrument)
+
+    # ------------------------------------------------------------------ stop orders
+
+    cdef inline bint stop_triggered(self, const Instrument* instrument, uint8_t side,
+                                    int64_t trigger_price) noexcept nogil:
+        """Has the last trade price reached a stop's trigger (never before the first trade)?"""
+        if instrument.last_price == 0:
+            return False
+        return (instrument.last_price >= trigger_price if side == SIDE_BUY
+                else instrument.last_price <= trigger_price)
+
+    cdef void store_stop(self, const Order* taker, Instrument* instrument) noexcept nogil:
+        """An accepted stop: into the pool, the index, its account's list, the expiry heap
+        (GTD) and, last, its instrument's stop list (ascending order id: appended)."""
+        cdef uint32_t order_index = self.order_allocate()
+        self.orders[order_index] = taker[0]
+        self.index_insert(order_index)
+        self.account_append(order_index)
+        if taker.expire_time_ns:
+            self.expiry_push(order_index)
+        cdef Order* order = &self.orders[order_index]
+        order.prev = instrument.stop_tail
+        order.next = MC_NONE
+        if instrument.stop_tail != MC_NONE:
+            self.orders[instrument.stop_tail].next = order_index
+        else:
+            instrument.stop_head = order_index
+        instrument.stop_tail = order_index
+        instrument.stop_count += 1
+
+    cdef void stop_unlink(self, uint32_t order_index, Instrument* instrument) noexcept nogil:
+        cdef Order* order = &self.orders[order_index]
+        if order.prev != MC_NONE:
+            self.orders[order.prev].next = order.next
+        else:
+            instrument.stop_head = order.next
+        if order.next != MC_NONE:
+            self.orders[order.next].prev = order.prev
+        else:
+            instrument.stop_tail = order.prev
+        order.prev = MC_NONE
+        order.next = MC_NONE
+        instrument.stop_count -= 1
+
+    cdef void trigger_stops(self, Instrument* instrument) noexcept nogil:
+        """Stops whose trigger the last trade price reached enter one at a time, the lowest
+        order id first; each may trade and trigger more (a cascade), so the list is walked
+        again after each. Cost: the stops of the instrument per triggered stop."""
+        cdef uint32_t order_index
+        cdef Order* order
+        while instrument.stop_count:
+            order_index = instrument.stop_head
+            while order_index != MC_NONE:
+                order = &self.orders[order_index]
+                if self.stop_triggered(instrument, order.side, order.trigger_price):
+                    break
+                order_index = order.next
+            if order_index == MC_NONE:
+                return
+            self.enter_triggered(order_index, instrument)
+
+    cdef void enter_triggered(self, uint32_t order_index, Instrument* instrument) noexcept nogil:
+        """TRIGGERED, then the order enters as a market (STOP_MARKET) or limit order."""
+        self.stop_unlink(order_index, instrument)
+        cdef Order* order = &self.orders[order_index]
+        order.trigger_price = 0
+        order.order_type = TYPE_MARKET if order.order_type == TYPE_STOP_MARKET else TYPE_LIMIT
+        self.emit(EV_TRIGGERED, order.side, 0, order.instrument, order.account, 0, order.order_id,
+                  order.client_id, 0, 0, order.price, order.leaves, 0, 0)
+        cdef bint rests = order.order_type == TYPE_LIMIT and (order.time_in_force == TIF_GTC
+                                                              or order.time_in_force == TIF_GTD)
+        cdef int side_index = order.side - 1
+        cdef bint found = True
+        cdef uint16_t reason = 0
+        if rests:
+            level_search(instrument.levels[side_index], instrument.level_count[side_index],
+                         side_index, order.price, &found)
+            if not found and instrument.level_count[side_index] >= self.max_price_levels:
+                reason = C_BOOK_FULL
+        if reason == 0 and order.time_in_force == TIF_FOK and not self.fok_fillable(order, instrument, 0):
+            reason = C_FOK_UNFILLED
+        if reason:
+            self.emit_canceled(order, reason)
+            self.release(order, instrument, order.hold)
+            self.forget_order(order_index, MC_NONE)
+            return
+        self.take(order_index, instrument, rests)
 
     cdef void rest_new(self, const Order* taker, Instrument* instrument, uint32_t position,
                        bint found) noexcept nogil:
@@ -1393,7 +1533,7 @@ cdef class Engine:
         elif order.order_type == TYPE_LIMIT:
             self.release_excess(order, instrument)
 
-    cdef void fill(self, Order* taker, Order* maker, const Instrument* instrument, int64_t price,
+    cdef void fill(self, Order* taker, Order* maker, Instrument* instrument, int64_t price,
                    int64_t quantity) noexcept nogil:
         """Settle one trade by double entry: buyer, seller, fee account."""
         cdef int64_t notional = price * quantity
@@ -1425,6 +1565,7 @@ cdef class Engine:
                                       maker.order_id, self.next_trade_id, price, quantity,
                                       taker_fee, maker_fee)
         self.next_trade_id += 1
+        instrument.last_price = price
         taker.leaves -= quantity
         maker.leaves -= quantity
         event.counter_client_id = maker.client_id
@@ -1511,6 +1652,15 @@ cdef class Engine:
         if needed - order.hold > balance.available:
             self.reject(c, R_INSUFFICIENT_FUNDS)
             return
+        if order.trigger_price:  # an untriggered stop: off the book, nothing to match
+            balance.available -= needed - order.hold
+            balance.held += needed - order.hold
+            order.hold = needed
+            order.price = c.price
+            order.leaves = c.quantity
+            self.emit(EV_REPLACED, order.side, 0, order.instrument, order.account, 0,
+                      order.order_id, order.client_id, 0, 0, c.price, c.quantity, 0, 0)
+            return
         cdef bint keeps_priority = c.price == order.price and c.quantity < order.leaves
         cdef int side_index = order.side - 1
         cdef bint found
@@ -1534,28 +1684,25 @@ cdef class Engine:
         self.unlink(order_index, instrument)
         order.price = c.price
         order.leaves = c.quantity
-        cdef uint16_t end_reason = self.match(order, instrument, 0)
-        if end_reason:
-            self.emit_canceled(order, end_reason)
-            self.release(order, instrument, order.hold)
-            self.forget_order(order_index, MC_NONE)
-        elif order.leaves == 0:
-            self.release(order, instrument, order.hold)
-            self.forget_order(order_index, MC_NONE)
-        else:
-            self.rest(order_index, instrument)
+        cdef int64_t last_price = instrument.last_price
+        self.take(order_index, instrument, True)
+        if instrument.stop_count and instrument.last_price != last_price:
+            self.trigger_stops(instrument)
 
     # ================================================================== snapshot
 
     cdef size_t state_word_count(self) noexcept nogil:
         cdef size_t words = ENGINE_HEADER_WORDS + 3 + 4 * <size_t>self.asset_count
         words += <size_t>self.account_count * (ENGINE_ACCOUNT_WORDS + 2 * <size_t>self.asset_count)
-        words += <size_t>self.instrument_count * (ENGINE_INSTRUMENT_WORDS + 2)
+        words += <size_t>self.instrument_count * (ENGINE_INSTRUMENT_WORDS + 3)
         cdef uint32_t instrument_id
         for instrument_id in range(self.max_instruments):
             if self.instruments[instrument_id].exists:
                 words += 2 * (<size_t>self.instruments[instrument_id].level_count[0]
                               + self.instruments[instrument_id].level_count[1])
+                # stops are live orders (counted below) with five more words each
+                words += ((ENGINE_STOP_WORDS - ENGINE_ORDER_WORDS)
+                          * <size_t>self.instruments[instrument_id].stop_count)
         words += ENGINE_ORDER_WORDS * <size_t>self.live_orders()
         return words
 
@@ -1611,6 +1758,7 @@ cdef class Engine:
         sink_put(sink, <uint64_t>instrument.maker_bps)
         sink_put(sink, <uint64_t>instrument.taker_bps)
         sink_put(sink, instrument.state)
+        sink_put(sink, <uint64_t>instrument.last_price)
         cdef int side_index
         cdef uint32_t position, order_index
         cdef uint64_t order_count
@@ -1642,6 +1790,25 @@ cdef class Engine:
                     sink_put(sink, order.flags)
                     sink_put(sink, <uint64_t>order.expire_time_ns)
                     order_index = order.next
+        sink_put(sink, instrument.stop_count)
+        order_index = instrument.stop_head
+        while order_index != MC_NONE:
+            order = &self.orders[order_index]
+            sink_put(sink, order.order_id)
+            sink_put(sink, order.account)
+            sink_put(sink, order.client_id)
+            sink_put(sink, <uint64_t>order.leaves)
+            sink_put(sink, <uint64_t>order.hold)
+            sink_put(sink, order.fee_cap_bps)
+            sink_put(sink, order.stp_mode)
+            sink_put(sink, order.flags)
+            sink_put(sink, <uint64_t>order.expire_time_ns)
+            sink_put(sink, order.side)
+            sink_put(sink, order.order_type)
+            sink_put(sink, order.time_in_force)
+            sink_put(sink, <uint64_t>order.price)
+            sink_put(sink, <uint64_t>order.trigger_price)
+            order_index = order.next
 
     # ------------------------------------------------------------------ restore
 
@@ -1759,6 +1926,7 @@ cdef class Engine:
         instrument.maker_bps = cursor.take()
         instrument.taker_bps = cursor.take()
         cdef int64_t state = cursor.take()
+        instrument.last_price = cursor.take()
         if instrument.band_min <= 0 or instrument.band_max < instrument.band_min:
             raise _EngineSnapshotError(f"instrument {instrument_id} has an invalid price band")
         if not (0 <= instrument.maker_bps <= ENGINE_BPS_MAX
@@ -1767,9 +1935,13 @@ cdef class Engine:
         if not (STATE_TRADING <= state <= STATE_PAUSED):
             raise _EngineSnapshotError(f"instrument {instrument_id} has state {state}")
         instrument.state = <uint8_t>state
+        if instrument.last_price < 0:
+            raise _EngineSnapshotError(f"instrument {instrument_id} has a negative last price")
         self.load_side(cursor, instrument, instrument_id, 0)
         self.load_side(cursor, instrument, instrument_id, 1)
-        if instrument.state == STATE_HALTED and (instrument.level_count[0] or instrument.level_count[1]):
+        self.load_stops(cursor, instrument, instrument_id)
+        if instrument.state == STATE_HALTED and (instrument.level_count[0] or instrument.level_count[1]
+                                                 or instrument.stop_count):
             raise _EngineSnapshotError(f"halted instrument {instrument_id} has orders")
         if (instrument.level_count[0] and instrument.level_count[1]
                 and instrument.levels[0][instrument.level_count[0] - 1].price
@@ -1811,7 +1983,10 @@ cdef class Engine:
                 level.tail = order_index
 
     cdef uint32_t load_order(self, _EngineCursor cursor, Instrument* instrument,
-                             uint32_t instrument_id, uint8_t side, int64_t price) except? 0:
+                             uint32_t instrument_id, uint8_t side, int64_t price,
+                             bint stop=False) except? 0:
+        """One order's words into the pool and the index. A stop's hold is checked by
+        load_stops, which reads its side and price after these words."""
         cursor.need(ENGINE_ORDER_WORDS)
         cdef int64_t order_id = cursor.take()
         cdef int64_t account = cursor.take()
@@ -1837,7 +2012,7 @@ cdef class Engine:
         if expire_time_ns < 0:
             raise _EngineSnapshotError(f"order {order_id} has a negative expiry")
         overflow = limit_hold_needed(side, price, leaves, instrument.lot_size, fee_cap_bps, &needed)
-        if overflow or hold != needed:
+        if not stop and (overflow or hold != needed):
             raise _EngineSnapshotError(f"order {order_id} holds {hold}, not what it needs")
         cdef uint32_t position
         if self.index_find(<uint32_t>account, client_id, &position) != MC_NONE:
@@ -1858,12 +2033,61 @@ cdef class Engine:
         order.stp_mode = <uint8_t>stp_mode
         order.flags = <uint8_t>flags
         order.order_type = TYPE_LIMIT
+        order.time_in_force = TIF_GTD if expire_time_ns else TIF_GTC
+        order.trigger_price = 0
         order.expire_time_ns = expire_time_ns
         order.expiry_position = MC_NONE
         self.index_insert(order_index)
         if expire_time_ns:
             self.expiry_push(order_index)
         return order_index
+
+    cdef load_stops(self, _EngineCursor cursor, Instrument* instrument, uint32_t instrument_id):
+        """An instrument's untriggered stops, ascending order id: each a live order (the
+        checks of load_order) off the book, with a trigger the last price has not reached."""
+        cdef int64_t count = cursor.count(self.max_orders, "stop")
+        cdef int64_t side, order_type, tif, price, trigger, needed
+        cdef uint64_t previous_id = 0
+        cdef uint32_t order_index
+        cdef Order* order
+        for _ in range(count):
+            cursor.need(ENGINE_STOP_WORDS)
+            # the order words of load_order, then side, type, time in force, price, trigger
+            order_index = self.load_order(cursor, instrument, instrument_id, SIDE_BUY, 1, True)
+            order = &self.orders[order_index]
+            side = cursor.take()
+            order_type = cursor.take()
+            tif = cursor.take()
+            price = cursor.take()
+            trigger = cursor.take()
+            if order.order_id <= previous_id:
+                raise _EngineSnapshotError(f"stops of instrument {instrument_id} out of order")
+            previous_id = order.order_id
+            if side != SIDE_BUY and side != SIDE_SELL:
+                raise _EngineSnapshotError(f"stop {order.order_id} has side {side}")
+            if not ((order_type == TYPE_STOP_MARKET and (tif == TIF_IOC or tif == TIF_FOK))
+                    or (order_type == TYPE_STOP_LIMIT and TIF_GTC <= tif <= TIF_GTD)):
+                raise _EngineSnapshotError(f"stop {order.order_id} has type {order_type}, tif {tif}")
+            if (tif == TIF_GTD) != (order.expire_time_ns != 0):
+                raise _EngineSnapshotError(f"stop {order.order_id} has an expiry that is not GTD's")
+            if price <= 0 or trigger <= 0 or self.stop_triggered(instrument, <uint8_t>side, trigger):
+                raise _EngineSnapshotError(f"stop {order.order_id} has a bad price or trigger")
+            order.side = <uint8_t>side
+            order.order_type = <uint8_t>order_type
+            order.time_in_force = <uint8_t>tif
+            order.price = price
+            order.trigger_price = trigger
+            if limit_hold_needed(order.side, price, order.leaves, instrument.lot_size,
+                                 order.fee_cap_bps, &needed) or needed != order.hold:
+                raise _EngineSnapshotError(f"stop {order.order_id} holds {order.hold}, not what it needs")
+            order.prev = instrument.stop_tail
+            order.next = MC_NONE
+            if instrument.stop_tail != MC_NONE:
+                self.orders[instrument.stop_tail].next = order_index
+            else:
+                instrument.stop_head = order_index
+            instrument.stop_tail = order_index
+            instrument.stop_count += 1
 
     cdef load_account_lists(self):
         """Per-account order lists in ascending order id (mass cancel order); ids unique."""

@@ -36,7 +36,7 @@ ctypedef struct Command:
     int64_t quantity         # lots; transfers: amount in minor units
     int64_t limit            # market buy: maximum notional in quote minor units, 0 = none
     int64_t expire_time_ns   # GTD: the order expires at a command stamped at or after it; else 0
-    int64_t trigger_price    # stop orders: ticks (contract 2 reserves it: must be 0)
+    int64_t trigger_price    # STOP_MARKET, STOP_LIMIT: ticks; else 0
     int64_t display_quantity # iceberg: lots shown (contract 2 reserves it: must be 0)
     uint64_t reserved        # must be 0
 
@@ -90,6 +90,7 @@ cdef enum EventKind:
     EV_TRANSFER_DONE = 69
     EV_TRANSFER_REJECTED = 70
     EV_COMMAND_DONE = 71
+    EV_TRIGGERED = 72
 
 cdef enum Side:
     SIDE_BUY = 1
@@ -98,6 +99,8 @@ cdef enum Side:
 cdef enum OrderType:
     TYPE_LIMIT = 1
     TYPE_MARKET = 2
+    TYPE_STOP_MARKET = 3
+    TYPE_STOP_LIMIT = 4
 
 cdef enum TimeInForce:
     TIF_GTC = 1
@@ -131,6 +134,7 @@ cdef enum RejectReason:
     R_POST_ONLY_NOT_ALLOWED = 14
     R_MARKET_PROTECTION_REQUIRED = 15
     R_INVALID_EXPIRE_TIME = 16
+    R_INVALID_TRIGGER_PRICE = 17
     R_UNKNOWN_ACCOUNT = 100
     R_UNKNOWN_ASSET = 101
     R_UNKNOWN_INSTRUMENT = 102
@@ -149,6 +153,7 @@ cdef enum RejectReason:
     R_REPLACE_NO_CHANGE = 203
     R_TRANSFER_ID_REUSED = 204
     R_DUPLICATE_TRANSFER_ID = 205
+    R_STOP_WOULD_TRIGGER = 206
     R_INSUFFICIENT_FUNDS = 300
     R_AMOUNT_OVERFLOW = 301
     R_ORDER_CAPACITY = 400
@@ -171,3 +176,4 @@ cdef enum CancelReason:
     C_HALT = 6
     C_MARKET_PROTECTION = 7
     C_EXPIRED = 8
+    C_BOOK_FULL = 9

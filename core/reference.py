@@ -35,6 +35,7 @@ from matchcore.core.snapshot_format import SnapshotWriter, SnapshotReader, check
 __all__ = ["ReferenceEngine"]
 
 INT64_MAX = (1 << 63) - 1
+_NEVER = 1 << 63  # after every int64 time stamp
 #: Snapshot words are read as int64; the uint64 fields (client order ids, transfer ids) are
 #: masked back to their unsigned value on restore.
 UINT64_MASK = (1 << 64) - 1
@@ -71,6 +72,8 @@ class Order:
     flags: int
     order_type: int = OrderType.LIMIT
     expire_time_ns: int = 0  # GTD: the expiry, ns since the epoch; 0: none
+    trigger_price: int = 0   # an untriggered stop order's trigger price; 0 otherwise
+    time_in_force: int = TimeInForce.GTC
 
 
 @dataclass
@@ -91,6 +94,9 @@ class Instrument:
     maker_bps: int = 0
     taker_bps: int = 0
     state: int = InstrumentState.TRADING
+    last_price: int = 0  # the last trade's price (ticks); 0 before the first trade
+    # untriggered stop orders, ascending order id
+    stops: list = field(default_factory=list)
     # best level first on both sides
     bids: list = field(default_factory=list)
     asks: list = field(default_factory=list)
@@ -124,6 +130,8 @@ class ReferenceEngine:
         self.orders: dict[tuple[int, int], Order] = {}  # live orders by (account, client id)
         self.transfers: dict[int, Transfer] = {}  # account id -> its last transfer
         self._events: list[tuple] = []
+        #: no GTD order expires before this (a lower bound, to skip the scan): not state
+        self._expiry_bound = _NEVER
         self._add_account(self.config.fee_account_id)
 
     # ------------------------------------------------------------------ public API
@@ -210,9 +218,13 @@ class ReferenceEngine:
     def _expire_due(self, cmd) -> None:
         """GTD orders whose expiry is at or before the command's stamp are canceled, reason
         EXPIRED, before the command: earliest expiry first, then ascending order id."""
+        if cmd.timestamp_ns < self._expiry_bound:  # nothing can be due (a lower bound)
+            return
         due = [o for o in self.orders.values() if 0 < o.expire_time_ns <= cmd.timestamp_ns]
         for order in sorted(due, key=lambda o: (o.expire_time_ns, o.order_id)):
             self._cancel_order(cmd, order, CancelReason.EXPIRED)
+        self._expiry_bound = min((o.expire_time_ns for o in self.orders.values() if o.expire_time_ns),
+                                 default=_NEVER)
 
     def _cmd_clock(self, cmd):
         self._done(cmd)
@@ -320,6 +332,9 @@ class ReferenceEngine:
                 for order in list(level.orders):
                     self._cancel_order(cmd, order, CancelReason.HALT)
                     canceled += 1
+        for order in list(instrument.stops):
+            self._cancel_order(cmd, order, CancelReason.HALT)
+            canceled += 1
         instrument.state = InstrumentState.HALTED
         self._done(cmd, quantity=canceled)
 
@@ -414,10 +429,11 @@ class ReferenceEngine:
     # ------------------------------------------------------------------ new order
 
     def _validate_new_order(self, cmd) -> int:
-        market = cmd.order_type == OrderType.MARKET
+        market = cmd.order_type in (OrderType.MARKET, OrderType.STOP_MARKET)
+        stop = cmd.order_type in _STOPS
         if cmd.side not in (Side.BUY, Side.SELL):
             return RejectReason.INVALID_SIDE
-        if cmd.order_type not in (OrderType.LIMIT, OrderType.MARKET):
+        if cmd.order_type not in tuple(OrderType):
             return RejectReason.INVALID_ORDER_TYPE
         if cmd.time_in_force not in tuple(TimeInForce):
             return RejectReason.INVALID_TIME_IN_FORCE
@@ -431,15 +447,18 @@ class ReferenceEngine:
             return RejectReason.INVALID_QUANTITY
         if cmd.price < 0 or (not market and cmd.price == 0):
             return RejectReason.INVALID_PRICE
-        if cmd.limit < 0 or (cmd.limit != 0 and not (market and cmd.side == Side.BUY)):
+        if cmd.limit < 0 or (cmd.limit != 0 and not (cmd.order_type == OrderType.MARKET
+                                                     and cmd.side == Side.BUY)):
             return RejectReason.INVALID_LIMIT
-        if cmd.flags & Flags.POST_ONLY and cmd.time_in_force not in _RESTING:
+        if cmd.flags & Flags.POST_ONLY and (cmd.time_in_force not in _RESTING or stop):
             return RejectReason.POST_ONLY_NOT_ALLOWED
         if market and cmd.price == 0 and cmd.limit == 0:
             return RejectReason.MARKET_PROTECTION_REQUIRED
         gtd = cmd.time_in_force == TimeInForce.GTD
         if gtd != (cmd.expire_time_ns != 0) or (gtd and cmd.expire_time_ns <= cmd.timestamp_ns):
             return RejectReason.INVALID_EXPIRE_TIME
+        if stop != (cmd.trigger_price != 0) or cmd.trigger_price < 0:
+            return RejectReason.INVALID_TRIGGER_PRICE
         if cmd.account_id not in self.accounts:
             return RejectReason.UNKNOWN_ACCOUNT
         instrument = self.instruments.get(cmd.instrument_id)
@@ -447,7 +466,8 @@ class ReferenceEngine:
             return RejectReason.UNKNOWN_INSTRUMENT
         if instrument.state != InstrumentState.TRADING:
             return _NOT_TRADING[instrument.state]
-        if cmd.price != 0 and cmd.price % instrument.tick_size != 0:
+        if (cmd.price != 0 and cmd.price % instrument.tick_size != 0) or \
+                cmd.trigger_price % instrument.tick_size != 0:
             return RejectReason.PRICE_OFF_TICK
         if cmd.price != 0 and not instrument.band_min <= cmd.price <= instrument.band_max:
             return RejectReason.PRICE_OUT_OF_BAND
@@ -457,7 +477,17 @@ class ReferenceEngine:
             return RejectReason.DUPLICATE_CLIENT_ORDER_ID
         if cmd.flags & Flags.POST_ONLY and self._would_cross(instrument, cmd.side, cmd.price):
             return RejectReason.POST_ONLY_WOULD_CROSS
+        if stop and self._triggered(instrument, cmd.side, cmd.trigger_price):
+            return RejectReason.STOP_WOULD_TRIGGER
         return 0
+
+    @staticmethod
+    def _triggered(instrument: Instrument, side: int, trigger_price: int) -> bool:
+        """Has the last trade price reached a stop's trigger (none before the first trade)?"""
+        if instrument.last_price == 0:
+            return False
+        return instrument.last_price >= trigger_price if side == Side.BUY else \
+            instrument.last_price <= trigger_price
 
     def _limit_hold_needed(self, side, price, leaves, lot_size, fee_cap_bps) -> int:
         """What a resting limit order holds: a sell its base, a buy its quote with the
@@ -471,7 +501,7 @@ class ReferenceEngine:
 
     def _new_order_hold(self, cmd, instrument: Instrument, fee_cap_bps: int) -> int:
         """What the order must hold before it rests or matches (may raise _Overflow)."""
-        if cmd.side == Side.SELL or cmd.order_type == OrderType.LIMIT:
+        if cmd.side == Side.SELL or cmd.order_type != OrderType.MARKET:
             return self._limit_hold_needed(cmd.side, cmd.price, cmd.quantity, instrument.lot_size,
                                            fee_cap_bps)
         caps = []
@@ -497,6 +527,7 @@ class ReferenceEngine:
             return self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS)
         if len(self.orders) >= self.config.max_orders:
             return self._reject(cmd, RejectReason.ORDER_CAPACITY)
+        stop = cmd.order_type in _STOPS
         rests = cmd.order_type == OrderType.LIMIT and cmd.time_in_force in _RESTING
         if rests and self._level_missing_and_full(instrument, cmd.side, cmd.price):
             return self._reject(cmd, RejectReason.PRICE_LEVEL_CAPACITY)
@@ -507,18 +538,30 @@ class ReferenceEngine:
                       instrument_id=cmd.instrument_id, client_id=cmd.client_id, side=cmd.side,
                       price=cmd.price, leaves=cmd.quantity, hold=hold, fee_cap_bps=fee_cap_bps,
                       stp_mode=cmd.stp_mode, flags=cmd.flags, order_type=cmd.order_type,
-                      expire_time_ns=cmd.expire_time_ns)
+                      expire_time_ns=cmd.expire_time_ns, trigger_price=cmd.trigger_price,
+                      time_in_force=cmd.time_in_force)
+        if cmd.expire_time_ns:
+            self._expiry_bound = min(self._expiry_bound, cmd.expire_time_ns)
         self.next_order_id += 1
         self.accounts[cmd.account_id] = cmd.client_id
         self._emit(cmd, EventKind.ACCEPTED, side=cmd.side, instrument_id=cmd.instrument_id,
                    account_id=cmd.account_id, order_id=order.order_id, client_id=cmd.client_id,
                    price=cmd.price, quantity=cmd.quantity)
+        if stop:  # held until triggered: live, off the book
+            self.orders[(order.account_id, order.client_id)] = order
+            instrument.stops.append(order)
+            return
         if cmd.time_in_force == TimeInForce.FOK and not self._fok_fillable(order, instrument, cmd.limit):
             self._emit_canceled(cmd, order, CancelReason.FOK_UNFILLED)
             self._release(order, instrument, order.hold)
             return
         self.orders[(order.account_id, order.client_id)] = order
-        end_reason = self._match(cmd, order, instrument, cmd.limit)
+        self._take(cmd, order, instrument, cmd.limit, rests)
+        self._trigger_stops(cmd, instrument)
+
+    def _take(self, cmd, order: Order, instrument: Instrument, budget: int, rests: bool) -> None:
+        """A live taker (in ``orders``, off the book) matches, then rests or ends."""
+        end_reason = self._match(cmd, order, instrument, budget)
         if end_reason == 0 and order.leaves > 0 and not rests:
             end_reason = CancelReason.IOC_REMAINDER
         if end_reason:
@@ -528,6 +571,30 @@ class ReferenceEngine:
             self._release(order, instrument, order.hold)
         else:
             self._rest(order, instrument)
+
+    def _trigger_stops(self, cmd, instrument: Instrument) -> None:
+        """Stops whose trigger the last trade price reached enter one at a time, the lowest
+        order id first, each with its TRIGGERED event, fills and end; each may trade and
+        trigger more (a cascade), so the choice is made again after each."""
+        while True:
+            order = next((o for o in instrument.stops
+                          if self._triggered(instrument, o.side, o.trigger_price)), None)
+            if order is None:
+                return
+            instrument.stops.remove(order)
+            order.trigger_price = 0
+            order.order_type = OrderType.MARKET if order.order_type == OrderType.STOP_MARKET \
+                else OrderType.LIMIT
+            self._emit(cmd, EventKind.TRIGGERED, side=order.side, instrument_id=order.instrument_id,
+                       account_id=order.account_id, order_id=order.order_id,
+                       client_id=order.client_id, price=order.price, quantity=order.leaves)
+            rests = order.order_type == OrderType.LIMIT and order.time_in_force in _RESTING
+            if rests and self._level_missing_and_full(instrument, order.side, order.price):
+                self._finish_taker(cmd, order, instrument, CancelReason.BOOK_FULL)
+            elif order.time_in_force == TimeInForce.FOK and not self._fok_fillable(order, instrument, 0):
+                self._finish_taker(cmd, order, instrument, CancelReason.FOK_UNFILLED)
+            else:
+                self._take(cmd, order, instrument, 0, rests)
 
     def _finish_taker(self, cmd, order, instrument, reason):
         self._emit_canceled(cmd, order, reason)
@@ -571,7 +638,11 @@ class ReferenceEngine:
         return next(level for level in self._book(instrument, order.side) if level.price == order.price)
 
     def _unlink(self, order: Order, instrument: Instrument) -> None:
-        """Take a resting order off its level (and the level off the book when empty)."""
+        """Take a resting order off its level (and the level off the book when empty), or
+        an untriggered stop off the instrument's stops."""
+        if order.trigger_price:
+            instrument.stops.remove(order)
+            return
         book = self._book(instrument, order.side)
         for index, level in enumerate(book):
             if level.price == order.price:
@@ -698,6 +769,7 @@ class ReferenceEngine:
                    counter_client_id=maker.client_id, leaves=taker.leaves - quantity,
                    counter_leaves=maker.leaves - quantity)
         self.next_trade_id += 1
+        instrument.last_price = price
         taker.leaves -= quantity
         maker.leaves -= quantity
         if buyer.leaves > 0 and buyer.order_type == OrderType.LIMIT:
@@ -763,6 +835,14 @@ class ReferenceEngine:
         balance = self._bal(order.account_id, self._hold_asset(instrument, order.side))
         if needed - order.hold > balance[0]:
             return self._reject(cmd, RejectReason.INSUFFICIENT_FUNDS)
+        if order.trigger_price:  # an untriggered stop: off the book, nothing to match
+            balance[0] -= needed - order.hold
+            balance[1] += needed - order.hold
+            order.hold, order.price, order.leaves = needed, cmd.price, cmd.quantity
+            return self._emit(cmd, EventKind.REPLACED, side=order.side,
+                              instrument_id=order.instrument_id, account_id=order.account_id,
+                              order_id=order.order_id, client_id=order.client_id, price=cmd.price,
+                              quantity=cmd.quantity)
         keeps_priority = cmd.price == order.price and cmd.quantity < order.leaves
         alone = len(self._level_of(order, instrument).orders) == 1
         # a full side refuses a new level, unless the order leaves a level it is alone on
@@ -781,14 +861,8 @@ class ReferenceEngine:
             return
         self._unlink(order, instrument)
         order.price, order.leaves = cmd.price, cmd.quantity
-        end_reason = self._match(cmd, order, instrument, 0)
-        if end_reason:
-            self._finish_taker(cmd, order, instrument, end_reason)
-        elif order.leaves == 0:
-            del self.orders[(order.account_id, order.client_id)]
-            self._release(order, instrument, order.hold)
-        else:
-            self._rest(order, instrument)
+        self._take(cmd, order, instrument, 0, True)
+        self._trigger_stops(cmd, instrument)
 
     # ------------------------------------------------------------------ snapshot
 
@@ -813,7 +887,7 @@ class ReferenceEngine:
             ins = self.instruments[instrument_id]
             w.words(instrument_id, ins.base_asset, ins.quote_asset, ins.tick_size, ins.lot_size,
                     ins.max_order_lots, ins.band_min, ins.band_max, ins.maker_bps, ins.taker_bps,
-                    int(ins.state))
+                    int(ins.state), ins.last_price)
             for book in (ins.bids, ins.asks):
                 w.count(len(book))
                 for level in book:
@@ -821,6 +895,11 @@ class ReferenceEngine:
                     for o in level.orders:
                         w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold,
                                 o.fee_cap_bps, o.stp_mode, o.flags, o.expire_time_ns)
+            w.count(len(ins.stops))
+            for o in ins.stops:
+                w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold, o.fee_cap_bps,
+                        o.stp_mode, o.flags, o.expire_time_ns, o.side, o.order_type,
+                        o.time_in_force, o.price, o.trigger_price)
         return w
 
 
@@ -848,9 +927,9 @@ def _restore(cls, r: SnapshotReader, config: EngineConfig | None = None) -> Refe
                 engine.balances[(account_id, asset_id)] = [available, held]
     for _ in range(r.count()):
         (instrument_id, base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
-         state) = r.words(11)
+         state, last_price) = r.words(12)
         ins = Instrument(base, quote, tick, lot, max_lots, band_min, band_max, maker, taker,
-                         InstrumentState(state))
+                         InstrumentState(state), last_price)
         engine.instruments[instrument_id] = ins
         for side, book in ((Side.BUY, ins.bids), (Side.SELL, ins.asks)):
             for _ in range(r.count()):
@@ -861,11 +940,22 @@ def _restore(cls, r: SnapshotReader, config: EngineConfig | None = None) -> Refe
                      expire_time_ns) = r.words(9)
                     client_id &= UINT64_MASK
                     order = Order(order_id, account_id, instrument_id, client_id, int(side), price,
-                                  leaves, hold, fee_cap, stp, flags, expire_time_ns=expire_time_ns)
+                                  leaves, hold, fee_cap, stp, flags, expire_time_ns=expire_time_ns,
+                                  time_in_force=TimeInForce.GTD if expire_time_ns else TimeInForce.GTC)
                     level.orders.append(order)
                     engine.orders[(account_id, client_id)] = order
                 book.append(level)
+        for _ in range(r.count()):
+            (order_id, account_id, client_id, leaves, hold, fee_cap, stp, flags, expire_time_ns,
+             side, order_type, tif, price, trigger) = r.words(14)
+            client_id &= UINT64_MASK
+            order = Order(order_id, account_id, instrument_id, client_id, side, price, leaves, hold,
+                          fee_cap, stp, flags, order_type, expire_time_ns, trigger, tif)
+            ins.stops.append(order)
+            engine.orders[(account_id, client_id)] = order
     r.finish()
+    engine._expiry_bound = min((o.expire_time_ns for o in engine.orders.values() if o.expire_time_ns),
+                               default=_NEVER)
     return engine
 
 
@@ -898,6 +988,7 @@ _HANDLERS = {
 }
 #: times in force of orders that may rest
 _RESTING = (TimeInForce.GTC, TimeInForce.GTD)
+_STOPS = (OrderType.STOP_MARKET, OrderType.STOP_LIMIT)
 #: the reject of a new order, a replace or a pause on an instrument that is not trading
 _NOT_TRADING = {InstrumentState.HALTED: RejectReason.INSTRUMENT_HALTED,
                 InstrumentState.PAUSED: RejectReason.INSTRUMENT_PAUSED}

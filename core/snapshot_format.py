@@ -11,10 +11,12 @@ equal canonical states whatever the in-memory layout. Layout, in order:
   transfer (transfer id, command kind, asset, amount, event kind, reject reason; six zeros
   before the account's first transfer), then per asset (ascending id): available, held;
   instrument count, then per instrument (ascending id): id, base asset, quote asset,
-  tick size, lot size, max order lots, band min, band max, maker bps, taker bps, state (InstrumentState: 0 trading, 1 halted, 2 paused);
+  tick size, lot size, max order lots, band min, band max, maker bps, taker bps, state (InstrumentState: 0 trading, 1 halted, 2 paused), last trade price (0: none yet);
   then bids and asks, each: level count, then per level best first: price, order count,
   then per order in time priority: order id, account, client order id, leaves, hold,
-  fee cap bps, stp mode, flags, expire time ns (0: none).
+  fee cap bps, stp mode, flags, expire time ns (0: none); then the untriggered stop orders:
+  count, then per stop in ascending order id: the same nine order words, then side, order
+  type, time in force, price, trigger price.
 
 Format 2 (contract 2): no transfer table; each account carries its last transfer.
 """
@@ -112,7 +114,8 @@ class SnapshotReader:
 HEADER_WORDS = 4 + len(CONFIG_FIELDS)
 _ACCOUNT_WORDS = 8
 _ORDER_WORDS = 9
-_INSTRUMENT_WORDS = 11
+_INSTRUMENT_WORDS = 12
+_STOP_WORDS = 14
 #: what each capacity counts, for messages (``top``: the value in use less one)
 _CAPACITY_UNITS = {"max_accounts": "account ids 0..{top}", "max_assets": "asset ids 0..{top}",
                    "max_instruments": "instrument ids 0..{top}", "max_orders": "live orders",
@@ -153,6 +156,9 @@ def capacity_in_use(data: bytes) -> dict[str, int]:
                 order_count = take(index + 1)
                 orders += order_count
                 index += 2 + _ORDER_WORDS * order_count
+        stop_count = take(index)
+        orders += stop_count
+        index += 1 + _STOP_WORDS * stop_count
     if index != len(words):
         raise SnapshotError("snapshot length disagrees with its counts")
     return {"max_accounts": accounts, "max_assets": assets, "max_instruments": instruments,

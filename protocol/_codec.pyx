@@ -194,6 +194,7 @@ cdef void _command_write(const uint8_t* p, uint8_t type_byte, uint32_t session_a
         c.limit = _i64(p + 40)
         c.flags = p[48]
         c.expire_time_ns = _i64(p + 56)
+        c.trigger_price = _i64(p + 64)
     elif type_byte == CMD_CANCEL:
         c.account_id = session_account
         c.client_id = _u64(p + 8)
@@ -583,7 +584,7 @@ def encode_events(events not None, uint8_t[::1] out not None, Py_ssize_t out_off
     cdef uint8_t* target = &out[out_offset]
     cdef Py_ssize_t index
     for index in range(count):
-        if not 64 <= records[index].kind <= 71:
+        if not 64 <= records[index].kind <= 72:
             raise ValueError(f"event {index} has kind {records[index].kind}, not an EventKind")
     with nogil:
         for index in range(count):
@@ -617,7 +618,7 @@ def encode_routed_events(events not None, const int64_t[::1] indexes not None,
         index = indexes[frame]
         if not 0 <= index < event_count:
             raise IndexError(f"index {index} is outside the {event_count} events")
-        if not 64 <= records[index].kind <= 71:
+        if not 64 <= records[index].kind <= 72:
             raise ValueError(f"event {index} has kind {records[index].kind}, not an EventKind")
     with nogil:
         for frame in range(count):
@@ -649,6 +650,7 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
         _put64(p + 40, <uint64_t>c.limit)
         p[48] = c.flags
         _put64(p + 56, <uint64_t>c.expire_time_ns)
+        _put64(p + 64, <uint64_t>c.trigger_price)
     elif c.kind == CMD_CANCEL or c.kind == CMD_REPLACE:
         _put32(p + 4, c.account_id)
         _put64(p + 8, c.client_id)

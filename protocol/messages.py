@@ -92,6 +92,7 @@ class MessageType(IntEnum):
     EVENT_TRANSFER_DONE = 69
     EVENT_TRANSFER_REJECTED = 70
     EVENT_COMMAND_DONE = 71
+    EVENT_TRIGGERED = 72      # contract 2
     # session and queries
     CHALLENGE = 128           # server -> client, first frame on every connection
     LOGIN = 129               # client -> server
@@ -482,6 +483,7 @@ _ACCOUNT = "must be the session's account (else SESSION_REJECT WRONG_ACCOUNT)"
     ("reserved_50", U16, ""),
     ("reserved_52", U32, ""),
     ("expire_time_ns", I64, "GTD only: expiry, ns since the Unix epoch (after the gateway's stamp); else 0"),
+    ("trigger_price", I64, "STOP_MARKET, STOP_LIMIT only: ticks; the last trade price reaching it triggers the order"),
 ])
 class NewOrder(Message):
     side: int
@@ -496,6 +498,7 @@ class NewOrder(Message):
     max_notional: int = 0
     flags: int = 0
     expire_time_ns: int = 0
+    trigger_price: int = 0
 
 
 @_message(MessageType.CANCEL, C2S, [
@@ -672,7 +675,7 @@ _EVENT_TYPES = tuple(MessageType(int(kind)) for kind in EventKind)
 @_message(_EVENT_TYPES, S2C, [
     ("side", U8, "Side"),
     ("liquidity", U8, "FILL: Liquidity (1 = TAKER, 2 = MAKER) of the recipient; else 0"),
-    ("reason", U16, "REJECTED, TRANSFER_REJECTED: RejectReason; CANCELED: CancelReason; else 0"),
+    ("reason", U16, "REJECTED, TRANSFER_REJECTED: RejectReason; CANCELED, REPLACED: CancelReason; else 0"),
     ("event_seq", U64, "the session's event sequence number: 1, 2, 3, ... per account, no gaps"),
     ("command_seq", U64, "global sequence number of the command that produced the event"),
     ("timestamp_ns", I64, "gateway time of that command, ns since the Unix epoch"),

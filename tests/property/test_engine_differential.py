@@ -37,15 +37,29 @@ EXPIRIES = st.one_of(st.just(0), st.integers(1, 40), st.sampled_from([-5, 1 << 6
 
 
 def order_fields(accounts, instruments, sides, types, tifs, stps, flags, prices, quantities, limits,
-                 expiries=st.just(0)):
+                 expiries=st.just(0), triggers=st.just(0)):
     return st.builds(
         lambda account, instrument, client_id, side, order_type, tif, stp, flag, price, qty, limit,
-        expiry: c.command(CommandKind.NEW_ORDER, account_id=account, instrument_id=instrument,
-                          client_id=client_id, side=side, order_type=order_type, time_in_force=tif,
-                          stp_mode=stp, flags=flag, price=price, quantity=qty, limit=limit,
-                          expire_time_ns=expiry),
+        expiry, trigger: c.command(CommandKind.NEW_ORDER, account_id=account, instrument_id=instrument,
+                                   client_id=client_id, side=side, order_type=order_type,
+                                   time_in_force=tif, stp_mode=stp, flags=flag, price=price,
+                                   quantity=qty, limit=limit, expire_time_ns=expiry,
+                                   trigger_price=trigger),
         accounts, instruments, CLIENT_IDS, sides, types, tifs, stps, flags, prices, quantities,
-        limits, expiries)
+        limits, expiries, triggers)
+
+
+def stop_order():
+    """Stop-market (IOC/FOK) and stop-limit orders triggered around the mid price of 55."""
+    return st.one_of(
+        order_fields(st.integers(1, 4), st.sampled_from([0, 0, 1]), st.sampled_from([1, 2]), st.just(3),
+                     st.sampled_from([2, 3]), st.sampled_from([1, 2, 3, 4]), st.just(0),
+                     st.integers(8, 14).map(lambda p: p * 5), st.integers(1, 12), st.just(0),
+                     st.just(0), st.integers(8, 14).map(lambda p: p * 5)),
+        order_fields(st.integers(1, 4), st.sampled_from([0, 0, 1]), st.sampled_from([1, 2]), st.just(4),
+                     st.sampled_from([1, 1, 2, 3, 4]), st.sampled_from([1, 2, 3, 4]), st.just(0),
+                     st.integers(8, 14).map(lambda p: p * 5), st.integers(1, 12), st.just(0),
+                     st.sampled_from([0, 0, 0, 5]), st.integers(8, 14).map(lambda p: p * 5)))
 
 
 def gtd_order():
@@ -67,9 +81,10 @@ def plausible_order():
 
 def garbage_order():
     return order_fields(ACCOUNTS, INSTRUMENTS, st.sampled_from([1, 2, 0, 3]),
-                        st.sampled_from([1, 2, 0]), st.sampled_from([1, 2, 3, 0]),
+                        st.sampled_from([1, 2, 0, 3, 4, 5]), st.sampled_from([1, 2, 3, 4, 0]),
                         st.sampled_from([1, 2, 3, 4, 0, 5]), st.sampled_from([0, 1, 2]), PRICES,
-                        QUANTITIES, st.one_of(st.just(0), st.integers(-1, 400)), EXPIRIES)
+                        QUANTITIES, st.one_of(st.just(0), st.integers(-1, 400)), EXPIRIES,
+                        st.sampled_from([0, 0, 50, -5, 51]))
 
 
 def any_command():
@@ -79,7 +94,7 @@ def any_command():
     near_replace = st.builds(c.replace, ACCOUNTS, CLIENT_IDS, st.integers(9, 13).map(lambda p: p * 5),
                              st.integers(1, 12))
     # sampled_from over repeated strategies weights them: mostly plausible trading
-    return st.sampled_from([plausible] * 24 + [cancel] * 8 + [near_replace] * 3 + [gtd_order()] * 4 + [
+    return st.sampled_from([plausible] * 24 + [cancel] * 8 + [near_replace] * 3 + [gtd_order()] * 4 + [stop_order()] * 5 + [
         st.builds(c.clock), st.builds(c.clock),
         garbage_order(),
         st.builds(c.market, st.integers(1, 4), st.just(0), CLIENT_IDS, st.sampled_from([1, 2]),

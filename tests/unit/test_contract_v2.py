@@ -1,4 +1,7 @@
-"""Contract 2 on both engines: trading pause, STP decrement, a replace on a full book side."""
+"""Contract 2 on both engines: trading pause, STP decrement, a replace on a full book side, GTD,
+stop orders."""
+import itertools
+
 from matchcore.core import commands as c
 from matchcore.core.codes import CancelReason as C, EventKind as K, RejectReason as R, StpMode
 from matchcore.core.config import EngineConfig
@@ -187,3 +190,93 @@ def test_gtd_orders_survive_a_snapshot_and_expire_after_it(engine_cls):
     ev = restored.apply(stamps)
     assert kinds(ev) == [K.CANCELED, K.COMMAND_DONE, K.CANCELED, K.COMMAND_DONE]
     assert [int(e["account_id"]) for e in ev[::2]] == [BOB, ALICE]
+
+
+# ---- stop orders: triggered by the last trade price
+
+
+def stop(account, client_id, side, trigger, price, quantity, *, limit=True, tif=None):
+    from matchcore.core.codes import OrderType, TimeInForce
+    return c.command(10, account_id=account, instrument_id=I, client_id=client_id, side=side,
+                     order_type=OrderType.STOP_LIMIT if limit else OrderType.STOP_MARKET,
+                     time_in_force=tif or (TimeInForce.GTC if limit else TimeInForce.IOC),
+                     stp_mode=1, price=price, quantity=quantity, trigger_price=trigger)
+
+
+_TRADE_IDS = itertools.count(1000)
+
+
+def trade_at(m, price, _unused=None):
+    """One lot traded between Bob (sell, resting) and Carol (buy) at ``price``."""
+    client_id = next(_TRADE_IDS)
+    return m.run(c.limit(BOB, I, client_id, SELL, price, 1), c.limit(CAROL, I, client_id, BUY, price, 1))
+
+
+def test_a_stop_is_held_off_the_book_until_the_last_trade_reaches_its_trigger(engine_cls):
+    m = funded_market(engine_cls)
+    trade_at(m, 100, 1)
+    ev = m.one(stop(ALICE, 1, BUY, 105, 110, 3))          # buy stop-limit: at 105 or above
+    assert kinds(ev) == [K.ACCEPTED]
+    assert m.engine.depth(I, BUY).tolist() == [] and m.engine.order(ALICE, 1) is not None
+    assert m.engine.balance(ALICE, QUOTE) == (FUNDS - 330, 330)  # held at acceptance
+    m.run(c.limit(BOB, I, next(_TRADE_IDS), SELL, 107, 10))   # liquidity above
+    trade_at(m, 104, 2)                                     # below the trigger: nothing
+    assert m.engine.order(ALICE, 1) is not None
+    ev = trade_at(m, 105, 3)                                # reaches it: triggered, then it buys
+    # Carol's fill at 105, then the stop: TRIGGERED and its one fill (3 lots at 107)
+    assert kinds(ev)[-3:] == [K.FILL, K.TRIGGERED, K.FILL]
+    fills = ev[ev["kind"] == K.FILL]
+    assert int(fills[-1]["account_id"]) == ALICE and int(fills[-1]["price"]) == 107
+    assert int(fills[-1]["leaves"]) == 0 and m.engine.order(ALICE, 1) is None
+    assert m.engine.balance(ALICE, QUOTE) == (FUNDS - 321, 0)
+
+
+def test_stop_validation_and_would_trigger(engine_cls):
+    from matchcore.core.codes import OrderType
+    m = funded_market(engine_cls)
+    assert int(m.one(stop(ALICE, 1, BUY, 0, 110, 3))[0]["reason"]) == R.INVALID_TRIGGER_PRICE
+    assert int(m.one(c.command(10, account_id=ALICE, instrument_id=I, client_id=1, side=BUY,
+                               order_type=OrderType.LIMIT, time_in_force=1, stp_mode=1, price=100,
+                               quantity=1, trigger_price=90))[0]["reason"]) == R.INVALID_TRIGGER_PRICE
+    assert int(m.one(stop(ALICE, 1, BUY, 105, 0, 3, limit=False))[0]["reason"]) == \
+        R.MARKET_PROTECTION_REQUIRED
+    assert int(m.one(stop(ALICE, 1, BUY, 105, 110, 3, limit=False, tif=1))[0]["reason"]) == \
+        R.INVALID_TIME_IN_FORCE
+    trade_at(m, 100, 1)
+    # a buy stop at or below the last price, a sell stop at or above it, would trigger at once
+    assert int(m.one(stop(ALICE, 1, BUY, 100, 110, 3))[0]["reason"]) == R.STOP_WOULD_TRIGGER
+    assert int(m.one(stop(ALICE, 1, SELL, 101, 90, 3))[0]["reason"]) == R.STOP_WOULD_TRIGGER
+    assert kinds(m.one(stop(ALICE, 1, SELL, 99, 90, 3))) == [K.ACCEPTED]
+
+
+def test_stops_cascade_in_ascending_order_id(engine_cls):
+    """A trade at 95 triggers a sell stop-market; its fill at 90 triggers a second one, which
+    enters after the first has finished and finds no bid left."""
+    m = funded_market(engine_cls)
+    trade_at(m, 100)
+    m.run(c.limit(CAROL, I, next(_TRADE_IDS), BUY, 95, 1), c.limit(CAROL, I, next(_TRADE_IDS), BUY, 90, 2))
+    m.run(stop(ALICE, 1, SELL, 95, 90, 2, limit=False),      # sells 2 at 90 or better
+          stop(ALICE, 2, SELL, 92, 85, 1, limit=False))      # triggered by that trade at 90
+    ev = m.one(c.limit(BOB, I, next(_TRADE_IDS), SELL, 95, 1))   # trades with Carol's bid at 95
+    mine = [(int(e["kind"]), int(e["client_id"]), int(e["price"]), int(e["quantity"]))
+            for e in ev if e["account_id"] == ALICE]
+    assert mine == [(K.TRIGGERED, 1, 90, 2), (K.FILL, 1, 90, 2), (K.TRIGGERED, 2, 85, 1),
+                    (K.CANCELED, 2, 85, 1)]
+    assert int(ev[-1]["reason"]) == C.IOC_REMAINDER
+    assert m.engine.live_order_count() == 0
+    assert m.engine.balance(ALICE, BASE) == (FUNDS - 2, 0)
+
+
+def test_an_untriggered_stop_can_be_replaced_and_canceled_and_halt_cancels_it(engine_cls):
+    m = funded_market(engine_cls)
+    trade_at(m, 100, 1)
+    m.run(stop(ALICE, 1, BUY, 105, 110, 3), stop(ALICE, 2, BUY, 106, 110, 3))
+    ev = m.one(c.replace(ALICE, 1, 120, 2))
+    assert kinds(ev) == [K.REPLACED]
+    assert m.engine.balance(ALICE, QUOTE) == (FUNDS - 240 - 330, 240 + 330)
+    assert kinds(m.one(c.cancel(ALICE, 1))) == [K.CANCELED]
+    restored = type(m.engine).restore(m.engine.snapshot())
+    assert restored.state_hash() == m.engine.state_hash()
+    ev = m.one(c.halt(I))
+    assert kinds(ev) == [K.CANCELED, K.COMMAND_DONE] and int(ev[0]["reason"]) == C.HALT
+    assert m.engine.balance(ALICE, QUOTE) == (FUNDS, 0)
