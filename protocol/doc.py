@@ -60,7 +60,8 @@ def layout_rows(cls: type[protocol.Message]) -> list[tuple[int, int, str, str, s
 
 def _type_note(cls: type[protocol.Message]) -> str:
     if cls is protocol.EventMessage:
-        return "EventKind (64-71)"
+        kinds = [int(kind) for kind in codes.EventKind]
+        return f"EventKind ({min(kinds)}-{max(kinds)})"
     return f"{int(cls.TYPE)} ({cls.TYPE.name})"
 
 
