@@ -1,9 +1,12 @@
 """Seeded, realistic mixed workloads for benchmarks and long differential tests.
 
 The mix of ``mixed_workload``: about 60% passive limit adds, 25% cancels, 10% aggressive
-orders that fill, 5% replaces, over many accounts and several instruments. The generator
-tracks the orders it placed (not their fills), so a few cancels and replaces target orders
-that already traded and are rejected, as in real flow.
+orders that fill, 5% replaces, over many accounts and several instruments. Of the passive
+adds, a few percent each use contract 2's order types (``CONTRACT_2_SHARE``): GTD (an expiry
+after the run, so they rest like GTC), icebergs (a peak of a fifth), stop-limit orders
+triggered a few ticks from the mid (some refused STOP_WOULD_TRIGGER, as in real flow) and
+STP decrement. The generator tracks the orders it placed (not their fills), so a few cancels
+and replaces target orders that already traded and are rejected, as in real flow.
 """
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ __all__ = ["Workload", "mixed_workload"]
 QUOTE_ASSET = 0
 MID_PRICE_TICKS = 100_000
 FUNDS = 10**15
+#: share of the passive adds that are GTD, icebergs, stop-limit orders, STP decrement (each)
+CONTRACT_2_SHARE = 0.03
+#: GTD expiry: after any stamp a run gets (2030-01-01), so nothing expires during it
+GTD_EXPIRY_NS = 1_893_456_000_000_000_000
 
 
 class Workload:
@@ -58,6 +65,7 @@ def mixed_workload(commands: int, seed: int = 1, accounts: int = 1_000, instrume
     offset_of = rng.integers(1, 60, commands)
     quantity_of = rng.integers(1, 100, commands)
     pick = rng.random(commands)
+    variant = rng.random(commands)
     next_client = np.ones(accounts + 1, dtype=np.int64)
     live: list[tuple[int, int, int, int, int]] = []  # account, client, instrument, side, price
     for index in range(commands):
@@ -92,10 +100,30 @@ def mixed_workload(commands: int, seed: int = 1, accounts: int = 1_000, instrume
             live.append((account, client_id, instrument, side, price))
         _fill(record, CommandKind.NEW_ORDER, account, instrument, client_id, side, tif, price,
               int(quantity_of[index]))
+        if not aggressive:
+            _contract_2_variant(record, float(variant[index]), side, offset)
     config = EngineConfig(max_accounts=accounts + 1, max_assets=instruments + 1,
                           max_instruments=instruments, max_orders=max(1024, commands),
                           max_price_levels=4096)
     return Workload(config, c.pack(_setup(accounts, instruments)), out, seed)
+
+
+def _contract_2_variant(record, draw: float, side: int, offset: int) -> None:
+    """Make a passive add one of contract 2's order types, each CONTRACT_2_SHARE of the time."""
+    share = CONTRACT_2_SHARE
+    if draw < share:
+        record["time_in_force"] = TimeInForce.GTD
+        record["expire_time_ns"] = GTD_EXPIRY_NS
+    elif draw < 2 * share:
+        record["display_quantity"] = max(1, int(record["quantity"]) // 5)
+    elif draw < 3 * share:
+        # a stop-limit a few ticks through the mid, its limit a little beyond the trigger
+        trigger = MID_PRICE_TICKS + 1 + offset % 8 if side == Side.BUY else MID_PRICE_TICKS - 1 - offset % 8
+        record["order_type"] = OrderType.STOP_LIMIT
+        record["trigger_price"] = trigger
+        record["price"] = trigger + 2 if side == Side.BUY else trigger - 2
+    elif draw < 4 * share:
+        record["stp_mode"] = StpMode.DECREMENT
 
 
 def _fill(record, kind, account, instrument, client_id, side, tif, price, quantity) -> None:

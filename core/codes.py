@@ -133,6 +133,8 @@ class RejectReason(IntEnum):
     INVALID_EXPIRE_TIME = 16
     #: a stop order without a positive trigger price, or a trigger price on another order type
     INVALID_TRIGGER_PRICE = 17
+    #: a negative display quantity, or one on an order that cannot rest (market, stop, IOC, FOK)
+    INVALID_DISPLAY_QUANTITY = 18
     # reference data: ids and states of assets, accounts, instruments
     UNKNOWN_ACCOUNT = 100
     UNKNOWN_ASSET = 101

@@ -96,14 +96,16 @@ def withdraw(account_id: int, asset_id: int, amount: int, transfer_id: int) -> n
 
 def limit(account_id: int, instrument_id: int, client_id: int, side: int, price: int,
           quantity: int, tif: int = TimeInForce.GTC, post_only: bool = False,
-          stp: int = StpMode.CANCEL_TAKER, expire_time_ns: int = 0) -> np.void:
-    """A limit order; ``expire_time_ns`` makes it GTD (``tif`` then defaults to GTD)."""
+          stp: int = StpMode.CANCEL_TAKER, expire_time_ns: int = 0,
+          display_quantity: int = 0) -> np.void:
+    """A limit order; ``expire_time_ns`` makes it GTD (``tif`` then defaults to GTD),
+    ``display_quantity`` an iceberg."""
     if expire_time_ns and tif == TimeInForce.GTC:
         tif = TimeInForce.GTD
     return command(CommandKind.NEW_ORDER, account_id=account_id, instrument_id=instrument_id,
                    client_id=client_id, side=side, order_type=OrderType.LIMIT, time_in_force=tif,
                    flags=1 if post_only else 0, stp_mode=stp, price=price, quantity=quantity,
-                   expire_time_ns=expire_time_ns)
+                   expire_time_ns=expire_time_ns, display_quantity=display_quantity)
 
 
 def market(account_id: int, instrument_id: int, client_id: int, side: int, quantity: int,

@@ -49,8 +49,8 @@ cdef enum:
     ENGINE_BPS_MAX = 10000
     ENGINE_HEADER_WORDS = 10          # magic, version, 6 config words, 2 id counters
     ENGINE_INSTRUMENT_WORDS = 12
-    ENGINE_STOP_WORDS = 14
-    ENGINE_ORDER_WORDS = 9
+    ENGINE_STOP_WORDS = 16
+    ENGINE_ORDER_WORDS = 11
     ENGINE_ACCOUNT_WORDS = 8          # id, last client order id, 6 words of the last transfer
     # prefetch_ahead: how many commands ahead each stage looks (a DRAM miss costs about
     # as much time as one or two commands; measured best on the mixed workload)
@@ -320,7 +320,10 @@ cdef class Engine:
             rows[row, 0] = level.price
             order_index = level.head
             while order_index != MC_NONE:
-                rows[row, 1] += self.orders[order_index].leaves
+                # an iceberg shows only its visible part
+                rows[row, 1] += (self.orders[order_index].visible
+                                 if self.orders[order_index].display_quantity
+                                 else self.orders[order_index].leaves)
                 rows[row, 2] += 1
                 order_index = self.orders[order_index].next
         return out
@@ -1116,6 +1119,8 @@ cdef class Engine:
         cdef int side_index = order.side - 1
         cdef Level* level
         order.next = MC_NONE
+        if order.display_quantity:   # an iceberg rests with a fresh peak
+            order.visible = min(order.display_quantity, order.leaves)
         if found:
             level = &instrument.levels[side_index][position]
             order.prev = level.tail
@@ -1196,6 +1201,9 @@ cdef class Engine:
             return R_INVALID_EXPIRE_TIME
         if stop != (c.trigger_price != 0) or c.trigger_price < 0:
             return R_INVALID_TRIGGER_PRICE
+        if c.display_quantity < 0 or (c.display_quantity and not (
+                c.order_type == TYPE_LIMIT and (c.time_in_force == TIF_GTC or c.time_in_force == TIF_GTD))):
+            return R_INVALID_DISPLAY_QUANTITY
         if not self.account_exists(c.account_id):
             return R_UNKNOWN_ACCOUNT
         cdef Instrument* instrument = self.instrument_of(c.instrument_id)
@@ -1276,6 +1284,8 @@ cdef class Engine:
         taker.hold = hold
         taker.expire_time_ns = c.expire_time_ns
         taker.trigger_price = c.trigger_price
+        taker.display_quantity = c.display_quantity
+        taker.visible = 0
         taker.time_in_force = c.time_in_force
         taker.expiry_position = MC_NONE
         taker.account = c.account_id
@@ -1503,7 +1513,8 @@ cdef class Engine:
                 if taker.stp_mode == STP_CANCEL_BOTH:
                     return C_SELF_TRADE
                 continue
-            quantity = min(taker.leaves, maker.leaves)
+            # an iceberg trades at most its visible part before it refills
+            quantity = min(taker.leaves, maker.visible if maker.display_quantity else maker.leaves)
             if budget > 0:
                 quantity = min(quantity, (budget - spent) // price)
                 if quantity == 0:
@@ -1519,6 +1530,16 @@ cdef class Engine:
                     self.orders[level.head].prev = MC_NONE
                 self.release(maker, instrument, maker.hold)
                 self.forget_order(maker_index, MC_NONE)
+            elif maker.display_quantity and maker.visible == 0:
+                # the peak is gone: refill it and go to the back of the level (new priority)
+                maker.visible = min(maker.display_quantity, maker.leaves)
+                if maker.next != MC_NONE:
+                    level.head = maker.next
+                    self.orders[level.head].prev = MC_NONE
+                    maker.prev = level.tail
+                    maker.next = MC_NONE
+                    self.orders[level.tail].next = maker_index
+                    level.tail = maker_index
         return 0
 
     cdef void decrement(self, Order* order, const Instrument* instrument,
@@ -1526,6 +1547,8 @@ cdef class Engine:
         """STP decrement: ``quantity`` fewer open lots, time priority kept, a REPLACED event
         (reason SELF_TRADE) with the new open quantity; the hold follows the leaves."""
         order.leaves -= quantity
+        if order.visible > order.leaves:
+            order.visible = order.leaves
         self.emit(EV_REPLACED, order.side, C_SELF_TRADE, order.instrument, order.account, 0,
                   order.order_id, order.client_id, 0, 0, order.price, order.leaves, 0, 0)
         if order.side == SIDE_SELL:
@@ -1568,6 +1591,8 @@ cdef class Engine:
         instrument.last_price = price
         taker.leaves -= quantity
         maker.leaves -= quantity
+        if maker.display_quantity:
+            maker.visible -= quantity
         event.counter_client_id = maker.client_id
         event.leaves = taker.leaves
         event.counter_leaves = maker.leaves
@@ -1680,6 +1705,8 @@ cdef class Engine:
                   order.client_id, 0, 0, c.price, c.quantity, 0, 0)
         if keeps_priority:
             order.leaves = c.quantity
+            if order.visible > order.leaves:
+                order.visible = order.leaves
             return
         self.unlink(order_index, instrument)
         order.price = c.price
@@ -1789,6 +1816,8 @@ cdef class Engine:
                     sink_put(sink, order.stp_mode)
                     sink_put(sink, order.flags)
                     sink_put(sink, <uint64_t>order.expire_time_ns)
+                    sink_put(sink, <uint64_t>order.display_quantity)
+                    sink_put(sink, <uint64_t>order.visible)
                     order_index = order.next
         sink_put(sink, instrument.stop_count)
         order_index = instrument.stop_head
@@ -1803,6 +1832,8 @@ cdef class Engine:
             sink_put(sink, order.stp_mode)
             sink_put(sink, order.flags)
             sink_put(sink, <uint64_t>order.expire_time_ns)
+            sink_put(sink, <uint64_t>order.display_quantity)
+            sink_put(sink, <uint64_t>order.visible)
             sink_put(sink, order.side)
             sink_put(sink, order.order_type)
             sink_put(sink, order.time_in_force)
@@ -1997,6 +2028,8 @@ cdef class Engine:
         cdef int64_t stp_mode = cursor.take()
         cdef int64_t flags = cursor.take()
         cdef int64_t expire_time_ns = cursor.take()
+        cdef int64_t display_quantity = cursor.take()
+        cdef int64_t visible = cursor.take()
         cdef int64_t needed
         cdef bint overflow
         if not (1 <= order_id < <int64_t>self.next_order_id):
@@ -2011,6 +2044,9 @@ cdef class Engine:
             raise _EngineSnapshotError(f"order {order_id} has bad stp mode or flags")
         if expire_time_ns < 0:
             raise _EngineSnapshotError(f"order {order_id} has a negative expiry")
+        if not ((display_quantity == 0 and visible == 0)
+                or (not stop and display_quantity > 0 and 0 < visible <= min(display_quantity, leaves))):
+            raise _EngineSnapshotError(f"order {order_id} has display {display_quantity}, visible {visible}")
         overflow = limit_hold_needed(side, price, leaves, instrument.lot_size, fee_cap_bps, &needed)
         if not stop and (overflow or hold != needed):
             raise _EngineSnapshotError(f"order {order_id} holds {hold}, not what it needs")
@@ -2035,6 +2071,8 @@ cdef class Engine:
         order.order_type = TYPE_LIMIT
         order.time_in_force = TIF_GTD if expire_time_ns else TIF_GTC
         order.trigger_price = 0
+        order.display_quantity = display_quantity
+        order.visible = visible
         order.expire_time_ns = expire_time_ns
         order.expiry_position = MC_NONE
         self.index_insert(order_index)

@@ -37,7 +37,7 @@ ctypedef struct Command:
     int64_t limit            # market buy: maximum notional in quote minor units, 0 = none
     int64_t expire_time_ns   # GTD: the order expires at a command stamped at or after it; else 0
     int64_t trigger_price    # STOP_MARKET, STOP_LIMIT: ticks; else 0
-    int64_t display_quantity # iceberg: lots shown (contract 2 reserves it: must be 0)
+    int64_t display_quantity # iceberg (GTC, GTD limit orders): lots shown at a time; 0 = all
     uint64_t reserved        # must be 0
 
 # An event, 128 bytes (contract 2; 96 in contract 1). It carries the seq and timestamp of the
@@ -135,6 +135,7 @@ cdef enum RejectReason:
     R_MARKET_PROTECTION_REQUIRED = 15
     R_INVALID_EXPIRE_TIME = 16
     R_INVALID_TRIGGER_PRICE = 17
+    R_INVALID_DISPLAY_QUANTITY = 18
     R_UNKNOWN_ACCOUNT = 100
     R_UNKNOWN_ASSET = 101
     R_UNKNOWN_INSTRUMENT = 102

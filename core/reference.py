@@ -73,6 +73,8 @@ class Order:
     order_type: int = OrderType.LIMIT
     expire_time_ns: int = 0  # GTD: the expiry, ns since the epoch; 0: none
     trigger_price: int = 0   # an untriggered stop order's trigger price; 0 otherwise
+    display_quantity: int = 0  # an iceberg's peak (lots shown at a time); 0: not an iceberg
+    visible: int = 0         # a resting iceberg's lots shown now; 0 otherwise
     time_in_force: int = TimeInForce.GTC
 
 
@@ -181,7 +183,8 @@ class ReferenceEngine:
         if instrument is None:
             return np.zeros((0, 3), dtype=np.int64)
         book = instrument.bids if side == Side.BUY else instrument.asks
-        rows = [(lv.price, sum(o.leaves for o in lv.orders), len(lv.orders)) for lv in book[:levels_max]]
+        rows = [(lv.price, sum(o.visible if o.display_quantity else o.leaves for o in lv.orders),
+                 len(lv.orders)) for lv in book[:levels_max]]
         return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
     def live_order_count(self) -> int:
@@ -459,6 +462,9 @@ class ReferenceEngine:
             return RejectReason.INVALID_EXPIRE_TIME
         if stop != (cmd.trigger_price != 0) or cmd.trigger_price < 0:
             return RejectReason.INVALID_TRIGGER_PRICE
+        if cmd.display_quantity < 0 or (cmd.display_quantity and not (
+                cmd.order_type == OrderType.LIMIT and cmd.time_in_force in _RESTING)):
+            return RejectReason.INVALID_DISPLAY_QUANTITY
         if cmd.account_id not in self.accounts:
             return RejectReason.UNKNOWN_ACCOUNT
         instrument = self.instruments.get(cmd.instrument_id)
@@ -539,7 +545,7 @@ class ReferenceEngine:
                       price=cmd.price, leaves=cmd.quantity, hold=hold, fee_cap_bps=fee_cap_bps,
                       stp_mode=cmd.stp_mode, flags=cmd.flags, order_type=cmd.order_type,
                       expire_time_ns=cmd.expire_time_ns, trigger_price=cmd.trigger_price,
-                      time_in_force=cmd.time_in_force)
+                      time_in_force=cmd.time_in_force, display_quantity=cmd.display_quantity)
         if cmd.expire_time_ns:
             self._expiry_bound = min(self._expiry_bound, cmd.expire_time_ns)
         self.next_order_id += 1
@@ -625,6 +631,8 @@ class ReferenceEngine:
         return len(book) >= self.config.max_price_levels
 
     def _rest(self, order: Order, instrument: Instrument) -> None:
+        if order.display_quantity:  # an iceberg rests with a fresh peak
+            order.visible = min(order.display_quantity, order.leaves)
         book = self._book(instrument, order.side)
         index = 0
         while index < len(book) and self._better_or_equal(order.side, book[index].price, order.price):
@@ -717,7 +725,8 @@ class ReferenceEngine:
                 if taker.stp_mode == StpMode.CANCEL_BOTH:
                     return CancelReason.SELF_TRADE
                 continue
-            quantity = min(taker.leaves, maker.leaves)
+            # an iceberg trades at most its visible part before it refills
+            quantity = min(taker.leaves, maker.visible if maker.display_quantity else maker.leaves)
             if budget > 0:
                 quantity = min(quantity, (budget - spent) // level.price)
                 if quantity == 0:
@@ -730,12 +739,18 @@ class ReferenceEngine:
                     opposite.pop(0)
                 del self.orders[(maker.account_id, maker.client_id)]
                 self._release(maker, instrument, maker.hold)
+            elif maker.display_quantity and maker.visible == 0:
+                # the peak is gone: refill it and go to the back of the level (new priority)
+                maker.visible = min(maker.display_quantity, maker.leaves)
+                level.orders.popleft()
+                level.orders.append(maker)
         return 0
 
     def _decrement(self, cmd, order: Order, instrument: Instrument, quantity: int) -> None:
         """STP decrement: ``quantity`` fewer open lots, time priority kept; a REPLACED event
         (reason SELF_TRADE) with the new open quantity; the hold follows the leaves."""
         order.leaves -= quantity
+        order.visible = min(order.visible, order.leaves)
         self._emit(cmd, EventKind.REPLACED, side=order.side, reason=CancelReason.SELF_TRADE,
                    instrument_id=order.instrument_id, account_id=order.account_id,
                    order_id=order.order_id, client_id=order.client_id, price=order.price,
@@ -772,6 +787,8 @@ class ReferenceEngine:
         instrument.last_price = price
         taker.leaves -= quantity
         maker.leaves -= quantity
+        if maker.display_quantity:
+            maker.visible -= quantity
         if buyer.leaves > 0 and buyer.order_type == OrderType.LIMIT:
             self._release_excess(buyer, instrument)
 
@@ -858,6 +875,7 @@ class ReferenceEngine:
                    client_id=order.client_id, price=cmd.price, quantity=cmd.quantity)
         if keeps_priority:
             order.leaves = cmd.quantity
+            order.visible = min(order.visible, order.leaves)
             return
         self._unlink(order, instrument)
         order.price, order.leaves = cmd.price, cmd.quantity
@@ -894,11 +912,13 @@ class ReferenceEngine:
                     w.words(level.price, len(level.orders))
                     for o in level.orders:
                         w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold,
-                                o.fee_cap_bps, o.stp_mode, o.flags, o.expire_time_ns)
+                                o.fee_cap_bps, o.stp_mode, o.flags, o.expire_time_ns,
+                                o.display_quantity, o.visible)
             w.count(len(ins.stops))
             for o in ins.stops:
                 w.words(o.order_id, o.account_id, o.client_id, o.leaves, o.hold, o.fee_cap_bps,
-                        o.stp_mode, o.flags, o.expire_time_ns, o.side, o.order_type,
+                        o.stp_mode, o.flags, o.expire_time_ns, o.display_quantity, o.visible,
+                        o.side, o.order_type,
                         o.time_in_force, o.price, o.trigger_price)
         return w
 
@@ -937,20 +957,22 @@ def _restore(cls, r: SnapshotReader, config: EngineConfig | None = None) -> Refe
                 level = Level(price)
                 for _ in range(n_orders):
                     (order_id, account_id, client_id, leaves, hold, fee_cap, stp, flags,
-                     expire_time_ns) = r.words(9)
+                     expire_time_ns, display, visible) = r.words(11)
                     client_id &= UINT64_MASK
                     order = Order(order_id, account_id, instrument_id, client_id, int(side), price,
                                   leaves, hold, fee_cap, stp, flags, expire_time_ns=expire_time_ns,
-                                  time_in_force=TimeInForce.GTD if expire_time_ns else TimeInForce.GTC)
+                                  time_in_force=TimeInForce.GTD if expire_time_ns else TimeInForce.GTC,
+                                  display_quantity=display, visible=visible)
                     level.orders.append(order)
                     engine.orders[(account_id, client_id)] = order
                 book.append(level)
         for _ in range(r.count()):
             (order_id, account_id, client_id, leaves, hold, fee_cap, stp, flags, expire_time_ns,
-             side, order_type, tif, price, trigger) = r.words(14)
+             _display, _visible, side, order_type, tif, price, trigger) = r.words(16)
             client_id &= UINT64_MASK
             order = Order(order_id, account_id, instrument_id, client_id, side, price, leaves, hold,
-                          fee_cap, stp, flags, order_type, expire_time_ns, trigger, tif)
+                          fee_cap, stp, flags, order_type, expire_time_ns=expire_time_ns,
+                          trigger_price=trigger, time_in_force=tif)
             ins.stops.append(order)
             engine.orders[(account_id, client_id)] = order
     r.finish()

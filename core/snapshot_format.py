@@ -14,9 +14,10 @@ equal canonical states whatever the in-memory layout. Layout, in order:
   tick size, lot size, max order lots, band min, band max, maker bps, taker bps, state (InstrumentState: 0 trading, 1 halted, 2 paused), last trade price (0: none yet);
   then bids and asks, each: level count, then per level best first: price, order count,
   then per order in time priority: order id, account, client order id, leaves, hold,
-  fee cap bps, stp mode, flags, expire time ns (0: none); then the untriggered stop orders:
-  count, then per stop in ascending order id: the same nine order words, then side, order
-  type, time in force, price, trigger price.
+  fee cap bps, stp mode, flags, expire time ns (0: none), display quantity and visible lots
+  (icebergs; 0 and 0 otherwise); then the untriggered stop orders: count, then per stop in
+  ascending order id: the same eleven order words, then side, order type, time in force,
+  price, trigger price.
 
 Format 2 (contract 2): no transfer table; each account carries its last transfer.
 """
@@ -113,9 +114,9 @@ class SnapshotReader:
 #: words before the asset count: magic, version, the config words, the two id counters
 HEADER_WORDS = 4 + len(CONFIG_FIELDS)
 _ACCOUNT_WORDS = 8
-_ORDER_WORDS = 9
+_ORDER_WORDS = 11
 _INSTRUMENT_WORDS = 12
-_STOP_WORDS = 14
+_STOP_WORDS = 16
 #: what each capacity counts, for messages (``top``: the value in use less one)
 _CAPACITY_UNITS = {"max_accounts": "account ids 0..{top}", "max_assets": "asset ids 0..{top}",
                    "max_instruments": "instrument ids 0..{top}", "max_orders": "live orders",

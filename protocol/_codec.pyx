@@ -195,6 +195,7 @@ cdef void _command_write(const uint8_t* p, uint8_t type_byte, uint32_t session_a
         c.flags = p[48]
         c.expire_time_ns = _i64(p + 56)
         c.trigger_price = _i64(p + 64)
+        c.display_quantity = _i64(p + 72)
     elif type_byte == CMD_CANCEL:
         c.account_id = session_account
         c.client_id = _u64(p + 8)
@@ -651,6 +652,7 @@ cdef Py_ssize_t _command_frame_write(const Command* c, uint8_t* p) noexcept nogi
         p[48] = c.flags
         _put64(p + 56, <uint64_t>c.expire_time_ns)
         _put64(p + 64, <uint64_t>c.trigger_price)
+        _put64(p + 72, <uint64_t>c.display_quantity)
     elif c.kind == CMD_CANCEL or c.kind == CMD_REPLACE:
         _put32(p + 4, c.account_id)
         _put64(p + 8, c.client_id)

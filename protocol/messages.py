@@ -484,6 +484,7 @@ _ACCOUNT = "must be the session's account (else SESSION_REJECT WRONG_ACCOUNT)"
     ("reserved_52", U32, ""),
     ("expire_time_ns", I64, "GTD only: expiry, ns since the Unix epoch (after the gateway's stamp); else 0"),
     ("trigger_price", I64, "STOP_MARKET, STOP_LIMIT only: ticks; the last trade price reaching it triggers the order"),
+    ("display_quantity", I64, "iceberg (GTC, GTD limit orders): lots shown at a time, the rest hidden; 0 = all"),
 ])
 class NewOrder(Message):
     side: int
@@ -499,6 +500,7 @@ class NewOrder(Message):
     flags: int = 0
     expire_time_ns: int = 0
     trigger_price: int = 0
+    display_quantity: int = 0
 
 
 @_message(MessageType.CANCEL, C2S, [

@@ -41,7 +41,8 @@ def message_to_command(message: Message, account_id: int) -> dict[str, int]:
                     client_id=m.client_order_id, side=m.side, order_type=m.order_type,
                     time_in_force=m.time_in_force, stp_mode=m.stp_mode, flags=m.flags,
                     price=m.price, quantity=m.quantity, limit=m.max_notional,
-                    expire_time_ns=m.expire_time_ns, trigger_price=m.trigger_price)
+                    expire_time_ns=m.expire_time_ns, trigger_price=m.trigger_price,
+                    display_quantity=m.display_quantity)
     if isinstance(m, Cancel):
         return dict(kind=CommandKind.CANCEL, account_id=account_id, client_id=m.client_order_id)
     if isinstance(m, Replace):
@@ -83,7 +84,7 @@ def command_to_message(record: np.void | dict) -> Message:
     if kind == CommandKind.NEW_ORDER:
         return NewOrder(r["side"], r["order_type"], r["time_in_force"], r["stp_mode"], r["account_id"],
                         r["instrument_id"], r["client_id"], r["price"], r["quantity"], r["limit"], r["flags"],
-                        r["expire_time_ns"], r["trigger_price"])
+                        r["expire_time_ns"], r["trigger_price"], r["display_quantity"])
     if kind == CommandKind.CANCEL:
         return Cancel(r["account_id"], r["client_id"])
     if kind == CommandKind.REPLACE:

@@ -37,16 +37,25 @@ EXPIRIES = st.one_of(st.just(0), st.integers(1, 40), st.sampled_from([-5, 1 << 6
 
 
 def order_fields(accounts, instruments, sides, types, tifs, stps, flags, prices, quantities, limits,
-                 expiries=st.just(0), triggers=st.just(0)):
+                 expiries=st.just(0), triggers=st.just(0), displays=st.just(0)):
     return st.builds(
         lambda account, instrument, client_id, side, order_type, tif, stp, flag, price, qty, limit,
-        expiry, trigger: c.command(CommandKind.NEW_ORDER, account_id=account, instrument_id=instrument,
-                                   client_id=client_id, side=side, order_type=order_type,
-                                   time_in_force=tif, stp_mode=stp, flags=flag, price=price,
-                                   quantity=qty, limit=limit, expire_time_ns=expiry,
-                                   trigger_price=trigger),
+        expiry, trigger, display: c.command(
+            CommandKind.NEW_ORDER, account_id=account, instrument_id=instrument, client_id=client_id,
+            side=side, order_type=order_type, time_in_force=tif, stp_mode=stp, flags=flag,
+            price=price, quantity=qty, limit=limit, expire_time_ns=expiry, trigger_price=trigger,
+            display_quantity=display),
         accounts, instruments, CLIENT_IDS, sides, types, tifs, stps, flags, prices, quantities,
-        limits, expiries, triggers)
+        limits, expiries, triggers, displays)
+
+
+def iceberg_order():
+    """Resting limit orders (some GTD) showing 1-4 lots at a time."""
+    return order_fields(st.integers(1, 4), st.sampled_from([0, 0, 1]), st.sampled_from([1, 2]),
+                        st.just(1), st.sampled_from([1, 1, 4]), st.sampled_from([1, 2, 3, 4]),
+                        st.sampled_from([0, 1]), st.integers(9, 13).map(lambda p: p * 5),
+                        st.integers(1, 12), st.just(0), st.sampled_from([0, 0, 20]), st.just(0),
+                        st.integers(1, 4))
 
 
 def stop_order():
@@ -84,7 +93,7 @@ def garbage_order():
                         st.sampled_from([1, 2, 0, 3, 4, 5]), st.sampled_from([1, 2, 3, 4, 0]),
                         st.sampled_from([1, 2, 3, 4, 0, 5]), st.sampled_from([0, 1, 2]), PRICES,
                         QUANTITIES, st.one_of(st.just(0), st.integers(-1, 400)), EXPIRIES,
-                        st.sampled_from([0, 0, 50, -5, 51]))
+                        st.sampled_from([0, 0, 50, -5, 51]), st.sampled_from([0, 0, 0, 2, -1]))
 
 
 def any_command():
@@ -94,7 +103,7 @@ def any_command():
     near_replace = st.builds(c.replace, ACCOUNTS, CLIENT_IDS, st.integers(9, 13).map(lambda p: p * 5),
                              st.integers(1, 12))
     # sampled_from over repeated strategies weights them: mostly plausible trading
-    return st.sampled_from([plausible] * 24 + [cancel] * 8 + [near_replace] * 3 + [gtd_order()] * 4 + [stop_order()] * 5 + [
+    return st.sampled_from([plausible] * 24 + [cancel] * 8 + [near_replace] * 3 + [gtd_order()] * 4 + [stop_order()] * 5 + [iceberg_order()] * 4 + [
         st.builds(c.clock), st.builds(c.clock),
         garbage_order(),
         st.builds(c.market, st.integers(1, 4), st.just(0), CLIENT_IDS, st.sampled_from([1, 2]),

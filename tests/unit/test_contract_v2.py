@@ -280,3 +280,28 @@ def test_an_untriggered_stop_can_be_replaced_and_canceled_and_halt_cancels_it(en
     ev = m.one(c.halt(I))
     assert kinds(ev) == [K.CANCELED, K.COMMAND_DONE] and int(ev[0]["reason"]) == C.HALT
     assert m.engine.balance(ALICE, QUOTE) == (FUNDS, 0)
+
+
+# ---- icebergs: only the displayed part is shown; each refill goes to the back of its level
+
+
+def test_an_iceberg_shows_its_peak_trades_it_then_refills_at_the_back(engine_cls):
+    m = funded_market(engine_cls)
+    m.run(c.limit(ALICE, I, 1, SELL, 100, 10, display_quantity=3), c.limit(BOB, I, 1, SELL, 100, 2))
+    assert m.engine.depth(I, SELL).tolist() == [[100, 5, 2]]     # 3 shown of 10, plus Bob's 2
+    assert m.engine.balance(ALICE, BASE) == (FUNDS - 10, 10)     # the whole quantity is held
+    # a buy of 4: Alice's peak of 3, then (her refill at the back) Bob's 2 before her again
+    ev = m.one(c.limit(CAROL, I, 1, BUY, 100, 4))
+    fills = ev[ev["kind"] == K.FILL]
+    assert [(int(f["counter_account_id"]), int(f["quantity"])) for f in fills] == [(ALICE, 3), (BOB, 1)]
+    assert int(fills[0]["counter_leaves"]) == 7
+    assert m.engine.depth(I, SELL).tolist() == [[100, 4, 2]]     # Bob's 1, then Alice's new 3
+    ev = m.one(c.limit(CAROL, I, 2, BUY, 100, 2))
+    fills = ev[ev["kind"] == K.FILL]
+    assert [(int(f["counter_account_id"]), int(f["quantity"])) for f in fills] == [(BOB, 1), (ALICE, 1)]
+    restored = type(m.engine).restore(m.engine.snapshot())
+    assert restored.state_hash() == m.engine.state_hash()
+    assert restored.depth(I, SELL).tolist() == [[100, 2, 1]]
+    # a large taker takes the hidden quantity too, one peak at a time
+    ev = m.one(c.limit(CAROL, I, 3, BUY, 100, 20, tif=2))
+    assert int(ev[ev["kind"] == K.FILL]["quantity"].sum()) == 6 and m.engine.order(ALICE, 1) is None

@@ -169,7 +169,7 @@ def test_ids_above_2_pow_63_survive_a_restore():
 
 
 #: snapshot_format.py: magic, version, six config words, two id counters; words per order
-HEADER_WORDS, ORDER_WORDS = 10, 9
+HEADER_WORDS, ORDER_WORDS = 10, 11
 
 
 @pytest.mark.parametrize("damage", ["truncate", "magic", "trailing", "hold", "count", "level"])

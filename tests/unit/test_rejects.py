@@ -33,6 +33,7 @@ CASES = {
     R.MARKET_PROTECTION_REQUIRED: ([], order(order_type=OrderType.MARKET, time_in_force=TimeInForce.IOC, price=0)),
     R.INVALID_EXPIRE_TIME: ([], order(time_in_force=TimeInForce.GTD, expire_time_ns=5)),
     R.INVALID_TRIGGER_PRICE: ([], order(order_type=OrderType.STOP_LIMIT)),
+    R.INVALID_DISPLAY_QUANTITY: ([], order(time_in_force=TimeInForce.IOC, display_quantity=1)),
     R.STOP_WOULD_TRIGGER: ([order(account_id=BOB, side=SELL, client_id=1), order(client_id=2)],
                            order(client_id=3, order_type=OrderType.STOP_LIMIT, trigger_price=100)),
     R.INVALID_FEE: ([], c.set_fees(I, 10_001, 0)),
