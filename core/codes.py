@@ -133,7 +133,8 @@ class RejectReason(IntEnum):
     INVALID_EXPIRE_TIME = 16
     #: a stop order without a positive trigger price, or a trigger price on another order type
     INVALID_TRIGGER_PRICE = 17
-    #: a negative display quantity, or one on an order that cannot rest (market, stop, IOC, FOK)
+    #: a display quantity below 0 or above 2**31 - 1 lots, or one on an order that cannot rest
+    #: (market, stop, IOC, FOK)
     INVALID_DISPLAY_QUANTITY = 18
     # reference data: ids and states of assets, accounts, instruments
     UNKNOWN_ACCOUNT = 100

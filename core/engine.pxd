@@ -50,7 +50,7 @@ cdef extern from *:
 
 
 # A live order: resting on a book, an untriggered stop (on its instrument's stop list, linked
-# by prev/next), or (during one command) the taker being matched. 112 bytes.
+# by prev/next), or (during one command) the taker being matched. 96 bytes.
 ctypedef struct Order:
     uint64_t order_id        # engine-assigned, ascending in acceptance order
     uint64_t client_id       # the account's client order id
@@ -58,9 +58,9 @@ ctypedef struct Order:
     int64_t leaves           # lots still open
     int64_t hold             # minor units of the hold asset (quote: buy, base: sell) reserved
     int64_t expire_time_ns   # GTD: expiry, ns since the epoch; 0: no expiry
-    int64_t trigger_price    # an untriggered stop: its trigger (ticks); 0 otherwise
-    int64_t display_quantity # an iceberg's peak: lots shown at a time; 0 = not an iceberg
-    int64_t visible          # a resting iceberg: lots shown now (1..peak); 0 otherwise
+    # by order type: STOP_MARKET, STOP_LIMIT (untriggered): the trigger price (ticks); LIMIT:
+    # the display quantity (an iceberg's peak, lots, < 2**31; 0 = not an iceberg); else 0
+    int64_t aux
     uint32_t account
     uint32_t instrument
     uint32_t prev            # FIFO of the price level: the order ahead (older), or MC_NONE
@@ -68,6 +68,7 @@ ctypedef struct Order:
     uint32_t account_prev    # the account's live orders in ascending order id
     uint32_t account_next
     uint32_t expiry_position # GTD orders in the pool: the order's place in the expiry heap
+    uint32_t visible         # a resting iceberg: lots shown now (1..peak); 0 otherwise
     uint16_t fee_cap_bps     # max(maker, taker) bps when accepted; the hold covers this fee
     uint8_t side             # Side
     uint8_t stp_mode         # StpMode

@@ -50,6 +50,7 @@ cdef enum:
     ENGINE_HEADER_WORDS = 10          # magic, version, 6 config words, 2 id counters
     ENGINE_INSTRUMENT_WORDS = 12
     ENGINE_STOP_WORDS = 16
+    ENGINE_DISPLAY_MAX = 0x7FFFFFFF   # lots: an iceberg's peak fits Order.visible
     ENGINE_ORDER_WORDS = 11
     ENGINE_ACCOUNT_WORDS = 8          # id, last client order id, 6 words of the last transfer
     # prefetch_ahead: how many commands ahead each stage looks (a DRAM miss costs about
@@ -322,7 +323,7 @@ cdef class Engine:
             while order_index != MC_NONE:
                 # an iceberg shows only its visible part
                 rows[row, 1] += (self.orders[order_index].visible
-                                 if self.orders[order_index].display_quantity
+                                 if self.orders[order_index].aux   # resting: LIMIT
                                  else self.orders[order_index].leaves)
                 rows[row, 2] += 1
                 order_index = self.orders[order_index].next
@@ -1119,8 +1120,8 @@ cdef class Engine:
         cdef int side_index = order.side - 1
         cdef Level* level
         order.next = MC_NONE
-        if order.display_quantity:   # an iceberg rests with a fresh peak
-            order.visible = min(order.display_quantity, order.leaves)
+        if order.aux:   # an iceberg (resting orders are LIMIT) rests with a fresh peak
+            order.visible = <uint32_t>min(order.aux, order.leaves)
         if found:
             level = &instrument.levels[side_index][position]
             order.prev = level.tail
@@ -1134,7 +1135,7 @@ cdef class Engine:
         """Take a resting order off its level (and the level off the book when empty), or an
         untriggered stop off its instrument's stop list."""
         cdef Order* order = &self.orders[order_index]
-        if order.trigger_price:
+        if order.order_type >= TYPE_STOP_MARKET:
             self.stop_unlink(order_index, instrument)
             return
         cdef int side_index = order.side - 1
@@ -1201,7 +1202,7 @@ cdef class Engine:
             return R_INVALID_EXPIRE_TIME
         if stop != (c.trigger_price != 0) or c.trigger_price < 0:
             return R_INVALID_TRIGGER_PRICE
-        if c.display_quantity < 0 or (c.display_quantity and not (
+        if not (0 <= c.display_quantity <= ENGINE_DISPLAY_MAX) or (c.display_quantity and not (
                 c.order_type == TYPE_LIMIT and (c.time_in_force == TIF_GTC or c.time_in_force == TIF_GTD))):
             return R_INVALID_DISPLAY_QUANTITY
         if not self.account_exists(c.account_id):
@@ -1283,8 +1284,7 @@ cdef class Engine:
         taker.leaves = c.quantity
         taker.hold = hold
         taker.expire_time_ns = c.expire_time_ns
-        taker.trigger_price = c.trigger_price
-        taker.display_quantity = c.display_quantity
+        taker.aux = c.trigger_price if c.trigger_price else c.display_quantity  # one is 0
         taker.visible = 0
         taker.time_in_force = c.time_in_force
         taker.expiry_position = MC_NONE
@@ -1394,7 +1394,7 @@ cdef class Engine:
             order_index = instrument.stop_head
             while order_index != MC_NONE:
                 order = &self.orders[order_index]
-                if self.stop_triggered(instrument, order.side, order.trigger_price):
+                if self.stop_triggered(instrument, order.side, order.aux):
                     break
                 order_index = order.next
             if order_index == MC_NONE:
@@ -1405,7 +1405,7 @@ cdef class Engine:
         """TRIGGERED, then the order enters as a market (STOP_MARKET) or limit order."""
         self.stop_unlink(order_index, instrument)
         cdef Order* order = &self.orders[order_index]
-        order.trigger_price = 0
+        order.aux = 0     # no trigger now, and no display: a stop is never an iceberg
         order.order_type = TYPE_MARKET if order.order_type == TYPE_STOP_MARKET else TYPE_LIMIT
         self.emit(EV_TRIGGERED, order.side, 0, order.instrument, order.account, 0, order.order_id,
                   order.client_id, 0, 0, order.price, order.leaves, 0, 0)
@@ -1514,7 +1514,7 @@ cdef class Engine:
                     return C_SELF_TRADE
                 continue
             # an iceberg trades at most its visible part before it refills
-            quantity = min(taker.leaves, maker.visible if maker.display_quantity else maker.leaves)
+            quantity = min(taker.leaves, maker.visible if maker.aux else maker.leaves)
             if budget > 0:
                 quantity = min(quantity, (budget - spent) // price)
                 if quantity == 0:
@@ -1530,9 +1530,9 @@ cdef class Engine:
                     self.orders[level.head].prev = MC_NONE
                 self.release(maker, instrument, maker.hold)
                 self.forget_order(maker_index, MC_NONE)
-            elif maker.display_quantity and maker.visible == 0:
+            elif maker.aux and maker.visible == 0:
                 # the peak is gone: refill it and go to the back of the level (new priority)
-                maker.visible = min(maker.display_quantity, maker.leaves)
+                maker.visible = <uint32_t>min(maker.aux, maker.leaves)
                 if maker.next != MC_NONE:
                     level.head = maker.next
                     self.orders[level.head].prev = MC_NONE
@@ -1548,7 +1548,7 @@ cdef class Engine:
         (reason SELF_TRADE) with the new open quantity; the hold follows the leaves."""
         order.leaves -= quantity
         if order.visible > order.leaves:
-            order.visible = order.leaves
+            order.visible = <uint32_t>order.leaves
         self.emit(EV_REPLACED, order.side, C_SELF_TRADE, order.instrument, order.account, 0,
                   order.order_id, order.client_id, 0, 0, order.price, order.leaves, 0, 0)
         if order.side == SIDE_SELL:
@@ -1591,8 +1591,8 @@ cdef class Engine:
         instrument.last_price = price
         taker.leaves -= quantity
         maker.leaves -= quantity
-        if maker.display_quantity:
-            maker.visible -= quantity
+        if maker.aux:
+            maker.visible -= <uint32_t>quantity
         event.counter_client_id = maker.client_id
         event.leaves = taker.leaves
         event.counter_leaves = maker.leaves
@@ -1677,7 +1677,7 @@ cdef class Engine:
         if needed - order.hold > balance.available:
             self.reject(c, R_INSUFFICIENT_FUNDS)
             return
-        if order.trigger_price:  # an untriggered stop: off the book, nothing to match
+        if order.order_type >= TYPE_STOP_MARKET:  # untriggered: off the book, nothing to match
             balance.available -= needed - order.hold
             balance.held += needed - order.hold
             order.hold = needed
@@ -1706,7 +1706,7 @@ cdef class Engine:
         if keeps_priority:
             order.leaves = c.quantity
             if order.visible > order.leaves:
-                order.visible = order.leaves
+                order.visible = <uint32_t>order.leaves
             return
         self.unlink(order_index, instrument)
         order.price = c.price
@@ -1816,8 +1816,8 @@ cdef class Engine:
                     sink_put(sink, order.stp_mode)
                     sink_put(sink, order.flags)
                     sink_put(sink, <uint64_t>order.expire_time_ns)
-                    sink_put(sink, <uint64_t>order.display_quantity)
-                    sink_put(sink, <uint64_t>order.visible)
+                    sink_put(sink, <uint64_t>order.aux)       # the display quantity
+                    sink_put(sink, order.visible)
                     order_index = order.next
         sink_put(sink, instrument.stop_count)
         order_index = instrument.stop_head
@@ -1832,13 +1832,13 @@ cdef class Engine:
             sink_put(sink, order.stp_mode)
             sink_put(sink, order.flags)
             sink_put(sink, <uint64_t>order.expire_time_ns)
-            sink_put(sink, <uint64_t>order.display_quantity)
-            sink_put(sink, <uint64_t>order.visible)
+            sink_put(sink, 0)                          # a stop shows no display
+            sink_put(sink, 0)
             sink_put(sink, order.side)
             sink_put(sink, order.order_type)
             sink_put(sink, order.time_in_force)
             sink_put(sink, <uint64_t>order.price)
-            sink_put(sink, <uint64_t>order.trigger_price)
+            sink_put(sink, <uint64_t>order.aux)           # the trigger price
             order_index = order.next
 
     # ------------------------------------------------------------------ restore
@@ -2045,7 +2045,8 @@ cdef class Engine:
         if expire_time_ns < 0:
             raise _EngineSnapshotError(f"order {order_id} has a negative expiry")
         if not ((display_quantity == 0 and visible == 0)
-                or (not stop and display_quantity > 0 and 0 < visible <= min(display_quantity, leaves))):
+                or (not stop and 0 < display_quantity <= ENGINE_DISPLAY_MAX
+                    and 0 < visible <= min(display_quantity, leaves))):
             raise _EngineSnapshotError(f"order {order_id} has display {display_quantity}, visible {visible}")
         overflow = limit_hold_needed(side, price, leaves, instrument.lot_size, fee_cap_bps, &needed)
         if not stop and (overflow or hold != needed):
@@ -2070,9 +2071,8 @@ cdef class Engine:
         order.flags = <uint8_t>flags
         order.order_type = TYPE_LIMIT
         order.time_in_force = TIF_GTD if expire_time_ns else TIF_GTC
-        order.trigger_price = 0
-        order.display_quantity = display_quantity
-        order.visible = visible
+        order.aux = display_quantity
+        order.visible = <uint32_t>visible
         order.expire_time_ns = expire_time_ns
         order.expiry_position = MC_NONE
         self.index_insert(order_index)
@@ -2114,7 +2114,7 @@ cdef class Engine:
             order.order_type = <uint8_t>order_type
             order.time_in_force = <uint8_t>tif
             order.price = price
-            order.trigger_price = trigger
+            order.aux = trigger
             if limit_hold_needed(order.side, price, order.leaves, instrument.lot_size,
                                  order.fee_cap_bps, &needed) or needed != order.hold:
                 raise _EngineSnapshotError(f"stop {order.order_id} holds {order.hold}, not what it needs")

@@ -36,6 +36,7 @@ __all__ = ["ReferenceEngine"]
 
 INT64_MAX = (1 << 63) - 1
 _NEVER = 1 << 63  # after every int64 time stamp
+DISPLAY_MAX = (1 << 31) - 1  # lots: an iceberg's largest peak
 #: Snapshot words are read as int64; the uint64 fields (client order ids, transfer ids) are
 #: masked back to their unsigned value on restore.
 UINT64_MASK = (1 << 64) - 1
@@ -462,7 +463,7 @@ class ReferenceEngine:
             return RejectReason.INVALID_EXPIRE_TIME
         if stop != (cmd.trigger_price != 0) or cmd.trigger_price < 0:
             return RejectReason.INVALID_TRIGGER_PRICE
-        if cmd.display_quantity < 0 or (cmd.display_quantity and not (
+        if not 0 <= cmd.display_quantity <= DISPLAY_MAX or (cmd.display_quantity and not (
                 cmd.order_type == OrderType.LIMIT and cmd.time_in_force in _RESTING)):
             return RejectReason.INVALID_DISPLAY_QUANTITY
         if cmd.account_id not in self.accounts:
