@@ -20,7 +20,7 @@ import numpy as np
 from matchcore.bench.machine import machine_info, print_header
 from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
 from matchcore.protocol import _codec
-from matchcore.protocol import EVENT_FRAME_SIZE, DecodeStatus
+from matchcore.protocol import EVENT_FRAME_SIZE, DecodeStatus, NewOrder
 
 ACCOUNT = 7
 
@@ -75,7 +75,7 @@ def encode_run(events: np.ndarray, out: bytearray) -> float:
 
 def run_codec_bench(messages: int, chunk_bytes: int, repeats: int, as_json: bool) -> dict:
     commands = order_entry_commands(messages)
-    stream_buffer = bytearray(messages * 56)
+    stream_buffer = bytearray(messages * NewOrder.LAYOUT.itemsize)  # no message is larger
     count, written = _codec.encode_commands(commands, stream_buffer)
     assert count == messages
     stream = bytes(stream_buffer[:written])

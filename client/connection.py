@@ -138,7 +138,7 @@ class Client:
     __slots__ = ("host", "port", "account_id", "key_id", "_key", "_ssl", "_server_hostname",
                  "cancel_on_disconnect", "heartbeat_interval_ms", "connect_timeout_s",
                  "_next_event_seq", "_last_event_seq", "_session", "_reader", "_writer", "_tasks",
-                 "_events", "_pending", "_orders", "_status_waiters", "_closed", "_last_sent_s",
+                 "_events", "_pending", "_status_waiters", "_closed", "_last_sent_s",
                  "_last_received_s", "_next_client_id", "_lost", "_gaps")
 
     def __init__(self, host: str, port: int, *, account_id: int, key_id: int,
@@ -161,7 +161,6 @@ class Client:
         self._tasks: list[asyncio.Task] = []
         self._events: asyncio.Queue[p.EventMessage | ConnectionLost] = asyncio.Queue(event_queue_size)
         self._pending: dict[int, collections.deque[_Pending]] = {}
-        self._orders: dict[int, list[int]] = {}  # order_id -> [client_order_id, open lots]
         self._status_waiters: dict[int, collections.deque[asyncio.Future]] = {}
         self._closed = False
         self._lost: ConnectionLost | None = None
@@ -320,11 +319,15 @@ class Client:
                         order_type: int = OrderType.LIMIT, time_in_force: int = TimeInForce.GTC,
                         stp_mode: int = StpMode.CANCEL_TAKER, post_only: bool = False,
                         max_notional: int = 0, client_order_id: int | None = None,
+                        expire_time_ns: int = 0, trigger_price: int = 0, display_quantity: int = 0,
                         timeout_s: float | None = None) -> Outcome:
-        """Submit an order and await ACCEPTED or REJECTED (or the gateway's refusal)."""
+        """Submit an order and await ACCEPTED or REJECTED (or the gateway's refusal).
+        ``expire_time_ns`` with ``time_in_force=GTD``; ``trigger_price`` with a STOP_MARKET or
+        STOP_LIMIT ``order_type``; ``display_quantity`` makes a resting limit order an iceberg."""
         order = p.NewOrder(int(side), int(order_type), int(time_in_force), int(stp_mode), self.account_id,
                            instrument_id, client_order_id or self.next_client_id(), price, quantity,
-                           max_notional, 1 if post_only else 0)
+                           max_notional, 1 if post_only else 0, expire_time_ns, trigger_price,
+                           display_quantity)
         return await self.request(order, timeout_s)
 
     async def cancel(self, client_order_id: int, timeout_s: float | None = None) -> Outcome:
@@ -430,29 +433,9 @@ class Client:
         if self._last_event_seq and event.event_seq != self._last_event_seq + 1:
             return False  # missed events
         self._last_event_seq = event.event_seq
-        event = self._track(event)
         self._resolve_event(event)
         await self._events.put(event)
         return True
-
-    def _track(self, event: p.EventMessage) -> p.EventMessage:
-        """Keep order_id -> client order id and open lots; name the maker's client order id."""
-        if event.kind == EventKind.ACCEPTED:
-            self._orders[event.order_id] = [event.client_id, event.quantity]
-        elif event.kind == EventKind.FILL:
-            order = self._orders.get(event.order_id)
-            if order is not None:
-                if event.client_id == 0:
-                    event = dataclasses.replace(event, client_id=order[0])
-                order[1] -= event.quantity
-                if order[1] <= 0:
-                    del self._orders[event.order_id]
-        elif event.kind == EventKind.REPLACED:
-            if event.order_id in self._orders:
-                self._orders[event.order_id][1] = event.quantity
-        elif event.kind == EventKind.CANCELED:
-            self._orders.pop(event.order_id, None)
-        return event
 
     def _resolve_event(self, event: p.EventMessage) -> None:
         keys = [event.client_id]

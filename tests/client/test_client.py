@@ -97,9 +97,10 @@ def test_orders_fill_and_both_counterparties_see_it(use_uvloop):
             alice_fill = await _next_of(alice, EventKind.FILL)
             assert (bob_fill.liquidity, bob_fill.side, bob_fill.client_id, bob_fill.price, bob_fill.quantity) == (
                 p.Liquidity.TAKER, Side.BUY, 21, 100, 3)
-            # the wire leaves the maker's client order id 0; the client library fills it in
-            assert (alice_fill.liquidity, alice_fill.side, alice_fill.client_id, alice_fill.quantity) == (
-                p.Liquidity.MAKER, Side.SELL, 11, 3)
+            # contract 2: the wire gives each side its own client order id and open lots
+            assert (alice_fill.liquidity, alice_fill.side, alice_fill.client_id, alice_fill.quantity,
+                    alice_fill.leaves) == (p.Liquidity.MAKER, Side.SELL, 11, 3, 2)
+            assert bob_fill.leaves == 0
             assert alice_fill.trade_id == bob_fill.trade_id
             replaced = await alice.replace(11, price=102, quantity=1, timeout_s=5)
             assert replaced.event.kind == EventKind.REPLACED
@@ -112,6 +113,34 @@ def test_orders_fill_and_both_counterparties_see_it(use_uvloop):
             assert done.event.kind == EventKind.COMMAND_DONE
 
     venue_test(scenario, use_uvloop=use_uvloop)
+
+
+def test_gtd_stop_and_iceberg_orders_over_the_wire():
+    """Contract 2's order fields reach the engine from the client library."""
+    import time
+
+    from matchcore.core.codes import OrderType
+
+    async def scenario(venue: Venue):
+        await venue.market()
+        async with venue.client(ALICE) as alice, venue.client(BOB) as bob:
+            iceberg = await alice.new_order(INSTRUMENT, Side.SELL, price=100, quantity=9, display_quantity=2,
+                                            timeout_s=5)
+            gtd = await alice.new_order(INSTRUMENT, Side.SELL, price=105, quantity=1, time_in_force=TimeInForce.GTD,
+                                        expire_time_ns=time.time_ns() + 60 * 10**9, timeout_s=5)
+            stop = await bob.new_order(INSTRUMENT, Side.BUY, price=110, quantity=1, order_type=OrderType.STOP_LIMIT,
+                                       trigger_price=100, timeout_s=5)
+            assert iceberg.accepted and gtd.accepted and stop.accepted
+            assert venue.sink.engine.depth(INSTRUMENT, Side.SELL).tolist() == [[100, 2, 1], [105, 1, 1]]
+            await bob.new_order(INSTRUMENT, Side.BUY, price=100, quantity=1, time_in_force=TimeInForce.IOC,
+                                timeout_s=5)
+            triggered = await _next_of(bob, EventKind.TRIGGERED)
+            assert triggered.client_id == stop.event.client_id
+            bad = await alice.new_order(INSTRUMENT, Side.SELL, price=100, quantity=1, time_in_force=TimeInForce.GTD,
+                                        expire_time_ns=1, timeout_s=5)
+            assert bad.reason == RejectReason.INVALID_EXPIRE_TIME
+
+    venue_test(scenario, use_uvloop=True)
 
 
 async def _next_of(client: Client, kind: int) -> p.EventMessage:
