@@ -390,7 +390,32 @@ cdef class Engine:
                         _engine_expect(found_index == order_index, "resting order not indexed")
                         booked += 1
                         order_index = self.orders[order_index].next
-        _engine_expect(booked == self.live_orders(), "live count disagrees with the books")
+            # untriggered stops: live, indexed, off the book, on their list in order id order
+            previous_id = 0
+            order_index = instrument.stop_head
+            while order_index != MC_NONE:
+                _engine_expect(self.orders[order_index].order_type >= TYPE_STOP_MARKET, "a non-stop on the stops")
+                _engine_expect(self.orders[order_index].order_id > previous_id, "stops unsorted")
+                previous_id = self.orders[order_index].order_id
+                found_index = self.index_find(self.orders[order_index].account,
+                                              self.orders[order_index].client_id, &slot)
+                _engine_expect(found_index == order_index, "stop not indexed")
+                booked += 1
+                order_index = self.orders[order_index].next
+        _engine_expect(booked == self.live_orders(), "live count disagrees with the books and stops")
+        # the expiry heap: the GTD orders of the pool, each where it says, in heap order
+        cdef uint32_t gtd = 0
+        for position in range(<Py_ssize_t>self.expiry_count):
+            order_index = self.expiry_heap[position]
+            _engine_expect(self.orders[order_index].expiry_position == position, "expiry heap position")
+            _engine_expect(position == 0 or not self.expiry_before(
+                order_index, self.expiry_heap[(position - 1) // 2]), "expiry heap order")
+        for order_index in range(self.max_accounts):
+            found_index = self.accounts[order_index].order_head
+            while found_index != MC_NONE:
+                gtd += self.orders[found_index].expire_time_ns != 0
+                found_index = self.orders[found_index].account_next
+        _engine_expect(gtd == self.expiry_count, "expiry heap disagrees with the GTD orders")
         for order_index in range(self.max_accounts):
             previous_id = 0
             found_index = self.accounts[order_index].order_head
