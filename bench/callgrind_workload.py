@@ -122,10 +122,10 @@ def _codec_decode() -> dict:
     from matchcore.core.records import COMMAND_DTYPE
     from matchcore.protocol import _codec
     from matchcore.bench.codec_bench import ACCOUNT, order_entry_commands
-    from matchcore.protocol import DecodeStatus
+    from matchcore.protocol import DecodeStatus, NewOrder
 
     commands = order_entry_commands(CODEC_MESSAGES, seed=CODEC_SEED)
-    frames = bytearray(CODEC_MESSAGES * 64)
+    frames = bytearray(CODEC_MESSAGES * NewOrder.LAYOUT.itemsize)  # the largest order-entry frame
     count, written = _codec.encode_commands(commands, frames)
     if count != CODEC_MESSAGES:
         raise RuntimeError(f"encoded {count} of {CODEC_MESSAGES} messages")

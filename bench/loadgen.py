@@ -284,7 +284,7 @@ class _LoadClient:
         """The next BLOCK_COMMANDS commands, encoded: (frames, byte offset of each command
         and the end, NEW_ORDER index of each command or -1)."""
         commands, order_index = self.workload.chunk(BLOCK_COMMANDS)
-        out = bytearray(BLOCK_COMMANDS * 64)
+        out = bytearray(BLOCK_COMMANDS * p.NewOrder.LAYOUT.itemsize)  # the largest order-entry frame
         encoded, size = _codec.encode_commands(commands, out, 0)
         assert encoded == BLOCK_COMMANDS
         offsets = np.concatenate([[0], np.cumsum(_FRAME_SIZE_BY_KIND[commands["kind"]])])

@@ -11,7 +11,7 @@ import numpy as np
 
 from matchcore.core.records import COMMAND_DTYPE
 from matchcore.protocol import _codec
-from matchcore.protocol import DecodeStatus
+from matchcore.protocol import DecodeStatus, NewOrder
 from matchcore.bench.codec_bench import ACCOUNT, decode_run, order_entry_commands, run_codec_bench
 
 MESSAGES = 2_000_000 if os.environ.get("MATCHCORE_BENCH_FULL") == "1" else 20_000
@@ -28,7 +28,7 @@ def decode_all(stream: bytes) -> np.ndarray:
 
 def test_codec_decode(benchmark):
     commands = order_entry_commands(MESSAGES)
-    frames = bytearray(MESSAGES * 64)
+    frames = bytearray(MESSAGES * NewOrder.LAYOUT.itemsize)  # the largest order-entry frame
     count, written = _codec.encode_commands(commands, frames)
     assert count == MESSAGES
     stream = bytes(frames[:written])

@@ -135,6 +135,19 @@ class ServerProcess:
                 outcome = await admin.request(request, timeout_s=10)
                 assert outcome.accepted, (request, outcome)
 
+    async def journal_commands_from_clients(self) -> int:
+        """Journaled commands but the engine clock's CLOCK ticks (the server adds one after
+        each engine_clock_ms without other commands)."""
+        from matchcore.core.codes import CommandKind
+        from matchcore.persistence import AsyncJournal
+
+        journal = await AsyncJournal.connect(self.dsn)
+        try:
+            commands = await journal.commands()
+        finally:
+            await journal.close()
+        return int((commands["kind"] != CommandKind.CLOCK).sum())
+
     async def journal_last_seq(self) -> int:
         connection = await asyncpg.connect(self.dsn)
         try:

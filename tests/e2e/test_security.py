@@ -40,7 +40,7 @@ def test_bad_logins_are_refused_and_change_nothing(shared_server):
     server = shared_server
 
     async def scenario():
-        before = await server.journal_last_seq()
+        before = await server.journal_commands_from_clients()
         alice_key_id, alice_key = server.keys[ALICE]
         bob_key_id, _ = server.keys[BOB]
         # a key that is not the registered one for this key id
@@ -73,7 +73,7 @@ def test_bad_logins_are_refused_and_change_nothing(shared_server):
         answer = await _raw_login(server.port, lambda nonce: dataclasses.replace(captured["login"], nonce=nonce))
         assert answer == p.LoginRejected(SessionReason.AUTH_FAILED)  # BAD_SIGNATURE
         await asyncio.sleep(0.3)
-        assert await server.journal_last_seq() == before
+        assert await server.journal_commands_from_clients() == before
 
     run(scenario())
     assert server.alive()
@@ -83,7 +83,7 @@ def test_orders_for_another_account_and_admin_commands_are_refused(shared_server
     server = shared_server
 
     async def scenario():
-        before = await server.journal_last_seq()
+        before = await server.journal_commands_from_clients()
         async with server.client(ALICE) as alice:
             other = p.NewOrder(Side.BUY, 1, 1, 1, BOB, INSTRUMENT, alice.next_client_id(), 100, 1, 0, 0)
             outcome = await alice.request(other, timeout_s=10)
@@ -95,7 +95,7 @@ def test_orders_for_another_account_and_admin_commands_are_refused(shared_server
                 outcome = await alice.request(message, timeout_s=10)
                 assert outcome.reject is not None and outcome.reject.reason == SessionReason.NOT_AUTHORIZED
         await asyncio.sleep(0.3)
-        assert await server.journal_last_seq() == before
+        assert await server.journal_commands_from_clients() == before
 
     run(scenario())
 
