@@ -262,13 +262,9 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from matchcore.errors import MatchcoreError
+    from matchcore.errors import run_command
 
-    try:
-        return args.handler(args)
-    except MatchcoreError as error:  # typed and already explained: one line, no traceback
-        print(f"matchcore-bench {args.bench}: {error}", file=sys.stderr)
-        return 2
+    return run_command(f"matchcore-bench {args.bench}", args.handler, args)
 
 
 if __name__ == "__main__":

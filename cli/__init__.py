@@ -1,12 +1,11 @@
 """The ``matchcore`` command: the server (``serve``), its keys (``keys``), the admin commands
 (``admin``), replay, exports, backups, the embedded database on its own (``database``). One module per subcommand registers its arguments and
 holds its handler; nothing heavy is imported until a handler runs. The benchmarks and the
-demo are a command of their own, ``matchcore-bench`` (``matchcore.bench.cli``): production
-code imports no benchmark code."""
+demo are a command of their own, ``matchcore-bench`` (bench/cli.py), which this package
+never loads."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from matchcore.cli import admin, backup, database_server, journal, keys, serve
 
@@ -23,10 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from matchcore.errors import MatchcoreError
+    from matchcore.errors import run_command
 
-    try:
-        return args.handler(args)
-    except MatchcoreError as error:  # typed and already explained: one line, no traceback
-        print(f"matchcore {args.command}: {error}", file=sys.stderr)
-        return 2
+    return run_command(f"matchcore {args.command}", args.handler, args)

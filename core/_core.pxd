@@ -133,6 +133,8 @@ cdef class Engine:
     cdef inline void account_append(self, uint32_t order_index) noexcept nogil
     cdef inline void account_unlink(self, const Order* order) noexcept nogil
     cdef void forget_order(self, uint32_t order_index, uint32_t index_position) noexcept nogil
+    cdef inline void drop_order(self, uint32_t order_index, const Instrument* instrument,
+                         uint16_t reason) noexcept nogil
     # GTD expiry
     cdef inline bint expiry_before(self, uint32_t a, uint32_t b) noexcept nogil
     cdef inline void expiry_place(self, uint32_t position, uint32_t order_index) noexcept nogil
@@ -163,6 +165,7 @@ cdef class Engine:
     cdef inline bint stop_triggered(self, const Instrument* instrument, uint8_t side,
                                     int64_t trigger_price) noexcept nogil
     cdef void store_stop(self, const Order* taker, Instrument* instrument) noexcept nogil
+    cdef void stop_append(self, uint32_t order_index, Instrument* instrument) noexcept nogil
     cdef void stop_unlink(self, uint32_t order_index, Instrument* instrument) noexcept nogil
     cdef void trigger_stops(self, Instrument* instrument) noexcept nogil
     cdef void enter_triggered(self, uint32_t order_index, Instrument* instrument) noexcept nogil
@@ -184,6 +187,7 @@ cdef class Engine:
     cdef size_t state_word_count(self) noexcept nogil
     cdef write_state(self, WordSink* sink)
     cdef void write_instrument(self, WordSink* sink, uint32_t instrument_id) noexcept nogil
+    cdef void write_order_words(self, WordSink* sink, const Order* order) noexcept nogil
     # restore
     cdef load(self, const int64_t[::1] words, Py_ssize_t start)
     cdef load_assets(self, _EngineCursor cursor)

@@ -811,9 +811,7 @@ cdef class Engine:
                 while order_index != MC_NONE:
                     order = &self.orders[order_index]
                     next_index = order.next
-                    self.emit_canceled(order, C_HALT)
-                    self.release(order, instrument, order.hold)
-                    self.forget_order(order_index, MC_NONE)
+                    self.drop_order(order_index, instrument, C_HALT)
                     canceled += 1
                     order_index = next_index
             instrument.level_count[side_index] = 0
@@ -821,9 +819,7 @@ cdef class Engine:
         while order_index != MC_NONE:
             order = &self.orders[order_index]
             next_index = order.next
-            self.emit_canceled(order, C_HALT)
-            self.release(order, instrument, order.hold)
-            self.forget_order(order_index, MC_NONE)
+            self.drop_order(order_index, instrument, C_HALT)
             canceled += 1
             order_index = next_index
         instrument.stop_head = MC_NONE
@@ -1192,6 +1188,17 @@ cdef class Engine:
         self.release(order, instrument, order.hold)
         self.forget_order(order_index, index_position)
 
+    cdef inline void drop_order(self, uint32_t order_index, const Instrument* instrument,
+                         uint16_t reason) noexcept nogil:
+        """An order in the pool and off the book (or its book about to be cleared) ends: its
+        CANCELED event when ``reason`` is not 0 (a filled order has none), all it holds
+        released, forgotten."""
+        cdef Order* order = &self.orders[order_index]
+        if reason:
+            self.emit_canceled(order, reason)
+        self.release(order, instrument, order.hold)
+        self.forget_order(order_index, MC_NONE)
+
     # ------------------------------------------------------------------ new order
 
     cdef uint16_t validate_new_order(self, const Command* c) noexcept nogil:
@@ -1356,13 +1363,8 @@ cdef class Engine:
         cdef uint16_t end_reason = self.match(order, instrument, 0)
         if end_reason == 0 and order.leaves > 0 and not rests:
             end_reason = C_IOC_REMAINDER
-        if end_reason:
-            self.emit_canceled(order, end_reason)
-            self.release(order, instrument, order.hold)
-            self.forget_order(order_index, MC_NONE)
-        elif order.leaves == 0:
-            self.release(order, instrument, order.hold)
-            self.forget_order(order_index, MC_NONE)
+        if end_reason or order.leaves == 0:
+            self.drop_order(order_index, instrument, end_reason)
         else:
             self.rest(order_index, instrument)
 
@@ -1385,6 +1387,10 @@ cdef class Engine:
         self.account_append(order_index)
         if taker.expire_time_ns:
             self.expiry_push(order_index)
+        self.stop_append(order_index, instrument)
+
+    cdef void stop_append(self, uint32_t order_index, Instrument* instrument) noexcept nogil:
+        """At the tail of the instrument's stops: their order is ascending order id."""
         cdef Order* order = &self.orders[order_index]
         order.prev = instrument.stop_tail
         order.next = MC_NONE
@@ -1447,9 +1453,7 @@ cdef class Engine:
         if reason == 0 and order.time_in_force == TIF_FOK and not self.fok_fillable(order, instrument, 0):
             reason = C_FOK_UNFILLED
         if reason:
-            self.emit_canceled(order, reason)
-            self.release(order, instrument, order.hold)
-            self.forget_order(order_index, MC_NONE)
+            self.drop_order(order_index, instrument, reason)
             return
         self.take(order_index, instrument, rests)
 
@@ -1553,8 +1557,7 @@ cdef class Engine:
                     instrument.level_count[opposite] = count - 1
                 else:
                     self.orders[level.head].prev = MC_NONE
-                self.release(maker, instrument, maker.hold)
-                self.forget_order(maker_index, MC_NONE)
+                self.drop_order(maker_index, instrument, 0)
             elif maker.aux and maker.visible == 0:
                 # the peak is gone: refill it and go to the back of the level (new priority)
                 maker.visible = <uint32_t>min(maker.aux, maker.leaves)
@@ -1832,15 +1835,7 @@ cdef class Engine:
                 order_index = level.head
                 while order_index != MC_NONE:
                     order = &self.orders[order_index]
-                    sink_put(sink, order.order_id)
-                    sink_put(sink, order.account)
-                    sink_put(sink, order.client_id)
-                    sink_put(sink, <uint64_t>order.leaves)
-                    sink_put(sink, <uint64_t>order.hold)
-                    sink_put(sink, order.fee_cap_bps)
-                    sink_put(sink, order.stp_mode)
-                    sink_put(sink, order.flags)
-                    sink_put(sink, <uint64_t>order.expire_time_ns)
+                    self.write_order_words(sink, order)
                     sink_put(sink, <uint64_t>order.aux)       # the display quantity
                     sink_put(sink, order.visible)
                     order_index = order.next
@@ -1848,15 +1843,7 @@ cdef class Engine:
         order_index = instrument.stop_head
         while order_index != MC_NONE:
             order = &self.orders[order_index]
-            sink_put(sink, order.order_id)
-            sink_put(sink, order.account)
-            sink_put(sink, order.client_id)
-            sink_put(sink, <uint64_t>order.leaves)
-            sink_put(sink, <uint64_t>order.hold)
-            sink_put(sink, order.fee_cap_bps)
-            sink_put(sink, order.stp_mode)
-            sink_put(sink, order.flags)
-            sink_put(sink, <uint64_t>order.expire_time_ns)
+            self.write_order_words(sink, order)
             sink_put(sink, 0)                          # a stop shows no display
             sink_put(sink, 0)
             sink_put(sink, order.side)
@@ -1865,6 +1852,18 @@ cdef class Engine:
             sink_put(sink, <uint64_t>order.price)
             sink_put(sink, <uint64_t>order.aux)           # the trigger price
             order_index = order.next
+
+    cdef void write_order_words(self, WordSink* sink, const Order* order) noexcept nogil:
+        """The nine words every order has in the snapshot (load_order reads them)."""
+        sink_put(sink, order.order_id)
+        sink_put(sink, order.account)
+        sink_put(sink, order.client_id)
+        sink_put(sink, <uint64_t>order.leaves)
+        sink_put(sink, <uint64_t>order.hold)
+        sink_put(sink, order.fee_cap_bps)
+        sink_put(sink, order.stp_mode)
+        sink_put(sink, order.flags)
+        sink_put(sink, <uint64_t>order.expire_time_ns)
 
     # ------------------------------------------------------------------ restore
 
@@ -2143,14 +2142,7 @@ cdef class Engine:
             if limit_hold_needed(order.side, price, order.leaves, instrument.lot_size,
                                  order.fee_cap_bps, &needed) or needed != order.hold:
                 raise _EngineSnapshotError(f"stop {order.order_id} holds {order.hold}, not what it needs")
-            order.prev = instrument.stop_tail
-            order.next = MC_NONE
-            if instrument.stop_tail != MC_NONE:
-                self.orders[instrument.stop_tail].next = order_index
-            else:
-                instrument.stop_head = order_index
-            instrument.stop_tail = order_index
-            instrument.stop_count += 1
+            self.stop_append(order_index, instrument)
 
     cdef load_account_lists(self):
         """Per-account order lists in ascending order id (mass cancel order); ids unique."""

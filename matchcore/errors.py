@@ -25,7 +25,10 @@ the core included, may import it.
 """
 from __future__ import annotations
 
-__all__ = ["MatchcoreError", "ConfigError"]
+import sys
+from typing import Any, Callable
+
+__all__ = ["MatchcoreError", "ConfigError", "run_command"]
 
 
 class MatchcoreError(Exception):
@@ -34,3 +37,14 @@ class MatchcoreError(Exception):
 
 class ConfigError(MatchcoreError, ValueError):
     """A configuration value is missing, unknown or out of range (engine or server)."""
+
+
+def run_command(name: str, handler: Callable[[Any], int], args: Any) -> int:
+    """Run a command-line handler: its exit status, or 2 with one line on stderr for a
+    MatchcoreError (typed and already explained: no traceback). Both ``matchcore`` and
+    ``matchcore-bench`` run their subcommands through it."""
+    try:
+        return handler(args)
+    except MatchcoreError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 2

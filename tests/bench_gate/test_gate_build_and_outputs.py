@@ -1,22 +1,11 @@
 """The gate refuses a stale build, reports the wall-clock ratio without a verdict, and names the functions that moved in a kept callgrind output (ci/gate.py, without running valgrind)."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def gate():
-    spec = importlib.util.spec_from_file_location("matchcore_ci_gate_build", ROOT / "ci" / "gate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_speed_ratio_is_reported_without_a_verdict(gate):

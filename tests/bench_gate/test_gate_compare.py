@@ -3,20 +3,11 @@ improvements do not, a figure the baseline has but the run lacks fails, and upda
 baseline keeps its thresholds (ci/gate.py, without running valgrind)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def gate():
-    spec = importlib.util.spec_from_file_location("matchcore_ci_gate", ROOT / "ci" / "gate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def baseline(**figures):
