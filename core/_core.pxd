@@ -11,10 +11,10 @@ cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 from engine cimport (
-    Account, Asset, Balance, EventBuffer, IndexSlot, Instrument, Level, Order, WordSink,
+    Account, Asset, Balance, BookTouch, EventBuffer, IndexSlot, Instrument, Level, Order, WordSink,
 )
 from pipeline cimport CoreControl
-from records cimport Command, Event
+from records cimport BookChange, Command, Event
 from ring cimport RecordRing, TransferSide
 
 
@@ -70,6 +70,17 @@ cdef class Engine:
     cdef bint out_of_memory            # the current command lost an event
     cdef bint broken                   # a command lost events: the engine refuses more
     cdef bint applying                 # apply() runs (without the GIL): no second one
+    # book changes (enable_book_changes: a replica's market data; off in the live core)
+    cdef bint book_changes_on
+    cdef uint32_t book_mark            # this command's mark (Level.book_mark), from 1
+    cdef BookTouch* touched            # levels the current command changed, first change first
+    cdef size_t touched_count
+    cdef size_t touched_capacity
+    cdef bint status_changed           # the current command changed an instrument's status
+    cdef uint32_t status_instrument
+    cdef BookChange* changes           # recorded since the last take_book_changes()
+    cdef size_t change_count
+    cdef size_t change_capacity
 
     # construction
     cdef _allocate(self, bint prefault)
@@ -85,6 +96,14 @@ cdef class Engine:
     cdef inline uint32_t indexed_order(self, const Command* command) noexcept nogil
     cdef void prefetch_order(self, const Command* command) noexcept nogil
     cdef void prefetch_neighbours(self, const Command* command) noexcept nogil
+    # book changes
+    cdef void book_marks_reset(self) noexcept nogil
+    cdef void book_touch(self, const Instrument* instrument, int side_index,
+                         Level* level) noexcept nogil
+    cdef BookChange* book_change_push(self, uint8_t kind, uint32_t instrument_id) noexcept nogil
+    cdef void book_finish(self, const Command* command) noexcept nogil
+    cdef void book_top(self, uint32_t instrument_id) noexcept nogil
+    cdef void book_status(self, uint32_t instrument_id) noexcept nogil
     # events
     cdef Event* emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
                      uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,

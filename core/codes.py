@@ -13,6 +13,7 @@ from enum import IntEnum
 __all__ = [
     "CONTRACT_VERSION",
     "ALL_INSTRUMENTS",
+    "BookChangeKind",
     "CancelReason",
     "CommandKind",
     "EventKind",
@@ -73,6 +74,17 @@ class EventKind(IntEnum):
     #: contract 2: a stop order's trigger price was reached: it now enters as a market
     #: (STOP_MARKET) or limit (STOP_LIMIT) order; its fills and end follow
     TRIGGERED = 72
+
+
+class BookChangeKind(IntEnum):
+    """Kinds of ``BOOK_CHANGE_DTYPE`` records (what a replica engine records for market data)."""
+
+    #: a price level's shown quantity or order count changed (0 lots: the level is gone)
+    LEVEL = 1
+    #: the best bid and offer after a command that changed any level of the instrument
+    TOP = 2
+    #: the instrument's state, band or fees after an admin command changed them
+    STATUS = 3
 
 
 class Side(IntEnum):

@@ -12,7 +12,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 
-from records cimport SIDE_SELL, Command, Event
+from records cimport SIDE_SELL, BookChange, Command, Event
 
 cdef extern from "checked.h" nogil:
     uint32_t MC_NONE
@@ -77,11 +77,26 @@ ctypedef struct Order:
     uint8_t time_in_force    # TimeInForce
 
 
-# One price level of one side of a book: a FIFO of orders in time priority. 16 bytes.
+# One price level of one side of a book: a FIFO of orders in time priority. 32 bytes.
 ctypedef struct Level:
     int64_t price            # ticks
+    int64_t quantity         # lots shown: the open lots of its orders, an iceberg's peak only
     uint32_t head            # oldest order (first to match)
     uint32_t tail            # newest order
+    uint32_t order_count     # orders on the level
+    uint32_t book_mark       # book changes on: the command that last recorded this level's
+                             # state before it changed (Engine.book_mark); not state
+
+
+# Book changes on (a replica's market data): a level about to change in the current command,
+# with its state before the command's first change of it.
+ctypedef struct BookTouch:
+    int64_t price
+    int64_t quantity_before
+    uint32_t instrument_id
+    uint32_t order_count_before
+    uint32_t side_index
+    uint32_t reserved
 
 
 # Side index of the per-side arrays: 0 bids, 1 asks (= side - 1; the opposite is 2 - side).
@@ -216,6 +231,11 @@ cdef inline void sink_put(WordSink* sink, uint64_t word) noexcept nogil:
 cdef inline int64_t level_key(int side_index, int64_t price) noexcept nogil:
     """Rank of a price on one side: larger is better (bids: higher price, asks: lower)."""
     return price if side_index == 0 else -price
+
+
+cdef inline int64_t order_shown(const Order* order) noexcept nogil:
+    """Lots a resting order shows on its level: an iceberg its peak, any other all it has."""
+    return order.visible if order.aux else order.leaves
 
 
 cdef inline uint32_t level_search(const Level* levels, uint32_t count, int side_index,

@@ -26,9 +26,9 @@ cdef extern from "malloc.h" nogil:
 
 from engine cimport (
     _SC_PAGESIZE, _SC_PHYS_PAGES, MADV_HUGEPAGE, MC_HUGE_PAGE_BYTES, MC_NONE, Account, Asset,
-    Balance, EventBuffer, IndexSlot, Instrument, Level, Order, WordSink,
+    Balance, BookTouch, EventBuffer, IndexSlot, Instrument, Level, Order, WordSink,
     buy_hold_needed, event_buffer_free, event_buffer_init, event_buffer_push, level_key,
-    level_search, limit_hold_needed, madvise, mc_add_overflow, mc_fee, mc_hash_word,
+    level_search, order_shown, limit_hold_needed, madvise, mc_add_overflow, mc_fee, mc_hash_word,
     mc_index_tag, mc_key_hash, mc_mul_overflow, mc_prefetch, sink_put, sysconf,
 )
 from atomics cimport MC_DEBUG_BUILD, mc_check
@@ -39,6 +39,7 @@ from matchcore.core.config import ConfigError as _EngineConfigError
 from matchcore.core.config import EngineConfig as _EngineConfig
 from matchcore.core.records import COMMAND_DTYPE as _ENGINE_COMMAND_DTYPE
 from matchcore.core.records import EVENT_DTYPE as _ENGINE_EVENT_DTYPE
+from matchcore.core.records import BOOK_CHANGE_DTYPE as _ENGINE_BOOK_CHANGE_DTYPE
 from matchcore.core.snapshot_format import CONFIG_FIELDS as _ENGINE_CONFIG_FIELDS
 from matchcore.core.snapshot_format import SnapshotError as _EngineSnapshotError
 from matchcore.core.snapshot_format import check_fits as _engine_check_fits
@@ -62,6 +63,8 @@ cdef enum:
     # sides would start a power of two apart, and the tops of all books would compete for
     # the same few sets of the L1 and L2 caches.
     ENGINE_LEVEL_PADDING = 4
+    # Level.book_mark wraps here (all marks are cleared then): a command count, not state
+    ENGINE_BOOK_MARK_MAX = 0x7FFFFFFF
 
 cdef uint64_t ENGINE_SNAPSHOT_MAGIC = 0x4D43534E41503031ULL   # snapshot_format.MAGIC
 cdef uint64_t ENGINE_SNAPSHOT_VERSION = 2                      # snapshot_format.FORMAT_VERSION
@@ -110,6 +113,22 @@ cdef int _engine_u64_order(const void* a, const void* b) noexcept nogil:
     cdef uint64_t x = (<const uint64_t*>a)[0]
     cdef uint64_t y = (<const uint64_t*>b)[0]
     return -1 if x < y else (1 if x > y else 0)
+
+
+cdef int _engine_touch_order(const void* a, const void* b) noexcept nogil:
+    """qsort order of BookTouch: instrument, bids before asks, best price first, then the
+    order they were touched in (``reserved``), so the first touch of a level comes first."""
+    cdef const BookTouch* x = <const BookTouch*>a
+    cdef const BookTouch* y = <const BookTouch*>b
+    if x.instrument_id != y.instrument_id:
+        return -1 if x.instrument_id < y.instrument_id else 1
+    if x.side_index != y.side_index:
+        return -1 if x.side_index < y.side_index else 1
+    cdef int64_t kx = level_key(x.side_index, x.price)
+    cdef int64_t ky = level_key(y.side_index, y.price)
+    if kx != ky:
+        return -1 if kx > ky else 1
+    return -1 if x.reserved < y.reserved else (1 if x.reserved > y.reserved else 0)
 
 
 cdef inline int _engine_expect(bint condition, str what) except -1:
@@ -232,6 +251,8 @@ cdef class Engine:
         free(self.balances)
         free(self.instruments)
         free(self.levels)
+        free(self.touched)
+        free(self.changes)
 
     # ================================================================== public API
 
@@ -314,23 +335,85 @@ cdef class Engine:
         out = _engine_np.zeros((shown, 3), dtype=_engine_np.int64)
         cdef int64_t[:, ::1] rows = out
         cdef Level* level
-        cdef uint32_t order_index
         cdef Py_ssize_t row
         for row in range(shown):
             level = &instrument.levels[side_index][level_count - 1 - row]
             rows[row, 0] = level.price
-            order_index = level.head
-            while order_index != MC_NONE:
-                # an iceberg shows only its visible part
-                rows[row, 1] += (self.orders[order_index].visible
-                                 if self.orders[order_index].aux   # resting: LIMIT
-                                 else self.orders[order_index].leaves)
-                rows[row, 2] += 1
-                order_index = self.orders[order_index].next
+            rows[row, 1] = level.quantity       # an iceberg counts its shown part only
+            rows[row, 2] = level.order_count
         return out
 
     def live_order_count(self) -> int:
         return self.live_orders()
+
+    def enable_book_changes(self) -> None:
+        """From now on record, after each command, the changes of the public books it made
+        (BOOK_CHANGE_DTYPE: levels, tops, statuses), for ``take_book_changes``. For a replica
+        that makes market data; the live core never turns it on (it costs a compare per
+        level change when off)."""
+        self.book_marks_reset()
+        self.book_changes_on = True
+        self.change_count = 0
+
+    def take_book_changes(self):
+        """The book changes recorded since the last call, in command order (then dropped)."""
+        out = _engine_np.empty(self.change_count, dtype=_ENGINE_BOOK_CHANGE_DTYPE)
+        cdef uint8_t[::1] raw
+        if self.change_count:
+            raw = out.view(_engine_np.uint8)
+            memcpy(&raw[0], self.changes, self.change_count * sizeof(BookChange))
+        self.change_count = 0
+        return out
+
+    def instrument_ids(self) -> list[int]:
+        """Ids of the instruments that exist, ascending."""
+        return [i for i in range(self.max_instruments) if self.instruments[i].exists]
+
+    def instrument(self, instrument_id) -> dict | None:
+        """Reference data and status of an instrument, or None when it does not exist."""
+        if not (0 <= instrument_id < self.max_instruments and self.instruments[instrument_id].exists):
+            return None
+        cdef Instrument* i = &self.instruments[instrument_id]
+        return {"instrument_id": instrument_id, "base_asset_id": i.base_asset,
+                "quote_asset_id": i.quote_asset, "tick_size": i.tick_size, "lot_size": i.lot_size,
+                "max_order_lots": i.max_order_lots, "band_min": i.band_min, "band_max": i.band_max,
+                "maker_bps": i.maker_bps, "taker_bps": i.taker_bps, "state": i.state,
+                "last_price": i.last_price}
+
+    def open_orders(self, account_id, after_order_id=0, limit=100) -> list[dict]:
+        """Live orders of an account with an order id above ``after_order_id``, ascending,
+        at most ``limit`` of them (a page; the next starts after the last one's id)."""
+        out = []
+        if not (0 <= account_id < self.max_accounts) or limit <= 0:
+            return out
+        cdef uint32_t order_index = self.accounts[account_id].order_head
+        cdef Order* order
+        while order_index != MC_NONE and len(out) < limit:
+            order = &self.orders[order_index]
+            order_index = order.account_next
+            if order.order_id <= after_order_id:
+                continue
+            stop = order.order_type >= TYPE_STOP_MARKET
+            out.append({"order_id": order.order_id, "client_id": order.client_id,
+                        "instrument_id": order.instrument, "side": order.side,
+                        "order_type": order.order_type, "time_in_force": order.time_in_force,
+                        "price": order.price, "leaves": order.leaves,
+                        "shown": 0 if stop else order_shown(order),
+                        "display_quantity": 0 if stop else order.aux,
+                        "trigger_price": order.aux if stop else 0,
+                        "expire_time_ns": order.expire_time_ns, "hold": order.hold})
+        return out
+
+    def last_transfer(self, account_id) -> dict | None:
+        """The account's last transfer and its outcome, or None before its first."""
+        if not (0 <= account_id < self.max_accounts and self.accounts[account_id].exists):
+            return None
+        cdef Account* a = &self.accounts[account_id]
+        if a.transfer_kind == 0:
+            return None
+        return {"transfer_id": a.last_transfer_id, "kind": a.transfer_kind,
+                "asset_id": a.transfer_asset, "amount": a.transfer_amount,
+                "event_kind": a.transfer_event_kind, "reason": a.transfer_reason}
 
     def totals(self, asset_id) -> tuple[int, int]:
         """(deposited, withdrawn) in minor units over the engine's life."""
@@ -373,6 +456,8 @@ cdef class Engine:
         cdef uint64_t booked = 0
         cdef uint64_t listed = 0
         cdef uint64_t previous_id
+        cdef int64_t shown
+        cdef uint32_t on_level
         for instrument_id in range(self.max_instruments):
             instrument = &self.instruments[instrument_id]
             if not instrument.exists:
@@ -381,8 +466,12 @@ cdef class Engine:
                 for position in range(instrument.level_count[side_index]):
                     level = &instrument.levels[side_index][position]
                     _engine_expect(level.head != MC_NONE, "empty level")
+                    shown = 0
+                    on_level = 0
                     order_index = level.head
                     while order_index != MC_NONE:
+                        shown += order_shown(&self.orders[order_index])
+                        on_level += 1
                         _engine_expect(self.orders[order_index].price == level.price, "order off its level")
                         _engine_expect(self.orders[order_index].side == side_index + 1, "order on wrong side")
                         found_index = self.index_find(self.orders[order_index].account,
@@ -390,6 +479,8 @@ cdef class Engine:
                         _engine_expect(found_index == order_index, "resting order not indexed")
                         booked += 1
                         order_index = self.orders[order_index].next
+                    _engine_expect(level.quantity == shown, "level quantity is not its orders' shown lots")
+                    _engine_expect(level.order_count == on_level, "level order count")
             # untriggered stops: live, indexed, off the book, on their list in order id order
             previous_id = 0
             order_index = instrument.stop_head
@@ -511,6 +602,8 @@ cdef class Engine:
             self.done(command, command.instrument_id, command.quantity)
         else:
             self.reject(command, R_UNKNOWN_COMMAND)
+        if self.book_changes_on:
+            self.book_finish(command)
         self.command = NULL
         self.out = NULL
         if self.out_of_memory:
@@ -611,6 +704,143 @@ cdef class Engine:
             mc_prefetch(&self.orders[order.next])
             mc_prefetch(&self.orders[order.account_prev])
             mc_prefetch(&self.orders[order.account_next])
+
+    # ------------------------------------------------------------------ book changes
+
+    cdef void book_marks_reset(self) noexcept nogil:
+        """Every level unmarked, the next mark 1 (at start, and when the mark wraps)."""
+        cdef uint32_t instrument_id, position
+        cdef int side_index
+        for instrument_id in range(self.max_instruments):
+            for side_index in range(2):
+                for position in range(self.instruments[instrument_id].level_count[side_index]):
+                    self.instruments[instrument_id].levels[side_index][position].book_mark = 0
+        self.book_mark = 1
+
+    cdef void book_touch(self, const Instrument* instrument, int side_index,
+                         Level* level) noexcept nogil:
+        """Book changes on: remember a level's state before the current command first
+        changes it. Off: one compare."""
+        if not self.book_changes_on or level.book_mark == self.book_mark:
+            return
+        cdef BookTouch* grown
+        cdef size_t capacity
+        if self.touched_count == self.touched_capacity:
+            capacity = self.touched_capacity * 2 if self.touched_capacity else 64
+            grown = <BookTouch*>realloc(self.touched, capacity * sizeof(BookTouch))
+            if grown == NULL:
+                self.out_of_memory = True
+                return
+            self.touched = grown
+            self.touched_capacity = capacity
+        level.book_mark = self.book_mark
+        cdef BookTouch* touch = &self.touched[self.touched_count]
+        touch.price = level.price
+        touch.quantity_before = level.quantity
+        touch.order_count_before = level.order_count
+        touch.instrument_id = <uint32_t>(instrument - self.instruments)
+        touch.side_index = <uint32_t>side_index
+        touch.reserved = <uint32_t>self.touched_count     # touch order, for the sort
+        self.touched_count += 1
+
+    cdef BookChange* book_change_push(self, uint8_t kind, uint32_t instrument_id) noexcept nogil:
+        """A zeroed book change of the current command (NULL when memory is short)."""
+        cdef BookChange* grown
+        cdef size_t capacity
+        if self.change_count == self.change_capacity:
+            capacity = self.change_capacity * 2 if self.change_capacity else 1024
+            grown = <BookChange*>realloc(self.changes, capacity * sizeof(BookChange))
+            if grown == NULL:
+                self.out_of_memory = True
+                return NULL
+            self.changes = grown
+            self.change_capacity = capacity
+        cdef BookChange* change = &self.changes[self.change_count]
+        self.change_count += 1
+        memset(change, 0, sizeof(BookChange))
+        change.seq = self.command.seq
+        change.timestamp_ns = self.command.timestamp_ns
+        change.kind = kind
+        change.instrument_id = instrument_id
+        return change
+
+    cdef void book_finish(self, const Command* command) noexcept nogil:
+        """After a command: a LEVEL change per level whose shown lots or order count differ
+        from before the command (instrument, bids then asks, best first), the TOP of each
+        instrument with one, then the STATUS of an instrument an admin command changed."""
+        cdef size_t i
+        cdef BookTouch* touch
+        cdef Instrument* instrument
+        cdef Level* level
+        cdef BookChange* change
+        cdef bint found
+        cdef bint changed = False
+        cdef uint32_t position, order_count
+        cdef int64_t quantity
+        if self.touched_count:
+            if self.touched_count > 1:
+                qsort(self.touched, self.touched_count, sizeof(BookTouch), _engine_touch_order)
+            for i in range(self.touched_count):
+                touch = &self.touched[i]
+                if not (i > 0 and self.touched[i - 1].instrument_id == touch.instrument_id
+                        and self.touched[i - 1].side_index == touch.side_index
+                        and self.touched[i - 1].price == touch.price):
+                    instrument = &self.instruments[touch.instrument_id]
+                    position = level_search(instrument.levels[touch.side_index],
+                                            instrument.level_count[touch.side_index],
+                                            touch.side_index, touch.price, &found)
+                    quantity, order_count = 0, 0
+                    if found:
+                        level = &instrument.levels[touch.side_index][position]
+                        quantity, order_count = level.quantity, level.order_count
+                    if quantity != touch.quantity_before or order_count != touch.order_count_before:
+                        change = self.book_change_push(BOOK_LEVEL, touch.instrument_id)
+                        if change != NULL:
+                            change.side = <uint8_t>(touch.side_index + 1)
+                            change.price = touch.price
+                            change.quantity = quantity
+                            change.order_count = order_count
+                        changed = True
+                if changed and (i + 1 == self.touched_count
+                                or self.touched[i + 1].instrument_id != touch.instrument_id):
+                    self.book_top(touch.instrument_id)
+                    changed = False
+            self.touched_count = 0
+        cdef uint8_t kind = command.kind
+        if ((kind == CMD_ADD_INSTRUMENT or kind == CMD_SET_PRICE_BAND or kind == CMD_SET_FEES
+                or kind == CMD_HALT_INSTRUMENT or kind == CMD_RESUME_INSTRUMENT
+                or kind == CMD_PAUSE_INSTRUMENT)
+                and self.out.count and self.out.data[self.out.count - 1].kind == EV_COMMAND_DONE):
+            self.book_status(command.instrument_id)
+        self.book_mark += 1
+        if self.book_mark == ENGINE_BOOK_MARK_MAX:
+            self.book_marks_reset()
+
+    cdef void book_top(self, uint32_t instrument_id) noexcept nogil:
+        cdef Instrument* instrument = &self.instruments[instrument_id]
+        cdef BookChange* change = self.book_change_push(BOOK_TOP, instrument_id)
+        cdef uint32_t count
+        if change == NULL:
+            return
+        count = instrument.level_count[0]
+        if count:
+            change.price = instrument.levels[0][count - 1].price
+            change.quantity = instrument.levels[0][count - 1].quantity
+        count = instrument.level_count[1]
+        if count:
+            change.other_price = instrument.levels[1][count - 1].price
+            change.other_quantity = instrument.levels[1][count - 1].quantity
+
+    cdef void book_status(self, uint32_t instrument_id) noexcept nogil:
+        cdef Instrument* instrument = &self.instruments[instrument_id]
+        cdef BookChange* change = self.book_change_push(BOOK_STATUS, instrument_id)
+        if change == NULL:
+            return
+        change.state = instrument.state
+        change.price = instrument.band_min
+        change.quantity = instrument.band_max
+        change.other_price = instrument.maker_bps
+        change.other_quantity = instrument.taker_bps
 
     # ------------------------------------------------------------------ events
 
@@ -807,6 +1037,7 @@ cdef class Engine:
             position = instrument.level_count[side_index]
             while position > 0:
                 position -= 1
+                self.book_touch(instrument, side_index, &instrument.levels[side_index][position])
                 order_index = instrument.levels[side_index][position].head
                 while order_index != MC_NONE:
                     order = &self.orders[order_index]
@@ -1113,8 +1344,11 @@ cdef class Engine:
         if position < count:
             memmove(&levels[position + 1], &levels[position], (count - position) * sizeof(Level))
         levels[position].price = price
+        levels[position].quantity = 0      # rest_at adds the order
         levels[position].head = order_index
         levels[position].tail = order_index
+        levels[position].order_count = 0
+        levels[position].book_mark = 0
         instrument.level_count[side_index] = count + 1
 
     cdef inline void level_remove(self, Instrument* instrument, int side_index,
@@ -1145,12 +1379,17 @@ cdef class Engine:
             order.visible = <uint32_t>min(order.aux, order.leaves)
         if found:
             level = &instrument.levels[side_index][position]
+            self.book_touch(instrument, side_index, level)
             order.prev = level.tail
             self.orders[level.tail].next = order_index
             level.tail = order_index
         else:
             order.prev = MC_NONE
             self.level_insert(instrument, side_index, position, order.price, order_index)
+            level = &instrument.levels[side_index][position]
+            self.book_touch(instrument, side_index, level)
+        level.quantity += order_shown(order)
+        level.order_count += 1
 
     cdef void unlink(self, uint32_t order_index, Instrument* instrument) noexcept nogil:
         """Take a resting order off its level (and the level off the book when empty), or an
@@ -1167,6 +1406,9 @@ cdef class Engine:
         # always on (cheap: the search computed found anyway)
         mc_check(found, "resting order not found on its level")
         cdef Level* level = &instrument.levels[side_index][position]
+        self.book_touch(instrument, side_index, level)
+        level.quantity -= order_shown(order)
+        level.order_count -= 1
         if order.prev != MC_NONE:
             self.orders[order.prev].next = order.next
         else:
@@ -1530,7 +1772,10 @@ cdef class Engine:
                     return C_SELF_TRADE
                 if taker.stp_mode == STP_DECREMENT:
                     if taker.leaves < maker.leaves:     # the taker is the smaller: canceled
+                        self.book_touch(instrument, opposite, level)
+                        level.quantity -= order_shown(maker)
                         self.decrement(maker, instrument, taker.leaves)
+                        level.quantity += order_shown(maker)
                         return C_SELF_TRADE
                     quantity = maker.leaves
                     self.cancel_resting(maker_index, MC_NONE, C_SELF_TRADE)
@@ -1549,9 +1794,12 @@ cdef class Engine:
                 if quantity == 0:
                     return C_MARKET_PROTECTION
                 spent += quantity * price
+            self.book_touch(instrument, opposite, level)
             self.fill(taker, maker, instrument, price, quantity)
+            level.quantity -= quantity
             if maker.leaves == 0:
                 # the maker heads the best level: pop it without a search
+                level.order_count -= 1
                 level.head = maker.next
                 if level.head == MC_NONE:
                     instrument.level_count[opposite] = count - 1
@@ -1561,6 +1809,7 @@ cdef class Engine:
             elif maker.aux and maker.visible == 0:
                 # the peak is gone: refill it and go to the back of the level (new priority)
                 maker.visible = <uint32_t>min(maker.aux, maker.leaves)
+                level.quantity += maker.visible
                 if maker.next != MC_NONE:
                     level.head = maker.next
                     self.orders[level.head].prev = MC_NONE
@@ -1731,10 +1980,19 @@ cdef class Engine:
         order.hold = needed
         self.emit(EV_REPLACED, order.side, 0, order.instrument, order.account, 0, order.order_id,
                   order.client_id, 0, 0, c.price, c.quantity, 0, 0)
+        cdef Level* level
+        cdef uint32_t position
         if keeps_priority:
+            position = level_search(instrument.levels[side_index], instrument.level_count[side_index],
+                                    side_index, order.price, &found)
+            mc_check(found, "resting order not found on its level")
+            level = &instrument.levels[side_index][position]
+            self.book_touch(instrument, side_index, level)
+            level.quantity -= order_shown(order)
             order.leaves = c.quantity
             if order.visible > order.leaves:
                 order.visible = <uint32_t>order.leaves
+            level.quantity += order_shown(order)
             return
         self.unlink(order_index, instrument)
         order.price = c.price
@@ -2023,8 +2281,11 @@ cdef class Engine:
                 raise _EngineSnapshotError(f"instrument {instrument_id}: bad order count {order_count}")
             level = &levels[level_count - 1 - level_number]
             level.price = price
+            level.quantity = 0
             level.head = MC_NONE
             level.tail = MC_NONE
+            level.order_count = 0
+            level.book_mark = 0
             instrument.level_count[side_index] += 1
             for _ in range(order_count):
                 order_index = self.load_order(cursor, instrument, instrument_id, side_index + 1,
@@ -2036,6 +2297,8 @@ cdef class Engine:
                 else:
                     level.head = order_index
                 level.tail = order_index
+                level.quantity += order_shown(&self.orders[order_index])
+                level.order_count += 1
 
     cdef uint32_t load_order(self, _EngineCursor cursor, Instrument* instrument,
                              uint32_t instrument_id, uint8_t side, int64_t price,

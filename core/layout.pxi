@@ -29,8 +29,19 @@ def record_layout():
         "counter_client_id": <char*>&e.counter_client_id - eb, "leaves": <char*>&e.leaves - eb,
         "counter_leaves": <char*>&e.counter_leaves - eb, "reserved": <char*>&e.reserved - eb,
     }
+    cdef BookChange b
+    cdef char* bb = <char*>&b
+    book_change = {
+        "seq": <char*>&b.seq - bb, "timestamp_ns": <char*>&b.timestamp_ns - bb,
+        "kind": <char*>&b.kind - bb, "side": <char*>&b.side - bb, "state": <char*>&b.state - bb,
+        "reserved_19": <char*>&b.reserved_19 - bb, "instrument_id": <char*>&b.instrument_id - bb,
+        "order_count": <char*>&b.order_count - bb, "reserved_28": <char*>&b.reserved_28 - bb,
+        "price": <char*>&b.price - bb, "quantity": <char*>&b.quantity - bb,
+        "other_price": <char*>&b.other_price - bb, "other_quantity": <char*>&b.other_quantity - bb,
+    }
     return {"command_size": sizeof(Command), "event_size": sizeof(Event),
-            "command": command, "event": event}
+            "book_change_size": sizeof(BookChange),
+            "command": command, "event": event, "book_change": book_change}
 
 
 def c_codes():
@@ -54,6 +65,7 @@ def c_codes():
         "StpMode": {"CANCEL_TAKER": STP_CANCEL_TAKER, "CANCEL_MAKER": STP_CANCEL_MAKER,
             "CANCEL_BOTH": STP_CANCEL_BOTH, "DECREMENT": STP_DECREMENT},
         "Flags": {"POST_ONLY": FLAG_POST_ONLY},
+        "BookChangeKind": {"LEVEL": BOOK_LEVEL, "TOP": BOOK_TOP, "STATUS": BOOK_STATUS},
         "RejectReason": {
             "UNKNOWN_COMMAND": R_UNKNOWN_COMMAND, "INVALID_SIDE": R_INVALID_SIDE,
             "INVALID_ORDER_TYPE": R_INVALID_ORDER_TYPE,

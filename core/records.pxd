@@ -64,6 +64,34 @@ ctypedef struct Event:
     int64_t counter_leaves   # fill: the maker's open lots after this fill
     uint64_t reserved        # always 0 (room for the next contract)
 
+# A change of an instrument's public book, 64 bytes: what a replica Engine with
+# enable_book_changes() records after each command, for the market data feed. Not part of
+# the journal: a pure function of the commands, so a replay makes the same ones.
+#   LEVEL:  side, price = the level's price, quantity = its new shown lots (0: gone),
+#           order_count = orders on it
+#   TOP:    price/quantity = best bid, other_price/other_quantity = best ask (0/0: side empty)
+#   STATUS: state (InstrumentState), price = band min, quantity = band max,
+#           other_price = maker bps, other_quantity = taker bps
+ctypedef struct BookChange:
+    uint64_t seq             # the command's seq
+    int64_t timestamp_ns     # the command's stamp
+    uint8_t kind             # BookChangeKind
+    uint8_t side             # LEVEL: Side
+    uint8_t state            # STATUS: InstrumentState
+    uint8_t reserved_19
+    uint32_t instrument_id
+    uint32_t order_count     # LEVEL: orders on the level after the command
+    uint32_t reserved_28
+    int64_t price
+    int64_t quantity
+    int64_t other_price
+    int64_t other_quantity
+
+cdef enum BookChangeKind:
+    BOOK_LEVEL = 1
+    BOOK_TOP = 2
+    BOOK_STATUS = 3
+
 cdef enum CommandKind:
     CMD_ADD_ASSET = 1
     CMD_ADD_ACCOUNT = 2

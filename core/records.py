@@ -7,7 +7,7 @@ kinds (64-127), so one byte tells the records of a mixed stream apart.
 """
 import numpy as np
 
-__all__ = ["COMMAND_DTYPE", "EVENT_DTYPE", "COMMAND_SIZE", "EVENT_SIZE", "KIND_OFFSET"]
+__all__ = ["COMMAND_DTYPE", "EVENT_DTYPE", "BOOK_CHANGE_DTYPE", "COMMAND_SIZE", "EVENT_SIZE", "KIND_OFFSET"]
 
 KIND_OFFSET = 16
 
@@ -60,7 +60,28 @@ EVENT_DTYPE = np.dtype(
     ]
 )
 
+#: What a replica engine with ``enable_book_changes()`` records per command for market data
+#: (records.pxd ``BookChange`` documents each kind's fields). Not journaled: derived.
+BOOK_CHANGE_DTYPE = np.dtype(
+    [
+        ("seq", "<u8"),
+        ("timestamp_ns", "<i8"),
+        ("kind", "u1"),
+        ("side", "u1"),
+        ("state", "u1"),
+        ("reserved_19", "u1"),
+        ("instrument_id", "<u4"),
+        ("order_count", "<u4"),
+        ("reserved_28", "<u4"),
+        ("price", "<i8"),
+        ("quantity", "<i8"),
+        ("other_price", "<i8"),
+        ("other_quantity", "<i8"),
+    ]
+)
+
 COMMAND_SIZE = COMMAND_DTYPE.itemsize
 EVENT_SIZE = EVENT_DTYPE.itemsize
 assert COMMAND_SIZE == 96, COMMAND_SIZE
 assert EVENT_SIZE == 128, EVENT_SIZE
+assert BOOK_CHANGE_DTYPE.itemsize == 64

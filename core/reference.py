@@ -17,6 +17,7 @@ import numpy as np
 from matchcore.core.codes import (
     ALL_INSTRUMENTS,
     BPS_DENOMINATOR,
+    BookChangeKind,
     CancelReason,
     CommandKind,
     EventKind,
@@ -29,13 +30,17 @@ from matchcore.core.codes import (
     TimeInForce,
 )
 from matchcore.core.config import EngineConfig
-from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
+from matchcore.core.records import BOOK_CHANGE_DTYPE, COMMAND_DTYPE, EVENT_DTYPE
 from matchcore.core.snapshot_format import SnapshotWriter, SnapshotReader, check_fits, hash_words
 
 __all__ = ["ReferenceEngine"]
 
 INT64_MAX = (1 << 63) - 1
 _NEVER = 1 << 63  # after every int64 time stamp
+#: admin commands whose COMMAND_DONE changes an instrument's public status
+_STATUS_COMMANDS = frozenset(int(k) for k in (
+    CommandKind.ADD_INSTRUMENT, CommandKind.SET_PRICE_BAND, CommandKind.SET_FEES,
+    CommandKind.HALT_INSTRUMENT, CommandKind.RESUME_INSTRUMENT, CommandKind.PAUSE_INSTRUMENT))
 DISPLAY_MAX = (1 << 31) - 1  # lots: an iceberg's largest peak
 #: Snapshot words are read as int64; the uint64 fields (client order ids, transfer ids) are
 #: masked back to their unsigned value on restore.
@@ -136,6 +141,8 @@ class ReferenceEngine:
         #: no GTD order expires before this (a lower bound, to skip the scan): not state
         self._expiry_bound = _NEVER
         self._add_account(self.config.fee_account_id)
+        #: book changes (enable_book_changes): None when off, else the records not taken yet
+        self._book_changes: list[tuple] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -145,7 +152,13 @@ class ReferenceEngine:
             raise TypeError("commands must be an array of COMMAND_DTYPE")
         self._events = []
         for record in commands:
-            self._apply_one(_Cmd(record))
+            cmd = _Cmd(record)
+            if self._book_changes is None:
+                self._apply_one(cmd)
+            else:
+                before = self._public_books()
+                self._apply_one(cmd)
+                self._record_book_changes(cmd, before)
         events = np.zeros(len(self._events), dtype=EVENT_DTYPE)
         for index, values in enumerate(self._events):
             events[index] = values
@@ -190,6 +203,91 @@ class ReferenceEngine:
 
     def live_order_count(self) -> int:
         return len(self.orders)
+
+    def enable_book_changes(self) -> None:
+        """Record, after each command from now on, the changes of the public books it made
+        (BOOK_CHANGE_DTYPE), for ``take_book_changes``. The reference finds them by comparing
+        every book before and after each command."""
+        self._book_changes = []
+
+    def take_book_changes(self) -> np.ndarray:
+        """The book changes recorded since the last call, in command order (then dropped)."""
+        rows = self._book_changes or []
+        out = np.zeros(len(rows), dtype=BOOK_CHANGE_DTYPE)
+        for index, values in enumerate(rows):
+            out[index] = values
+        if self._book_changes is not None:
+            self._book_changes = []
+        return out
+
+    def instrument_ids(self) -> list[int]:
+        return sorted(self.instruments)
+
+    def instrument(self, instrument_id: int) -> dict | None:
+        i = self.instruments.get(instrument_id)
+        if i is None:
+            return None
+        return {"instrument_id": instrument_id, "base_asset_id": i.base_asset,
+                "quote_asset_id": i.quote_asset, "tick_size": i.tick_size, "lot_size": i.lot_size,
+                "max_order_lots": i.max_order_lots, "band_min": i.band_min, "band_max": i.band_max,
+                "maker_bps": i.maker_bps, "taker_bps": i.taker_bps, "state": int(i.state),
+                "last_price": i.last_price}
+
+    def open_orders(self, account_id: int, after_order_id: int = 0, limit: int = 100) -> list[dict]:
+        mine = sorted((o for (a, _), o in self.orders.items() if a == account_id and o.order_id > after_order_id),
+                      key=lambda o: o.order_id)
+        out = []
+        for o in mine[:max(0, limit)]:
+            stop = o.order_type in (OrderType.STOP_MARKET, OrderType.STOP_LIMIT) and o.trigger_price != 0
+            shown = 0 if stop else (o.visible if o.display_quantity else o.leaves)
+            out.append({"order_id": o.order_id, "client_id": o.client_id, "instrument_id": o.instrument_id,
+                        "side": o.side, "order_type": int(o.order_type), "time_in_force": int(o.time_in_force),
+                        "price": o.price, "leaves": o.leaves, "shown": shown,
+                        "display_quantity": o.display_quantity, "trigger_price": o.trigger_price if stop else 0,
+                        "expire_time_ns": o.expire_time_ns, "hold": o.hold})
+        return out
+
+    def last_transfer(self, account_id: int) -> dict | None:
+        t = self.transfers.get(account_id)
+        if t is None:
+            return None
+        return {"transfer_id": t.transfer_id, "kind": int(t.kind), "asset_id": t.asset_id,
+                "amount": t.amount, "event_kind": int(t.event_kind), "reason": int(t.reason)}
+
+    def _public_books(self) -> dict:
+        """instrument id -> (bids, asks), each {price: (shown lots, order count)}."""
+        return {instrument_id: tuple({lv.price: (sum(o.visible if o.display_quantity else o.leaves
+                                                     for o in lv.orders), len(lv.orders))
+                                      for lv in book} for book in (i.bids, i.asks))
+                for instrument_id, i in self.instruments.items()}
+
+    def _record_book_changes(self, cmd, before: dict) -> None:
+        after = self._public_books()
+        out = self._book_changes
+        for instrument_id in sorted(after):
+            old_sides = before.get(instrument_id, ({}, {}))
+            changed = False
+            for side_index, (old, new) in enumerate(zip(old_sides, after[instrument_id])):
+                best_first = sorted(set(old) | set(new), reverse=side_index == 0)
+                for price in best_first:
+                    quantity, count = new.get(price, (0, 0))
+                    if (quantity, count) != old.get(price, (0, 0)):
+                        out.append((cmd.seq, cmd.timestamp_ns, BookChangeKind.LEVEL, side_index + 1, 0, 0,
+                                    instrument_id, count, 0, price, quantity, 0, 0))
+                        changed = True
+            if changed:
+                instrument = self.instruments[instrument_id]
+                bid = instrument.bids[0] if instrument.bids else None
+                ask = instrument.asks[0] if instrument.asks else None
+                shown = lambda lv: sum(o.visible if o.display_quantity else o.leaves for o in lv.orders)
+                out.append((cmd.seq, cmd.timestamp_ns, BookChangeKind.TOP, 0, 0, 0, instrument_id, 0, 0,
+                            bid.price if bid else 0, shown(bid) if bid else 0,
+                            ask.price if ask else 0, shown(ask) if ask else 0))
+        if (cmd.kind in _STATUS_COMMANDS and self._events
+                and self._events[-1][2] == EventKind.COMMAND_DONE and self._events[-1][0] == cmd.seq):
+            i = self.instruments[cmd.instrument_id]
+            out.append((cmd.seq, cmd.timestamp_ns, BookChangeKind.STATUS, 0, int(i.state), 0,
+                        cmd.instrument_id, 0, 0, i.band_min, i.band_max, i.maker_bps, i.taker_bps))
 
     def totals(self, asset_id: int) -> tuple[int, int]:
         """(deposited, withdrawn) in minor units over the engine's life."""

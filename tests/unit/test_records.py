@@ -2,7 +2,7 @@
 import numpy as np
 
 from matchcore.core import _core, codes
-from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE, KIND_OFFSET
+from matchcore.core.records import BOOK_CHANGE_DTYPE, COMMAND_DTYPE, EVENT_DTYPE, KIND_OFFSET
 
 
 def _assert_same_layout(dtype: np.dtype, size: int, offsets: dict) -> None:
@@ -25,6 +25,11 @@ def test_event_layout_matches_c():
     _assert_same_layout(EVENT_DTYPE, layout["event_size"], layout["event"])
 
 
+def test_book_change_layout_matches_c():
+    layout = _core.record_layout()
+    _assert_same_layout(BOOK_CHANGE_DTYPE, layout["book_change_size"], layout["book_change"])
+
+
 def test_kind_byte_sits_at_the_same_offset_in_both_records():
     assert COMMAND_DTYPE.fields["kind"][1] == KIND_OFFSET
     assert EVENT_DTYPE.fields["kind"][1] == KIND_OFFSET
@@ -34,7 +39,7 @@ def test_kind_byte_sits_at_the_same_offset_in_both_records():
 def test_python_and_cython_codes_agree():
     c_tables = _core.c_codes()
     for enum_name in ("CommandKind", "EventKind", "Side", "OrderType", "TimeInForce", "StpMode",
-                      "Flags", "RejectReason", "CancelReason"):
+                      "Flags", "RejectReason", "CancelReason", "BookChangeKind"):
         python_enum = getattr(codes, enum_name)
         assert {member.name: int(member) for member in python_enum} == c_tables[enum_name], enum_name
     assert c_tables["ALL_INSTRUMENTS"] == codes.ALL_INSTRUMENTS
