@@ -21,12 +21,13 @@ import numpy as np
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from records cimport (
+    BOOK_LEVEL, BOOK_STATUS, BOOK_TOP, BookChange,
     CMD_ADD_ACCOUNT, CMD_ADD_ASSET, CMD_ADD_INSTRUMENT, CMD_CANCEL, CMD_DEPOSIT, CMD_HALT_INSTRUMENT,
     CMD_MASS_CANCEL, CMD_NEW_ORDER, CMD_PAUSE_INSTRUMENT, CMD_REPLACE, CMD_RESUME_INSTRUMENT, CMD_SET_FEES, CMD_SET_PRICE_BAND,
     CMD_WITHDRAW, EV_FILL, SIDE_BUY, SIDE_SELL, Command, Event,
 )
 
-from matchcore.core.records import COMMAND_DTYPE, EVENT_DTYPE
+from matchcore.core.records import BOOK_CHANGE_DTYPE, COMMAND_DTYPE, EVENT_DTYPE
 from matchcore.protocol import messages as _protocol
 
 if sys.byteorder != "little":
@@ -294,7 +295,7 @@ cdef inline Py_ssize_t _command_limit(Py_ssize_t capacity, Py_ssize_t frames_max
 
 
 cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
-                         Py_ssize_t capacity, uint32_t session_account, bint admin,
+                         Py_ssize_t capacity, uint32_t session_account, bint admin, bint order_entry,
                          Py_ssize_t frame_size_bytes_max, uint64_t first_seq, int64_t timestamp_ns,
                          Py_ssize_t frames_max, uint8_t* replies, Py_ssize_t replies_capacity,
                          DecodeState* state) noexcept nogil:
@@ -376,6 +377,14 @@ cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
                 continue
             _stop(state, offset + size, ST_REFUSED, R_NOT_AUTHORIZED, offset, type_byte)
             break
+        if type_class == CLASS_ORDER_ENTRY and not order_entry:   # a market-data-only key
+            if _answered_here(p, type_byte, R_NOT_AUTHORIZED, replies, replies_capacity, state):
+                extra += 1
+                command_limit = _command_limit(capacity, frames_max, extra)
+                offset += size
+                continue
+            _stop(state, offset + size, ST_REFUSED, R_NOT_AUTHORIZED, offset, type_byte)
+            break
         if type_class == CLASS_ORDER_ENTRY and _u32(p + _account_offset[type_byte]) != session_account:
             if _answered_here(p, type_byte, R_WRONG_ACCOUNT, replies, replies_capacity, state):
                 extra += 1
@@ -411,21 +420,24 @@ cdef class CommandDecoder:
 
     ``account_id`` is the session's: every order-entry command is written with it, and an
     order-entry frame naming another account is refused (WRONG_ACCOUNT). Admin frames are
-    refused (NOT_AUTHORIZED) unless ``admin``. One decoder per connection, made at login.
+    refused (NOT_AUTHORIZED) unless ``admin``, order-entry frames unless ``order_entry`` (a
+    market-data-only key). One decoder per connection, made at login.
     After each ``decode`` call the attributes below describe where and why it stopped.
     """
 
     cdef readonly uint32_t account_id
     cdef readonly bint admin
+    cdef readonly bint order_entry
     cdef readonly Py_ssize_t frame_size_bytes_max
     cdef DecodeState _state
 
     def __cinit__(self, uint32_t account_id, bint admin=False,
-                  Py_ssize_t frame_size_bytes_max=_protocol.MAX_FRAME_SIZE):
+                  Py_ssize_t frame_size_bytes_max=_protocol.MAX_FRAME_SIZE, bint order_entry=True):
         if not HEADER_SIZE <= frame_size_bytes_max <= 0xFFFF:
             raise ValueError("frame_size_bytes_max must be in [4, 65535] bytes")
         self.account_id = account_id
         self.admin = admin
+        self.order_entry = order_entry
         self.frame_size_bytes_max = frame_size_bytes_max
         _stop(&self._state, 0, ST_OK, R_NONE, -1, -1)
         self._state.commands_written = 0
@@ -470,7 +482,7 @@ cdef class CommandDecoder:
             out += start
         cdef const uint8_t* data = &buffer[0] if buffer.shape[0] else NULL
         with nogil:
-            _frames_decode(data, buffer.shape[0], out, capacity, self.account_id, self.admin,
+            _frames_decode(data, buffer.shape[0], out, capacity, self.account_id, self.admin, self.order_entry,
                            self.frame_size_bytes_max, first_seq, timestamp_ns, max_frames,
                            reply_data, reply_capacity, &self._state)
         return self._state.status
@@ -740,3 +752,116 @@ def codec_codes():
         "EVENT_FRAME_SIZE": EVENT_FRAME_SIZE,
         "HEADER_SIZE": HEADER_SIZE,
     }
+
+
+# ---------------------------------------------------------------------------- market data
+
+cdef enum:
+    MD_FRAME_SIZE = 72
+    TYPE_MD_TRADE = 141
+    TYPE_MD_LEVEL = 142
+    TYPE_MD_BBO = 143
+    TYPE_MD_STATUS = 144
+
+
+cdef inline void _md_write(uint8_t* p, uint8_t type_byte, uint8_t small, uint32_t instrument_id,
+                           uint32_t word, uint64_t md_seq, uint64_t command_seq, int64_t timestamp_ns,
+                           int64_t a, int64_t b, int64_t c, int64_t d) noexcept nogil:
+    """One 72-byte increment in the layout all four share (protocol.MD_INCREMENT_TYPES)."""
+    memset(p, 0, MD_FRAME_SIZE)
+    p[0] = MD_FRAME_SIZE
+    p[2] = type_byte
+    p[4] = small
+    memcpy(p + 8, &instrument_id, 4)
+    memcpy(p + 12, &word, 4)
+    memcpy(p + 16, &md_seq, 8)
+    memcpy(p + 24, &command_seq, 8)
+    memcpy(p + 32, &timestamp_ns, 8)
+    memcpy(p + 40, &a, 8)
+    memcpy(p + 48, &b, 8)
+    memcpy(p + 56, &c, 8)
+    memcpy(p + 64, &d, 8)
+
+
+cdef Py_ssize_t _md_encode(const Event* events, Py_ssize_t event_count, const BookChange* changes,
+                           Py_ssize_t change_count, uint64_t* md_seqs, int64_t* tops,
+                           Py_ssize_t instrument_count, uint8_t* out) noexcept nogil:
+    """The feed of a run of commands: per command, its trades (FILL events, in order), then its
+    book changes in order, a TOP only when the best bid or offer differs from the last one
+    published (BBO). Returns the frames written, or -1 for an instrument id beyond the state."""
+    cdef Py_ssize_t i = 0, j = 0, frames = 0
+    cdef uint64_t seq
+    cdef uint32_t instrument
+    cdef const Event* e
+    cdef const BookChange* b
+    cdef int64_t* top
+    while i < event_count or j < change_count:
+        if j >= change_count or (i < event_count and events[i].seq <= changes[j].seq):
+            seq = events[i].seq
+        else:
+            seq = changes[j].seq
+        while i < event_count and events[i].seq == seq:
+            e = &events[i]
+            i += 1
+            if e.kind != EV_FILL:
+                continue
+            if e.instrument_id >= instrument_count:
+                return -1
+            md_seqs[e.instrument_id] += 1
+            _md_write(out + frames * MD_FRAME_SIZE, TYPE_MD_TRADE, e.side, e.instrument_id, 0,
+                      md_seqs[e.instrument_id], e.seq, e.timestamp_ns, <int64_t>e.trade_id, e.price,
+                      e.quantity, 0)
+            frames += 1
+        while j < change_count and changes[j].seq == seq:
+            b = &changes[j]
+            j += 1
+            instrument = b.instrument_id
+            if instrument >= instrument_count:
+                return -1
+            if b.kind == BOOK_TOP:
+                top = tops + 4 * <Py_ssize_t>instrument
+                if (top[0] == b.price and top[1] == b.quantity and top[2] == b.other_price
+                        and top[3] == b.other_quantity):
+                    continue
+                top[0], top[1], top[2], top[3] = b.price, b.quantity, b.other_price, b.other_quantity
+                md_seqs[instrument] += 1
+                _md_write(out + frames * MD_FRAME_SIZE, TYPE_MD_BBO, 0, instrument, 0, md_seqs[instrument],
+                          b.seq, b.timestamp_ns, b.price, b.quantity, b.other_price, b.other_quantity)
+            elif b.kind == BOOK_LEVEL:
+                md_seqs[instrument] += 1
+                _md_write(out + frames * MD_FRAME_SIZE, TYPE_MD_LEVEL, b.side, instrument, b.order_count,
+                          md_seqs[instrument], b.seq, b.timestamp_ns, b.price, b.quantity, 0, 0)
+            else:
+                md_seqs[instrument] += 1
+                _md_write(out + frames * MD_FRAME_SIZE, TYPE_MD_STATUS, b.state, instrument, 0,
+                          md_seqs[instrument], b.seq, b.timestamp_ns, b.price, b.quantity, b.other_price,
+                          b.other_quantity)
+            frames += 1
+    return frames
+
+
+def encode_market_data(events, changes, uint64_t[::1] md_seqs not None, int64_t[:, ::1] tops not None):
+    """The market data frames (72 bytes each) of a run of commands, from their events
+    (EVENT_DTYPE, in order) and the book changes a replica recorded for them
+    (BOOK_CHANGE_DTYPE): a uint8 array of shape (frames, 72). ``md_seqs[instrument]`` (the last
+    md_seq sent) and ``tops[instrument]`` (the last BBO sent: bid price, bid quantity, ask
+    price, ask quantity) are the feed's state, updated in place. The one function that makes
+    the feed: live (gateway) and from the journal (replay) alike."""
+    cdef const uint8_t[::1] event_bytes = _records_check(events, EVENT_DTYPE, "events", False)
+    cdef const uint8_t[::1] change_bytes = _records_check(changes, BOOK_CHANGE_DTYPE, "changes", False)
+    if tops.shape[0] != md_seqs.shape[0] or tops.shape[1] != 4:
+        raise ValueError("tops must be [len(md_seqs), 4]")
+    cdef Py_ssize_t event_count = events.shape[0], change_count = changes.shape[0]
+    out = np.empty((event_count + change_count, MD_FRAME_SIZE), np.uint8)
+    cdef uint8_t[:, ::1] out_view = out
+    cdef Py_ssize_t frames = 0
+    cdef const Event* e = <const Event*>&event_bytes[0] if event_count else NULL
+    cdef const BookChange* b = <const BookChange*>&change_bytes[0] if change_count else NULL
+    cdef uint8_t* o = &out_view[0, 0] if event_count + change_count else NULL
+    if o != NULL:
+        with nogil:
+            frames = _md_encode(e, event_count, b, change_count, &md_seqs[0], &tops[0, 0],
+                                md_seqs.shape[0], o)
+    if frames < 0:
+        raise ValueError("an instrument id beyond the feed state (md_seqs)")
+    return out[:frames]

@@ -29,6 +29,8 @@ DOC_ENUMS: dict[str, type[IntEnum]] = {
     "SessionFlags": protocol.SessionFlags,
     "Liquidity": protocol.Liquidity,
     "OrderState": protocol.OrderState,
+    "TransferState": protocol.TransferState,
+    "InstrumentState": codes.InstrumentState,
     "CommandKind": codes.CommandKind,
     "EventKind": codes.EventKind,
     "Side": codes.Side,
@@ -62,6 +64,8 @@ def _type_note(cls: type[protocol.Message]) -> str:
     if cls is protocol.EventMessage:
         kinds = [int(kind) for kind in codes.EventKind]
         return f"EventKind ({min(kinds)}-{max(kinds)})"
+    if cls is protocol.MdLevel:
+        return "142 (MD_LEVEL) or 140 (MD_SNAPSHOT_LEVEL)"
     return f"{int(cls.TYPE)} ({cls.TYPE.name})"
 
 

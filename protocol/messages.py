@@ -29,11 +29,14 @@ __all__ = [
     "LOGIN_SIGNATURE_CONTEXT", "PUBLIC_KEY_SIZE", "ALL_INSTRUMENTS", "fingerprint",
     "MessageType", "SessionReason", "DecodeStatus", "Direction", "LoginFlags", "LOGIN_FLAGS_DEFINED",
     "SessionFlags",
-    "Liquidity", "OrderState", "ProtocolError",
+    "Liquidity", "OrderState", "TransferState", "ProtocolError",
     "Message", "AddAsset", "AddAccount", "AddInstrument", "SetPriceBand", "SetFees",
     "HaltInstrument", "PauseInstrument", "ResumeInstrument", "Deposit", "Withdraw", "NewOrder", "Cancel", "Replace",
     "MassCancel", "Challenge", "Login", "LoginAccepted", "LoginRejected", "Heartbeat", "Logout",
     "SessionReject", "OrderStatusQuery", "OrderStatus", "EventMessage",
+    "MdSubscribe", "MdUnsubscribe", "MdSnapshot", "MdLevel", "MdTrade", "MdBbo", "MdStatus",
+    "BalancesQuery", "Balance", "OpenOrdersQuery", "OpenOrder", "InstrumentsQuery", "InstrumentInfo",
+    "TransferQuery", "TransferStatus", "QueryDone", "MD_FRAME_SIZE", "MD_INCREMENT_TYPES", "QUERY_TYPES",
     "MESSAGE_CLASSES", "LAYOUTS", "FRAME_SIZES", "DIRECTIONS", "ORDER_ENTRY_TYPES", "ADMIN_TYPES",
     "CONTROL_TYPES", "CLIENT_TYPES", "SERVER_TYPES", "EVENT_FRAME_SIZE",
     "encode", "decode", "frame_type", "split_frames", "login_signed_bytes",
@@ -103,6 +106,25 @@ class MessageType(IntEnum):
     SESSION_REJECT = 134      # server -> client: one client message refused by the gateway
     ORDER_STATUS_QUERY = 135  # client -> server
     ORDER_STATUS = 136        # server -> client
+    # market data (public; any logged-in session, market-data-only keys included)
+    MD_SUBSCRIBE = 137        # client -> server
+    MD_UNSUBSCRIBE = 138      # client -> server
+    MD_SNAPSHOT = 139         # server -> client: a book at an md_seq, its levels follow
+    MD_SNAPSHOT_LEVEL = 140   # server -> client
+    MD_TRADE = 141            # server -> client
+    MD_LEVEL = 142            # server -> client: a level's new shown quantity (0: gone)
+    MD_BBO = 143              # server -> client
+    MD_STATUS = 144           # server -> client
+    # account and venue queries (answered from durable state)
+    BALANCES_QUERY = 145      # client -> server
+    BALANCE = 146             # server -> client
+    OPEN_ORDERS_QUERY = 147   # client -> server
+    OPEN_ORDER = 148          # server -> client
+    INSTRUMENTS_QUERY = 149   # client -> server
+    INSTRUMENT = 150          # server -> client
+    TRANSFER_QUERY = 151      # client -> server
+    TRANSFER_STATUS = 152     # server -> client
+    QUERY_DONE = 153          # server -> client: ends the answer of a query
 
 
 class SessionReason(IntEnum):
@@ -144,6 +166,8 @@ class SessionReason(IntEnum):
     WRONG_ACCOUNT = 41        # account_id of an order-entry message is not the session's
     RATE_LIMITED = 42         # over the session's message rate (token bucket)
     BUSY = 43                 # the engine's input is full; retry later
+    UNKNOWN_INSTRUMENT = 44   # MD_SUBSCRIBE / MD_UNSUBSCRIBE of an instrument that does not exist (or not subscribed)
+    TOO_MANY_SUBSCRIPTIONS = 45  # MD_SUBSCRIBE beyond the session's subscription limit
     # end of session
     CLIENT_LOGOUT = 60
     IDLE_TIMEOUT = 61         # nothing received for the idle timeout (3 heartbeat intervals)
@@ -189,6 +213,15 @@ class Liquidity(IntEnum):
     NONE = 0
     TAKER = 1
     MAKER = 2
+
+
+class TransferState(IntEnum):
+    """TRANSFER_STATUS: what the server knows of a transfer id of an account."""
+
+    DONE = 1        # the account's last transfer, done
+    REJECTED = 2    # the account's last transfer, refused (reason)
+    UNKNOWN = 3     # above the account's last transfer id: never applied
+    SUPERSEDED = 4  # below the last one: its outcome is in the account's event stream
 
 
 class OrderState(IntEnum):
@@ -316,6 +349,8 @@ def _message(type_: MessageType | tuple[MessageType, ...], direction: Direction,
         body = [name for name, _, _ in fields if not name.startswith("reserved_")]
         if cls.__name__ == "EventMessage":
             assert names == ["kind"] + body, (cls.__name__, names, body)
+        elif cls.__name__ == "MdLevel":
+            assert names == ["snapshot"] + body, (cls.__name__, names, body)
         else:
             assert names == body, (cls.__name__, names, body)
         cls.LAYOUT = layout
@@ -723,6 +758,365 @@ class EventMessage(Message):
 
 
 _EVENT_TYPE_SET = frozenset(int(t) for t in _EVENT_TYPES)
+
+# ---- market data (docs/protocol.md section 10). Every increment is 72 bytes, laid out alike:
+# a u8 at 4, instrument_id at 8, a u32 at 12, md_seq, command_seq, timestamp_ns, four i64.
+
+_MD_SEQ = "the instrument's market data sequence number: 1, 2, 3, ... per instrument, no gaps"
+_MD_COMMAND = "global sequence number of the command that made it (the journal's)"
+_MD_TIME = "gateway time of that command, ns since the Unix epoch"
+
+
+@_message(MessageType.MD_SUBSCRIBE, C2S, [
+    ("instrument_id", U32, "an instrument, or 0xFFFFFFFF = every instrument (now and added later)"),
+    ("depth_levels", U32, "levels per side in the snapshot, 0 = the whole book"),
+    ("reserved_12", U32, ""),
+    ("request_id", U64, "echoed in MD_SNAPSHOT"),
+])
+class MdSubscribe(Message):
+    instrument_id: int = ALL_INSTRUMENTS
+    depth_levels: int = 0
+    request_id: int = 0
+
+
+@_message(MessageType.MD_UNSUBSCRIBE, C2S, [
+    ("instrument_id", U32, "as subscribed (0xFFFFFFFF: end the every-instrument subscription)"),
+    ("request_id", U64, "echoed in a SESSION_REJECT"),
+])
+class MdUnsubscribe(Message):
+    instrument_id: int = ALL_INSTRUMENTS
+    request_id: int = 0
+
+
+@_message(MessageType.MD_SNAPSHOT, S2C, [
+    ("state", U8, "InstrumentState"),
+    ("reserved_5", U8, ""),
+    ("reserved_6", U16, ""),
+    ("instrument_id", U32, ""),
+    ("bid_levels", U32, "MD_SNAPSHOT_LEVEL frames of bids that follow (best first), then ask_levels of asks"),
+    ("md_seq", U64, "the book includes every increment up to this one; the next has md_seq + 1"),
+    ("command_seq", U64, "the journal seq the book is at"),
+    ("request_id", U64, "of the MD_SUBSCRIBE; 0 when the server re-sends a snapshot (conflation)"),
+    ("band_min", I64, "ticks"),
+    ("band_max", I64, "ticks"),
+    ("maker_bps", I64, ""),
+    ("taker_bps", I64, ""),
+    ("ask_levels", U32, ""),
+    ("depth_levels", U32, "as subscribed (0: whole book)"),
+    ("last_price", I64, "the last trade's price, ticks; 0 before the first"),
+])
+class MdSnapshot(Message):
+    state: int
+    instrument_id: int
+    bid_levels: int
+    md_seq: int
+    command_seq: int
+    request_id: int
+    band_min: int
+    band_max: int
+    maker_bps: int
+    taker_bps: int
+    ask_levels: int
+    depth_levels: int
+    last_price: int
+
+
+@_message((MessageType.MD_LEVEL, MessageType.MD_SNAPSHOT_LEVEL), S2C, [
+    ("side", U8, "Side"),
+    ("reserved_5", U8, ""),
+    ("reserved_6", U16, ""),
+    ("instrument_id", U32, ""),
+    ("order_count", U32, "orders on the level"),
+    ("md_seq", U64, _MD_SEQ + " (MD_SNAPSHOT_LEVEL: the snapshot's)"),
+    ("command_seq", U64, _MD_COMMAND),
+    ("timestamp_ns", I64, _MD_TIME),
+    ("price", I64, "ticks"),
+    ("quantity", I64, "lots shown at the price now (an iceberg counts its shown part); 0 = the level is gone"),
+    ("reserved_56", U64, ""),
+    ("reserved_64", U64, ""),
+])
+class MdLevel(Message):
+    snapshot: int  # 1: MD_SNAPSHOT_LEVEL, 0: MD_LEVEL (the header's type byte)
+    side: int
+    instrument_id: int
+    order_count: int
+    md_seq: int
+    command_seq: int
+    timestamp_ns: int
+    price: int
+    quantity: int
+
+    def frame_type(self) -> int:
+        return int(MessageType.MD_SNAPSHOT_LEVEL if self.snapshot else MessageType.MD_LEVEL)
+
+    @classmethod
+    def _check_type(cls, type_byte: int) -> None:
+        if type_byte not in (MessageType.MD_LEVEL, MessageType.MD_SNAPSHOT_LEVEL):
+            raise ProtocolError(SessionReason.UNEXPECTED_MESSAGE, f"type {type_byte}")
+
+    @classmethod
+    def _header_fields(cls, type_byte: int) -> dict[str, int]:
+        return {"snapshot": int(type_byte == MessageType.MD_SNAPSHOT_LEVEL)}
+
+
+@_message(MessageType.MD_TRADE, S2C, [
+    ("aggressor_side", U8, "Side of the taker"),
+    ("reserved_5", U8, ""),
+    ("reserved_6", U16, ""),
+    ("instrument_id", U32, ""),
+    ("reserved_12", U32, ""),
+    ("md_seq", U64, _MD_SEQ),
+    ("command_seq", U64, _MD_COMMAND),
+    ("timestamp_ns", I64, _MD_TIME),
+    ("trade_id", U64, "rising; the trade_id of the two parties' FILL events"),
+    ("price", I64, "ticks"),
+    ("quantity", I64, "lots"),
+    ("reserved_64", U64, ""),
+])
+class MdTrade(Message):
+    aggressor_side: int
+    instrument_id: int
+    md_seq: int
+    command_seq: int
+    timestamp_ns: int
+    trade_id: int
+    price: int
+    quantity: int
+
+
+@_message(MessageType.MD_BBO, S2C, [
+    ("reserved_4", U32, ""),
+    ("instrument_id", U32, ""),
+    ("reserved_12", U32, ""),
+    ("md_seq", U64, _MD_SEQ),
+    ("command_seq", U64, _MD_COMMAND),
+    ("timestamp_ns", I64, _MD_TIME),
+    ("bid_price", I64, "best bid, ticks (0 with bid_quantity 0: no bid)"),
+    ("bid_quantity", I64, "lots shown at the best bid"),
+    ("ask_price", I64, "best offer, ticks (0 with ask_quantity 0: no offer)"),
+    ("ask_quantity", I64, "lots shown at the best offer"),
+])
+class MdBbo(Message):
+    instrument_id: int
+    md_seq: int
+    command_seq: int
+    timestamp_ns: int
+    bid_price: int
+    bid_quantity: int
+    ask_price: int
+    ask_quantity: int
+
+
+@_message(MessageType.MD_STATUS, S2C, [
+    ("state", U8, "InstrumentState after the change"),
+    ("reserved_5", U8, ""),
+    ("reserved_6", U16, ""),
+    ("instrument_id", U32, ""),
+    ("reserved_12", U32, ""),
+    ("md_seq", U64, _MD_SEQ),
+    ("command_seq", U64, _MD_COMMAND + " (ADD_INSTRUMENT, SET_PRICE_BAND, SET_FEES, HALT, PAUSE, RESUME)"),
+    ("timestamp_ns", I64, _MD_TIME),
+    ("band_min", I64, "ticks"),
+    ("band_max", I64, "ticks"),
+    ("maker_bps", I64, ""),
+    ("taker_bps", I64, ""),
+])
+class MdStatus(Message):
+    state: int
+    instrument_id: int
+    md_seq: int
+    command_seq: int
+    timestamp_ns: int
+    band_min: int
+    band_max: int
+    maker_bps: int
+    taker_bps: int
+
+
+MD_FRAME_SIZE = 72
+MD_INCREMENT_TYPES = frozenset(int(t) for t in (
+    MessageType.MD_TRADE, MessageType.MD_LEVEL, MessageType.MD_BBO, MessageType.MD_STATUS))
+for _type in MD_INCREMENT_TYPES:  # the codec writes them through one layout
+    assert FRAME_SIZES[_type] == MD_FRAME_SIZE
+    assert LAYOUTS[_type].fields["instrument_id"][1] == 8 and LAYOUTS[_type].fields["md_seq"][1] == 16
+    assert LAYOUTS[_type].fields["command_seq"][1] == 24 and LAYOUTS[_type].fields["timestamp_ns"][1] == 32
+
+# ---- account and venue queries (docs/protocol.md section 11)
+
+_AS_OF = "the answer is the durable state after this journal seq"
+
+
+@_message(MessageType.BALANCES_QUERY, C2S, [
+    ("reserved_4", U32, ""),
+    ("request_id", U64, "echoed in each BALANCE and the QUERY_DONE"),
+])
+class BalancesQuery(Message):
+    request_id: int = 0
+
+
+@_message(MessageType.BALANCE, S2C, [
+    ("asset_id", U16, ""),
+    ("reserved_6", U16, ""),
+    ("account_id", U32, "the session's account"),
+    ("reserved_12", U32, ""),
+    ("request_id", U64, ""),
+    ("as_of_seq", U64, _AS_OF),
+    ("available", I64, "minor units free to hold or withdraw"),
+    ("held", I64, "minor units reserved by open orders"),
+])
+class Balance(Message):
+    asset_id: int
+    account_id: int
+    request_id: int
+    as_of_seq: int
+    available: int
+    held: int
+
+
+@_message(MessageType.OPEN_ORDERS_QUERY, C2S, [
+    ("instrument_id", U32, "one instrument, or 0xFFFFFFFF = all"),
+    ("request_id", U64, "echoed in each OPEN_ORDER and the QUERY_DONE"),
+    ("after_order_id", U64, "the page starts after this order id (0: from the first)"),
+    ("max_orders", U32, "orders in the page, 1 to the server's page limit (larger: the limit)"),
+    ("reserved_28", U32, ""),
+])
+class OpenOrdersQuery(Message):
+    instrument_id: int = ALL_INSTRUMENTS
+    request_id: int = 0
+    after_order_id: int = 0
+    max_orders: int = 100
+
+
+@_message(MessageType.OPEN_ORDER, S2C, [
+    ("side", U8, "Side"),
+    ("order_type", U8, "OrderType (an untriggered stop: STOP_MARKET or STOP_LIMIT)"),
+    ("time_in_force", U8, "TimeInForce"),
+    ("reserved_7", U8, ""),
+    ("instrument_id", U32, ""),
+    ("reserved_12", U32, ""),
+    ("request_id", U64, ""),
+    ("order_id", U64, "ascending within an answer"),
+    ("client_order_id", U64, ""),
+    ("price", I64, "ticks"),
+    ("open_quantity", I64, "lots open"),
+    ("shown_quantity", I64, "lots on the book now (an iceberg's peak; 0: an untriggered stop)"),
+    ("trigger_price", I64, "an untriggered stop's trigger, ticks; else 0"),
+    ("expire_time_ns", I64, "GTD: expiry; else 0"),
+    ("display_quantity", I64, "an iceberg's peak size; else 0"),
+])
+class OpenOrder(Message):
+    side: int
+    order_type: int
+    time_in_force: int
+    instrument_id: int
+    request_id: int
+    order_id: int
+    client_order_id: int
+    price: int
+    open_quantity: int
+    shown_quantity: int
+    trigger_price: int
+    expire_time_ns: int
+    display_quantity: int
+
+
+@_message(MessageType.INSTRUMENTS_QUERY, C2S, [
+    ("reserved_4", U32, ""),
+    ("request_id", U64, "echoed in each INSTRUMENT and the QUERY_DONE"),
+])
+class InstrumentsQuery(Message):
+    request_id: int = 0
+
+
+@_message(MessageType.INSTRUMENT, S2C, [
+    ("state", U8, "InstrumentState"),
+    ("reserved_5", U8, ""),
+    ("base_asset_id", U16, ""),
+    ("instrument_id", U32, ""),
+    ("quote_asset_id", U16, ""),
+    ("reserved_14", U16, ""),
+    ("request_id", U64, ""),
+    ("tick_size", I64, "ticks: prices are multiples of it"),
+    ("lot_size", I64, "base minor units per lot"),
+    ("max_order_lots", I64, ""),
+    ("band_min", I64, "ticks"),
+    ("band_max", I64, "ticks"),
+    ("maker_bps", I64, ""),
+    ("taker_bps", I64, ""),
+    ("last_price", I64, "ticks; 0 before the first trade"),
+])
+class InstrumentInfo(Message):
+    state: int
+    base_asset_id: int
+    instrument_id: int
+    quote_asset_id: int
+    request_id: int
+    tick_size: int
+    lot_size: int
+    max_order_lots: int
+    band_min: int
+    band_max: int
+    maker_bps: int
+    taker_bps: int
+    last_price: int
+
+
+@_message(MessageType.TRANSFER_QUERY, C2S, [
+    ("account_id", U32, "the session's account (an admin session: any)"),
+    ("transfer_id", U64, ""),
+    ("request_id", U64, "echoed in TRANSFER_STATUS"),
+])
+class TransferQuery(Message):
+    account_id: int
+    transfer_id: int
+    request_id: int = 0
+
+
+@_message(MessageType.TRANSFER_STATUS, S2C, [
+    ("state", U8, "TransferState"),
+    ("kind", U8, "DONE, REJECTED: CommandKind (8 DEPOSIT, 9 WITHDRAW); else 0"),
+    ("reason", U16, "REJECTED: RejectReason"),
+    ("account_id", U32, ""),
+    ("asset_id", U16, ""),
+    ("reserved_14", U16, ""),
+    ("request_id", U64, ""),
+    ("transfer_id", U64, "as queried"),
+    ("amount", I64, "DONE, REJECTED: minor units"),
+    ("as_of_seq", U64, _AS_OF),
+])
+class TransferStatus(Message):
+    state: int
+    kind: int
+    reason: int
+    account_id: int
+    asset_id: int
+    request_id: int
+    transfer_id: int
+    amount: int
+    as_of_seq: int
+
+
+@_message(MessageType.QUERY_DONE, S2C, [
+    ("query_type", U8, "MessageType of the query answered"),
+    ("reserved_5", U8, ""),
+    ("reserved_6", U16, ""),
+    ("count", U32, "frames of the answer before this one"),
+    ("reserved_12", U32, ""),
+    ("request_id", U64, ""),
+    ("as_of_seq", U64, _AS_OF),
+    ("next_after_id", U64, "OPEN_ORDERS_QUERY: ask again with after_order_id = this for the next page; 0 = no more"),
+])
+class QueryDone(Message):
+    query_type: int
+    count: int
+    request_id: int
+    as_of_seq: int
+    next_after_id: int = 0
+
+
+QUERY_TYPES = frozenset(int(t) for t in (
+    MessageType.BALANCES_QUERY, MessageType.OPEN_ORDERS_QUERY, MessageType.INSTRUMENTS_QUERY,
+    MessageType.TRANSFER_QUERY))
 EVENT_FRAME_SIZE = EventMessage.LAYOUT.itemsize
 
 ADMIN_TYPES = frozenset(int(t) for t in (
@@ -734,7 +1128,8 @@ ORDER_ENTRY_TYPES = frozenset(int(t) for t in (
     MessageType.NEW_ORDER, MessageType.CANCEL, MessageType.REPLACE, MessageType.MASS_CANCEL))
 #: Client frames the Python session layer handles (the codec hands them back as CONTROL).
 CONTROL_TYPES = frozenset(int(t) for t in (
-    MessageType.LOGIN, MessageType.HEARTBEAT, MessageType.LOGOUT, MessageType.ORDER_STATUS_QUERY))
+    MessageType.LOGIN, MessageType.HEARTBEAT, MessageType.LOGOUT, MessageType.ORDER_STATUS_QUERY,
+    MessageType.MD_SUBSCRIBE, MessageType.MD_UNSUBSCRIBE)) | QUERY_TYPES
 CLIENT_TYPES = frozenset(t for t, d in DIRECTIONS.items() if d in (C2S, BOTH))
 SERVER_TYPES = frozenset(t for t, d in DIRECTIONS.items() if d in (S2C, BOTH))
 assert CLIENT_TYPES == ADMIN_TYPES | ORDER_ENTRY_TYPES | CONTROL_TYPES

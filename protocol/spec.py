@@ -24,7 +24,7 @@ from matchcore.protocol.messages import (
 )
 
 __all__ = ["message_to_command", "command_to_message", "event_to_message", "encode_event",
-           "DecodeResult", "decode_client_stream"]
+           "DecodeResult", "decode_client_stream", "market_data_messages"]
 
 # ---------------------------------------------------------------------------- commands
 
@@ -192,14 +192,15 @@ def _header_check(buffer, offset: int, available: int, frame_size_bytes_max: int
 def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int, admin: bool,
                          max_commands: int, frame_size_bytes_max: int = MAX_FRAME_SIZE, *,
                          session: bool = False, max_frames: int = -1,
-                         replies_max: int = 0) -> DecodeResult:
+                         replies_max: int = 0, order_entry: bool = True) -> DecodeResult:
     """Decode the client frames at the start of ``buffer`` into command field dicts.
 
     The executable specification of ``_codec.CommandDecoder.decode``: the same stops, the
     same reasons, the same bytes consumed and the same commands (seq and timestamp aside).
     Checks, in order, as soon as the bytes for each are there: frame_size above the maximum,
     below the header, type unknown, type not sent by clients, size not the type's, reserved
-    header byte; then, with the whole frame: reserved body bytes, admin right, account.
+    header byte; then, with the whole frame: reserved body bytes, admin right, order-entry
+    right (``order_entry`` False: a market-data-only key; order entry is NOT_AUTHORIZED), account.
 
     ``session``: the codec's session mode. Every frame handled counts against ``max_frames``
     (negative: no bound; then OUTPUT_FULL), HEARTBEATs are consumed, and a refused command is
@@ -249,6 +250,11 @@ def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int
             if stop is not None:
                 return stop
             continue
+        if type_ in ORDER_ENTRY_TYPES and not order_entry:
+            stop = refused(SessionReason.NOT_AUTHORIZED, message)
+            if stop is not None:
+                return stop
+            continue
         if type_ in ORDER_ENTRY_TYPES and message.account_id != account_id:
             stop = refused(SessionReason.WRONG_ACCOUNT, message)
             if stop is not None:
@@ -267,3 +273,45 @@ def _echoed_id(message: Message) -> int:
         if value is not None:
             return value
     return 0
+
+
+# ---------------------------------------------------------------------------- market data
+
+
+def market_data_messages(events: np.ndarray, changes: np.ndarray, md_seqs: np.ndarray,
+                         tops: np.ndarray) -> list[Message]:
+    """The specification of ``_codec.encode_market_data``: per command (in seq order) its
+    trades (FILL events, in order), then its book changes in order (a TOP only when it differs
+    from the last BBO published for the instrument); each message numbered with its
+    instrument's next md_seq. ``md_seqs`` and ``tops`` are updated in place."""
+    from matchcore.core.codes import BookChangeKind
+    from matchcore.protocol.messages import MdBbo, MdLevel, MdStatus, MdTrade
+
+    out: list[Message] = []
+    seqs = sorted(set(int(s) for s in events["seq"]) | set(int(s) for s in changes["seq"]))
+    for seq in seqs:
+        for e in events[events["seq"] == seq]:
+            if e["kind"] != EventKind.FILL:
+                continue
+            instrument = int(e["instrument_id"])
+            md_seqs[instrument] += 1
+            out.append(MdTrade(int(e["side"]), instrument, int(md_seqs[instrument]), seq, int(e["timestamp_ns"]),
+                               int(e["trade_id"]), int(e["price"]), int(e["quantity"])))
+        for b in changes[changes["seq"] == seq]:
+            instrument = int(b["instrument_id"])
+            values = (int(b["price"]), int(b["quantity"]), int(b["other_price"]), int(b["other_quantity"]))
+            if b["kind"] == BookChangeKind.TOP:
+                if tuple(int(v) for v in tops[instrument]) == values:
+                    continue
+                tops[instrument] = values
+                md_seqs[instrument] += 1
+                out.append(MdBbo(instrument, int(md_seqs[instrument]), seq, int(b["timestamp_ns"]), *values))
+            elif b["kind"] == BookChangeKind.LEVEL:
+                md_seqs[instrument] += 1
+                out.append(MdLevel(0, int(b["side"]), instrument, int(b["order_count"]), int(md_seqs[instrument]),
+                                   seq, int(b["timestamp_ns"]), values[0], values[1]))
+            else:
+                md_seqs[instrument] += 1
+                out.append(MdStatus(int(b["state"]), instrument, int(md_seqs[instrument]), seq,
+                                    int(b["timestamp_ns"]), *values))
+    return out

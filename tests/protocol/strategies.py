@@ -29,8 +29,10 @@ def message_strategy(cls: type[p.Message], **fixed) -> st.SearchStrategy:
         if field.name in fixed:
             value = fixed[field.name]
             fields[field.name] = value if isinstance(value, st.SearchStrategy) else st.just(value)
-        elif field.name == "kind":
+        elif field.name == "kind" and cls is p.EventMessage:
             fields[field.name] = st.sampled_from([int(k) for k in EventKind])
+        elif field.name == "snapshot" and cls is p.MdLevel:
+            fields[field.name] = st.sampled_from([0, 1])
         else:
             fields[field.name] = _field_strategy(cls, field.name)
     return st.builds(cls, **fields)
