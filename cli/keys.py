@@ -20,7 +20,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     add = key_commands.add_parser("add", help="make a key pair for an account; store the public key")
     add_database_options(add)
     add.add_argument("--account", type=int, required=True)
-    add.add_argument("--admin", action="store_true", help="the key may send admin commands")
+    role = add.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="the key may send admin commands")
+    role.add_argument("--market-data-only", action="store_true",
+                      help="the key may subscribe to market data and query, not enter orders")
     add.add_argument("--label", default=None, help="a note stored with the key")
     add.add_argument("--out", default=None, help="write the private key (PEM) to this new file, mode 0600, "
                      "instead of printing it (an existing file or a symlink there is refused)")
@@ -87,7 +90,8 @@ async def _add(args: argparse.Namespace, registry) -> int:
             return 2
     record = None
     try:
-        record = await registry.add(args.account, key.public_key, admin=args.admin, label=args.label or "")
+        record = await registry.add(args.account, key.public_key, admin=args.admin, label=args.label or "",
+                                    market_data_only=args.market_data_only)
         if descriptor >= 0:
             _write_all(descriptor, secret)
             os.fsync(descriptor)

@@ -350,7 +350,9 @@ cdef class Engine:
         """From now on record, after each command, the changes of the public books it made
         (BOOK_CHANGE_DTYPE: levels, tops, statuses), for ``take_book_changes``. For a replica
         that makes market data; the live core never turns it on (it costs a compare per
-        level change when off)."""
+        level change when off). Again when on: nothing changes."""
+        if self.book_changes_on:
+            return
         self.book_marks_reset()
         self.book_changes_on = True
         self.change_count = 0

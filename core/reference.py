@@ -208,7 +208,8 @@ class ReferenceEngine:
         """Record, after each command from now on, the changes of the public books it made
         (BOOK_CHANGE_DTYPE), for ``take_book_changes``. The reference finds them by comparing
         every book before and after each command."""
-        self._book_changes = []
+        if self._book_changes is None:
+            self._book_changes = []
 
     def take_book_changes(self) -> np.ndarray:
         """The book changes recorded since the last call, in command order (then dropped)."""

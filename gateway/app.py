@@ -39,7 +39,9 @@ from matchcore.gateway import checkpoints, keys
 from matchcore import protocol as p
 from matchcore.gateway.config import ServerConfig
 from matchcore.gateway.dispatch import Dispatcher
-from matchcore.gateway.order_view import OrderView
+from matchcore.gateway.market_data import MarketData
+from matchcore.gateway.replica import Replica
+from matchcore.persistence.marketdata import feed_from_journal_async
 from matchcore.gateway.key_store import KEY_CHANGED_CHANNEL, PgKeyRegistry
 from matchcore.gateway.key_watch import KeyWatch
 from matchcore.gateway.logs import redact_dsn
@@ -64,6 +66,8 @@ CHECKPOINT_RETRY_S = 5.0
 #: SIGTERM: what the database must still do (journal the last commands, the last snapshot
 #: and checkpoint) gets this long beyond shutdown_grace_ms; then the server stops anyway
 STOP_DATABASE_BOUND_S = 10.0
+#: market data checkpoints kept (the newest is what a start needs; one more in case)
+MD_CHECKPOINTS_KEPT = 2
 
 
 class GatewayServer:
@@ -100,6 +104,7 @@ class GatewayServer:
         self._background: set[asyncio.Task] = set()
         self._serve_lock: int | None = None  # the fd of data_dir/serve.lock (embedded server)
         self.key_watch: KeyWatch | None = None
+        self.market_data: MarketData | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -131,11 +136,13 @@ class GatewayServer:
         self.service = DurableCore(self.dsn, config.engine, config=service_config, on_release=self._on_release,
                                    on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s),
                                    on_failure=self._core_failed)
+        # the feed's replica first: nothing journals until the core starts, and from then on
+        # every release must reach it
+        feed = await feed_from_journal_async(self._journal)
         recovered = await self.service.start()
+        self._start_replica(feed, recovered.last_seq)
         if recovered.last_seq != rebuilt_through:
             raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")
-        # Nothing is submitted yet: the core thread idles, so the state can be copied.
-        self.dispatcher.order_view = OrderView(Engine.restore(self.service.engine.snapshot()))
         await self._cancel_after_crash()
         self.sequencer = Admission(self.service)
         self.table = SessionTable(config.limits, self.sequencer, self.registry,
@@ -143,6 +150,7 @@ class GatewayServer:
                                   order_status=self.dispatcher.order_status,
                                   on_active=self._on_active, observer=self,
                                   before_accept=self._before_accept)
+        self.table.venue = self.market_data
         await self._start_key_watch()
         self._start_metrics()
         # Everything made so far lives as long as the server: keep it out of the collector's
@@ -158,6 +166,45 @@ class GatewayServer:
         _log.info("listening", extra={"host": config.listen_host, "port": self.port, "tls": config.tls_cert is not None,
                                       "metrics_port": self.metrics_port, "dsn": redact_dsn(self.dsn),
                                       "last_seq": recovered.last_seq, "accounts_with_events": len(self.streams.last)})
+
+    def _start_replica(self, feed, last_seq: int) -> None:
+        """The replica (order status, queries, market data): the feed recovered from its newest
+        checkpoint and the journal after it, which must end in the core's state. Called right
+        after the core's start, before anything is submitted."""
+        if feed.engine.config != self.service.engine_config:  # the core resized at start
+            feed.resized(self.service.engine_config)
+        if feed.last_seq != last_seq or feed.engine.state_hash() != self.service.engine.state_hash():
+            raise RuntimeError(f"the market data replica recovered to seq {feed.last_seq}, not the core's state "
+                               f"at seq {last_seq}")
+        limits = self.config.limits
+        self.dispatcher.order_view = Replica(feed, self._replica_output,
+                                             checkpoint_every_commands=self.config.snapshot_every_commands)
+        self.market_data = MarketData(self.dispatcher.order_view, self.metrics,
+                                      subscriptions_max=limits.md_subscriptions_max,
+                                      conflate_bytes=min(limits.md_conflate_bytes,
+                                                         limits.output_buffer_bytes_max // 2),
+                                      conflations_per_minute_max=limits.md_conflations_per_minute_max,
+                                      open_orders_page_max=limits.open_orders_page_max)
+        self.metrics.md_subscribers = lambda: len(self.market_data.subscribers)
+
+    def _replica_output(self, kind: str, *payload) -> None:
+        """On the loop, in order: a batch's market data frames, or a checkpoint to store."""
+        if kind == "frames":
+            last_seq, frames = payload
+            self.metrics.md_frames_made += len(frames)
+            self.market_data.on_frames(last_seq, frames)
+        elif kind == "checkpoint":
+            task = asyncio.get_running_loop().create_task(self._write_md_checkpoint(*payload))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _write_md_checkpoint(self, seq: int, engine_state: bytes, feed_state: bytes) -> None:
+        try:
+            await self._journal.write_marketdata_checkpoint(seq, engine_state, feed_state)
+            await self._journal.prune_marketdata_checkpoints(MD_CHECKPOINTS_KEPT)
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            _log.warning("market data checkpoint not written", extra={
+                "seq": seq, "error": repr(error), "effect": "the next start replays more of the journal"})
 
     async def _cancel_after_crash(self) -> None:
         """Accounts whose cancel-on-disconnect sessions ended in a crash: their MASS_CANCELs

@@ -11,7 +11,7 @@ some) catches up in a task: frames from memory while the ring still holds them, 
 from the journal, a chunk at a time, pausing while the client's socket buffer is full; live
 frames wait meanwhile (they are in the ring), so the client sees no gap and no repeat.
 
-ORDER_STATUS queries are answered by ``order_view.OrderView``, which the dispatcher feeds
+ORDER_STATUS queries are answered by ``replica.Replica``, which the dispatcher feeds
 every released batch.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import asyncpg
 
 from matchcore import protocol as p
 from matchcore.gateway.metrics import GatewayMetrics
-from matchcore.gateway.order_view import OrderView
+from matchcore.gateway.replica import Replica
 from matchcore.gateway.sessions import Session, SessionState
 from matchcore.gateway.streams import AccountStreams
 
@@ -46,7 +46,7 @@ class Dispatcher:
 
     def __init__(self, streams: AccountStreams, metrics: GatewayMetrics,
                  journal_batches: Callable[[int], AsyncIterator], *, replay_chunk_frames: int = 8192,
-                 order_view: OrderView | None = None, catch_up_stall_ms_max: int = 30_000) -> None:
+                 order_view: Replica | None = None, catch_up_stall_ms_max: int = 30_000) -> None:
         self.streams = streams
         self.metrics = metrics
         self.journal_batches = journal_batches
@@ -93,7 +93,7 @@ class Dispatcher:
         self.streams.append(commands, events, self._deliver)
         self.metrics.batch_released(commands, events, time.time_ns())
         if self.order_view is not None:
-            self.order_view.released(commands)
+            self.order_view.released(commands, events)
         if self.on_released is not None:
             self.on_released(batch)
 

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS {KEY_TABLE} (
     revoked_at  timestamptz
 );
 CREATE INDEX IF NOT EXISTS {KEY_TABLE}_account ON {KEY_TABLE} (account_id);
+ALTER TABLE {KEY_TABLE} ADD COLUMN IF NOT EXISTS market_data_only boolean NOT NULL DEFAULT false;
 CREATE OR REPLACE FUNCTION {KEY_TABLE}_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('{KEY_CHANGED_CHANNEL}', coalesce(NEW.key_id, OLD.key_id)::text);
@@ -43,7 +44,7 @@ DROP TRIGGER IF EXISTS {KEY_TABLE}_changed ON {KEY_TABLE};
 CREATE TRIGGER {KEY_TABLE}_changed AFTER UPDATE OR DELETE ON {KEY_TABLE}
     FOR EACH ROW EXECUTE FUNCTION {KEY_TABLE}_changed();
 """
-_COLUMNS = "key_id, account_id, public_key, admin, revoked_at IS NOT NULL AS revoked"
+_COLUMNS = "key_id, account_id, public_key, admin, revoked_at IS NOT NULL AS revoked, market_data_only"
 
 
 async def ensure_schema(connection: asyncpg.Connection) -> None:
@@ -55,7 +56,7 @@ async def ensure_schema(connection: asyncpg.Connection) -> None:
 
 def _record(row: asyncpg.Record) -> KeyRecord:
     return KeyRecord(int(row["key_id"]), int(row["account_id"]), bytes(row["public_key"]),
-                     bool(row["admin"]), bool(row["revoked"]))
+                     bool(row["admin"]), bool(row["revoked"]), bool(row["market_data_only"]))
 
 
 class PgKeyRegistry(KeyRegistry):
@@ -96,11 +97,14 @@ class PgKeyRegistry(KeyRegistry):
         return {int(row["key_id"]): _record(row) for row in rows}
 
     async def add(self, account_id: int, public_key: bytes, *, admin: bool = False,
-                  label: str = "") -> KeyRecord:
+                  label: str = "", market_data_only: bool = False) -> KeyRecord:
         public_key = checked_new_key(account_id, public_key)
+        if admin and market_data_only:
+            raise ValueError("a key is either admin or market-data-only")
         row = await self._pool.fetchrow(
-            f"INSERT INTO {KEY_TABLE} (account_id, public_key, admin, label) VALUES ($1, $2, $3, $4) "
-            f"RETURNING {_COLUMNS}", account_id, public_key, admin, label)
+            f"INSERT INTO {KEY_TABLE} (account_id, public_key, admin, label, market_data_only) "
+            f"VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}", account_id, public_key, admin, label,
+            market_data_only)
         return _record(row)
 
     async def revoke(self, key_id: int) -> bool:

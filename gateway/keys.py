@@ -57,6 +57,8 @@ class KeyRecord:
     public_key: bytes  # raw Ed25519, 32 bytes
     admin: bool = False
     revoked: bool = False
+    #: market data and queries only: order entry is refused NOT_AUTHORIZED
+    market_data_only: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -64,7 +66,8 @@ class KeyRecord:
 
     def __repr__(self) -> str:
         return (f"KeyRecord(key_id={self.key_id}, account_id={self.account_id}, "
-                f"fingerprint={self.fingerprint}, admin={self.admin}, revoked={self.revoked})")
+                f"fingerprint={self.fingerprint}, admin={self.admin}, revoked={self.revoked}, "
+                f"market_data_only={self.market_data_only})")
 
 
 def checked_new_key(account_id: int, public_key: bytes) -> bytes:
@@ -97,7 +100,8 @@ class KeyRegistry(abc.ABC):
         return found
 
     @abc.abstractmethod
-    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False) -> KeyRecord:
+    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False,
+                  market_data_only: bool = False) -> KeyRecord:
         """Register a public key for ``account_id``; the registry assigns the key id."""
 
     @abc.abstractmethod
@@ -123,11 +127,14 @@ class MemoryKeyRegistry(KeyRegistry):
     async def lookup(self, key_id: int) -> KeyRecord | None:
         return self._keys.get(key_id)
 
-    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False) -> KeyRecord:
+    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False,
+                  market_data_only: bool = False) -> KeyRecord:
         public_key = checked_new_key(account_id, public_key)
+        if admin and market_data_only:
+            raise ValueError("a key is either admin or market-data-only")
         if len(self._keys) >= self._max_keys:
             raise OverflowError(f"the registry holds its maximum of {self._max_keys} keys")
-        record = KeyRecord(len(self._keys) + 1, account_id, public_key, admin)
+        record = KeyRecord(len(self._keys) + 1, account_id, public_key, admin, market_data_only=market_data_only)
         self._keys[record.key_id] = record
         return record
 

@@ -74,6 +74,10 @@ class GatewayMetrics(Collector):
         self.session_rejects_by_reason = np.zeros(256, dtype=np.int64)
         self.session_closes_by_reason = np.zeros(256, dtype=np.int64)
         self.events_sent = {"live": 0, "memory": 0, "journal": 0}
+        self.md_frames_made = 0     # market data frames the replica made (all subscribers share them)
+        self.md_frames_sent = 0     # market data frames written to subscribers
+        self.md_conflations = 0     # subscribers conflated (increments dropped, then a fresh snapshot)
+        self.md_subscribers: Callable[[], int] = lambda: 0
         self.batch_commands = Histogram(BATCH_BUCKETS)
         self.commit_latency_s = Histogram(LATENCY_BUCKETS_S)
         self.ack_latency_s = Histogram(LATENCY_BUCKETS_S)
@@ -120,6 +124,10 @@ class GatewayMetrics(Collector):
         for source, count in self.events_sent.items():
             sent.add_metric([source], count)
         yield sent
+        yield _counter("matchcore_md_frames_made", value=self.md_frames_made)
+        yield _counter("matchcore_md_frames_sent", value=self.md_frames_sent)
+        yield _counter("matchcore_md_conflations", value=self.md_conflations)
+        yield _gauge("matchcore_md_subscribers", self.md_subscribers())
         yield _gauge("matchcore_connections", self.connections())
         yield _gauge("matchcore_sessions", self.sessions())
         yield from _door_families(self.door())
@@ -185,6 +193,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "matchcore_session_rejects": ("counter", "SESSION_REJECT frames sent by the gateway, by reason"),
     "matchcore_session_closes": ("counter", "Connections ended, by reason"),
     "matchcore_events_sent": ("counter", "Event frames sent, by source: live, or replayed from memory or the journal"),
+    "matchcore_md_frames_made": ("counter", "Market data frames made from released batches (the feed)"),
+    "matchcore_md_frames_sent": ("counter", "Market data frames written to subscribers (increments; snapshots aside)"),
+    "matchcore_md_conflations": ("counter", "Market data subscribers conflated: increments dropped until they read, then a fresh snapshot"),
+    "matchcore_md_subscribers": ("gauge", "Sessions subscribed to market data"),
     "matchcore_connections": ("gauge", "Open connections of the trading port"),
     "matchcore_sessions": ("gauge", "Logged-in sessions"),
     "matchcore_pending_logins": ("gauge", "Connections not logged in yet"),
@@ -198,7 +210,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "matchcore_journal_lag_commands": ("gauge", "Commands the core applied that are not journaled and released yet"),
     "matchcore_journal_commit_age_seconds": ("gauge", "Seconds since the journal writer's last commit returned"),
     "matchcore_journal_writer_retries": ("counter", "Failed journal writes or connects, each retried"),
-    "matchcore_order_view_lag_batches": ("gauge", "Released batches the order-status replica has not applied yet"),
+    "matchcore_order_view_lag_batches": ("gauge", "Released batches the replica (order status, queries, market data) has not applied yet"),
     "matchcore_journal_batch_commands": ("histogram", "Commands per journal row"),
     "matchcore_commit_latency_seconds": ("histogram", "Per journal row: from the writer's INSERT until PostgreSQL acknowledged its commit"),
     "matchcore_ack_latency_seconds": ("histogram", "Per command: from the gateway's stamp at decode to the release of its events (durable)"),

@@ -94,6 +94,16 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: ORDER_STATUS queries of one session waiting for the order view; while that many wait,
     #: the session's later frames wait too (backpressure).
     order_status_in_flight_max: int = 16
+    #: Market data subscriptions one session may hold at once (an instrument, or every one).
+    md_subscriptions_max: int = 64
+    #: A market data subscriber whose socket has more than this queued (or half of
+    #: output_buffer_bytes_max, if less) is conflated: its increments are dropped until half
+    #: of it is read, then it gets a fresh snapshot.
+    md_conflate_bytes: int = 4 << 20
+    #: Conflated more often than this in a minute: LOGOUT SLOW_CONSUMER.
+    md_conflations_per_minute_max: int = 10
+    #: Orders in one OPEN_ORDERS answer at most (a page; QUERY_DONE says where the next starts).
+    open_orders_page_max: int = 500
     # credentials (gateway/key_watch.py, gateway/login_throttle.py)
     #: A session is logged out SESSION_AGE_EXCEEDED this long after its login.
     session_age_ms_max: int = 86_400_000
@@ -147,6 +157,10 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             (self.catch_up_stall_ms_max > 0, "catch_up_stall_ms_max must be positive"),
             (self.slow_consumer_linger_ms >= 0, "slow_consumer_linger_ms must be >= 0"),
             (self.order_status_in_flight_max > 0, "order_status_in_flight_max must be positive"),
+            (self.md_subscriptions_max > 0, "md_subscriptions_max must be positive"),
+            (self.md_conflate_bytes > 0, "md_conflate_bytes must be positive"),
+            (self.md_conflations_per_minute_max > 0, "md_conflations_per_minute_max must be positive"),
+            (0 < self.open_orders_page_max <= 10_000, "open_orders_page_max must be in 1..10000"),
         ] + self._credential_checks()
         for ok, message in checks:
             if not ok:
@@ -332,8 +346,9 @@ class AdminKeyMemo(keys.KeyRegistry):
                 del self._admin[next(iter(self._admin))]
         return record
 
-    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False) -> keys.KeyRecord:
-        return await self.registry.add(account_id, public_key, admin=admin)
+    async def add(self, account_id: int, public_key: bytes, *, admin: bool = False,
+                  market_data_only: bool = False) -> keys.KeyRecord:
+        return await self.registry.add(account_id, public_key, admin=admin, market_data_only=market_data_only)
 
     async def revoke(self, key_id: int) -> bool:
         return await self.registry.revoke(key_id)
@@ -381,13 +396,16 @@ class Session:
                  "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
                  "observer", "catching_up", "_held", "_closed_notified", "peer", "_reading_paused",
                  "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight", "_status_blocked",
-                 "_replies")
+                 "_replies", "market_data_only", "venue")
 
     def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
                  slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
                  order_status: Callable[[int, int, Callable[[p.OrderStatus | None], object]], None] | None = None,
-                 on_active: Callable[["Session"], None] | None = None) -> None:
+                 on_active: Callable[["Session"], None] | None = None, venue=None) -> None:
         self.session_id, self.transport, self.limits = session_id, transport, limits
+        #: market data and queries (gateway.market_data.MarketData); None: not offered
+        self.venue = venue
+        self.market_data_only = False  # the key may not enter orders
         self.sink, self.slots = sink, slots
         self.state = SessionState.AWAIT_LOGIN
         self.account_id, self.admin, self.cancel_on_disconnect = 0, False, False
@@ -502,6 +520,8 @@ class Session:
         if self._slot_held:
             self._slot_held = False
             self.slots.release()
+        if self.venue is not None:
+            self.venue.forget(self)
         if not self._closed_notified:
             self._closed_notified = True
             if self.observer is not None:
@@ -568,9 +588,11 @@ class Session:
         limits = self.limits
         self.state = SessionState.ACTIVE
         self.account_id, self.admin = login.account_id, record.admin
+        self.market_data_only = bool(getattr(record, "market_data_only", False))
         self.cancel_on_disconnect = bool(login.login_flags & p.LoginFlags.CANCEL_ON_DISCONNECT)
         self.heartbeat_interval_ns = login.heartbeat_interval_ms * NS_PER_MS
-        self._decoder = _codec.CommandDecoder(self.account_id, self.admin, limits.frame_size_bytes_max)
+        self._decoder = _codec.CommandDecoder(self.account_id, self.admin, limits.frame_size_bytes_max,
+                                              order_entry=not self.market_data_only)
         self._bucket = TokenBucket(limits.rate_messages_per_s, limits.burst_messages, now_ns)
         self._batch = np.zeros(limits.decode_batch_records, COMMAND_DTYPE)
         self._replies = bytearray(_SESSION_REJECT.size * CODEC_REPLIES_MAX)
@@ -719,7 +741,65 @@ class Session:
             return self._close(SessionReason.CLIENT_LOGOUT, now_ns, send_logout=False)
         if type_ == p.MessageType.ORDER_STATUS_QUERY:
             return self._order_status_query(p.OrderStatusQuery.decode(frame), now_ns)
+        if type_ in _VENUE_TYPES:
+            return self._venue_request(p.decode(frame), type_, now_ns)
         self._close(SessionReason.UNEXPECTED_MESSAGE, now_ns)  # a second LOGIN
+
+    def _venue_request(self, message: p.Message, type_: int, now_ns: int) -> None:
+        """Market data (un)subscriptions and queries: handed to the venue; a query's answer
+        comes back from the replica (its in-flight count holds the backlog like ORDER_STATUS)."""
+        venue = self.venue
+        request_id = getattr(message, "request_id", 0)
+        if venue is None:
+            return self.refuse_request(type_, SessionReason.BUSY, request_id)
+        if type_ == p.MessageType.MD_SUBSCRIBE:
+            return venue.subscribe(self, message)
+        if type_ == p.MessageType.MD_UNSUBSCRIBE:
+            return venue.unsubscribe(self, message)
+        if type_ == p.MessageType.TRANSFER_QUERY and message.account_id != self.account_id and not self.admin:
+            return self.refuse_request(type_, SessionReason.WRONG_ACCOUNT, request_id)
+        venue.query(self, message, self._answer_for(type_, request_id))
+
+    def _answer_for(self, type_: int, request_id: int) -> Callable[[bytes | None], None]:
+        self._status_in_flight += 1
+
+        def reply(frames: bytes | None) -> None:
+            self._status_in_flight -= 1
+            self._unblock_status()
+            if self.state != SessionState.ACTIVE:
+                return
+            if frames is None:
+                self.refuse_request(type_, SessionReason.BUSY, request_id)
+            else:
+                self._write(frames, time.time_ns())
+
+        return reply
+
+    def _unblock_status(self) -> None:
+        if self._status_blocked and self.state == SessionState.ACTIVE:
+            self._status_blocked = False
+            if self._turn is None:
+                self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
+
+    # ------------------------------------------------------------------ for the venue
+
+    @property
+    def active(self) -> bool:
+        return self.state == SessionState.ACTIVE
+
+    def refuse_request(self, type_: int, reason: SessionReason, request_id: int) -> None:
+        if self.state == SessionState.ACTIVE:
+            if self.observer is not None:
+                self.observer.session_reject(self, int(reason))
+            self._write(_session_reject_frame(int(type_), int(reason), request_id), time.time_ns())
+
+    def send_market_data(self, frames: bytes) -> None:
+        if self.state == SessionState.ACTIVE:
+            self._write(frames, time.time_ns())
+
+    def queued_bytes(self) -> int:
+        """Bytes written to the socket that the client has not taken yet."""
+        return self._buffer_size() if self._buffer_size is not None else 0
 
     def _order_status_query(self, query: p.OrderStatusQuery, now_ns: int) -> None:
         """Answered by the order view off the loop (``reply`` comes back on the loop); while
@@ -731,10 +811,7 @@ class Session:
 
         def reply(status: p.OrderStatus | None) -> None:
             self._status_in_flight -= 1
-            if self._status_blocked and self.state == SessionState.ACTIVE:
-                self._status_blocked = False
-                if self._turn is None:
-                    self._turn = asyncio.get_running_loop().call_soon(self._next_turn)
+            self._unblock_status()
             if status is None:  # the order view cannot answer now (failed, or too many waiting)
                 if self.state == SessionState.ACTIVE:
                     self._write(_session_reject_frame(p.MessageType.ORDER_STATUS_QUERY, SessionReason.BUSY,
@@ -801,6 +878,8 @@ for _type, _layout in p.LAYOUTS.items():
             _field_dtype, _field_offset = _layout.fields[_name][:2]
             _CLIENT_ID_FIELD[_type] = (_field_offset, _field_dtype.itemsize)
             break
+#: session frames the venue (market data, queries) handles
+_VENUE_TYPES = frozenset(int(t) for t in (p.MessageType.MD_SUBSCRIBE, p.MessageType.MD_UNSUBSCRIBE)) | p.QUERY_TYPES
 #: SESSION_REJECTs the codec writes in one call (then it stops REFUSED and Python answers)
 CODEC_REPLIES_MAX = 256
 #: SESSION_REJECT: frame_size, type, reserved, refused_type, reserved, reason, client_id
@@ -849,7 +928,7 @@ class SessionTable:
 
     __slots__ = ("limits", "sink", "registry", "slots", "sessions", "last_event_seq_of", "order_status",
                  "on_active", "observer", "_next_session_id", "before_accept", "login_throttle", "pending",
-                 "handshakes")
+                 "handshakes", "venue")
 
     def __init__(self, limits: GatewayLimits, sink: CommandSink, registry: keys.KeyRegistry, *,
                  last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -867,6 +946,7 @@ class SessionTable:
         self.slots = SessionSlots.from_limits(limits)
         self.sessions: dict[int, Session] = {}
         self.last_event_seq_of, self.order_status = last_event_seq_of, order_status
+        self.venue = None  # market data and queries (the server sets it once its replica runs)
         self.on_active = on_active
         self.observer = observer
         self._next_session_id = 1
@@ -889,7 +969,7 @@ class SessionTable:
     def new_session(self, transport: Transport) -> Session:
         session = Session(self._next_session_id, transport, self.limits, self.sink, self.slots,
                           last_event_seq_of=self.last_event_seq_of, order_status=self.order_status,
-                          on_active=self._session_active)
+                          on_active=self._session_active, venue=self.venue)
         session.slots = SessionSlotClaim(self.slots, session, self.registry.admin_of)
         session.observer = self.observer
         self._next_session_id += 1

@@ -394,6 +394,34 @@ class AsyncJournal:
                 "OFFSET $1 LIMIT 1)", keep - 1)
         return int(status.split()[-1])
 
+    async def write_marketdata_checkpoint(self, seq: int, engine_state: bytes, feed_state: bytes) -> None:
+        """Store the market data feed's state after command ``seq`` (a repeat is ignored)."""
+        checksum = zlib.crc32(feed_state, zlib.crc32(engine_state, zlib.crc32(seq.to_bytes(8, "little"))))
+        async with self.acquire() as connection:
+            await connection.execute(
+                "INSERT INTO marketdata_checkpoint (seq, engine_state, feed_state, checksum) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (seq) DO NOTHING", seq, engine_state, feed_state, checksum)
+
+    async def latest_marketdata_checkpoint(self, before_seq: int | None = None) -> tuple[int, bytes, bytes] | None:
+        """(seq, engine_state, feed_state) of the newest checkpoint with ``seq <= before_seq``."""
+        async with self.acquire() as connection:
+            row = await connection.fetchrow(
+                "SELECT seq, engine_state, feed_state, checksum FROM marketdata_checkpoint "
+                "WHERE seq <= $1 ORDER BY seq DESC LIMIT 1", _INT64_MAX if before_seq is None else before_seq)
+        if row is None:
+            return None
+        seq, engine_state, feed_state = int(row["seq"]), bytes(row["engine_state"]), bytes(row["feed_state"])
+        if zlib.crc32(feed_state, zlib.crc32(engine_state, zlib.crc32(seq.to_bytes(8, "little")))) != row["checksum"]:
+            raise ChecksumError(seq, f"market data checkpoint at seq {seq} fails its checksum")
+        return seq, engine_state, feed_state
+
+    async def prune_marketdata_checkpoints(self, keep: int) -> None:
+        """Delete all but the ``keep`` newest market data checkpoints."""
+        async with self.acquire() as connection:
+            await connection.execute(
+                "DELETE FROM marketdata_checkpoint WHERE seq < (SELECT seq FROM marketdata_checkpoint "
+                "ORDER BY seq DESC OFFSET $1 LIMIT 1)", max(0, keep - 1))
+
     async def write_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value under ``key`` (replacing any earlier one)."""
         async with self.acquire() as connection:
@@ -562,6 +590,9 @@ class Journal:
 
     def latest_snapshot(self, before_seq: int | None = None) -> Snapshot | None:
         return self._call(self._journal.latest_snapshot(before_seq))
+
+    def latest_marketdata_checkpoint(self, before_seq: int | None = None) -> tuple[int, bytes, bytes] | None:
+        return self._call(self._journal.latest_marketdata_checkpoint(before_seq))
 
     def write_meta(self, key: str, value: Any) -> None:
         self._call(self._journal.write_meta(key, value))

@@ -137,7 +137,7 @@ def resize(engine: Engine, config: EngineConfig, *, prefault: bool = True) -> En
 
 def apply_epochs(engine: Engine, batches: Iterable[Batch], after_seq: int, epochs: list[ConfigEpoch],
                  until_seq: int | None = None, verify: bool = True,
-                 prefault: bool = True) -> tuple[Engine, int, int, int]:
+                 prefault: bool = True, on_applied=None) -> tuple[Engine, int, int, int]:
     """``apply_batches`` across config epochs: each command is applied in the config in force
     for it, resizing (a new engine) at each boundary, inside a batch as well. Returns (the
     engine, last seq, commands, batches). Without ``until_seq`` the engine ends in the config
@@ -151,7 +151,8 @@ def apply_epochs(engine: Engine, batches: Iterable[Batch], after_seq: int, epoch
             engine = resize(engine, config_at(epochs, last + 1), prefault=prefault)
             boundary = _next_boundary(epochs, last + 1)
             stops = [s for s in (until_seq, None if boundary is None else boundary - 1) if s is not None]
-            new_last, n, _ = apply_batches(engine, (batch,), last, min(stops) if stops else None, verify)
+            new_last, n, _ = apply_batches(engine, (batch,), last, min(stops) if stops else None, verify,
+                                           on_applied=on_applied)
             if n == 0:
                 break
             last, commands, applied = new_last, commands + n, True
@@ -177,9 +178,14 @@ def engine_from_snapshot(snapshot, config: EngineConfig, *,
 
 
 def apply_batches(engine: Engine, batches: Iterable[Batch], after_seq: int,
-                  until_seq: int | None = None, verify: bool = True) -> tuple[int, int, int]:
+                  until_seq: int | None = None, verify: bool = True,
+                  on_applied=None) -> tuple[int, int, int]:
     """Apply the commands with after_seq < seq <= until_seq; returns (last seq, commands,
-    batches). With verify, each batch's events must equal the journaled ones."""
+    batches). With verify, each batch's events must equal the journaled ones.
+    ``on_applied(engine, commands, events)`` after each apply (market data: the engine then
+    records book changes, turned on here)."""
+    if on_applied is not None:
+        engine.enable_book_changes()
     last_seq, commands_applied, batches_seen = after_seq, 0, 0
     for batch in batches:
         if batch.last_seq <= after_seq:
@@ -194,6 +200,8 @@ def apply_batches(engine: Engine, batches: Iterable[Batch], after_seq: int,
         if verify and not _same_records(produced, events):
             raise ReplayMismatchError(_first_mismatch_seq(produced, events),
                                       "replayed events differ from the journal")
+        if on_applied is not None:
+            on_applied(engine, commands, produced)
         last_seq = int(commands["seq"][-1])
         commands_applied += len(commands)
         batches_seen += 1

@@ -78,10 +78,31 @@ COMMENT ON TABLE journal IS
     'checksum_kind 1 = CRC-32 (zlib), 2 = CRC-32C (Castagnoli)';
 """
 
+# Market data checkpoints: a replica engine's state and the feed's state (md_seq and the last
+# BBO per instrument) after command seq, so the feed continues with the same numbering
+# after a restart without replaying the journal from its start (docs/marketdata.md).
+_V3 = """
+CREATE TABLE marketdata_checkpoint (
+    seq          bigint      PRIMARY KEY,
+    engine_state bytea       NOT NULL,
+    feed_state   bytea       NOT NULL,
+    checksum     bigint      NOT NULL,
+    written_at   timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT marketdata_checkpoint_seq_not_negative CHECK (seq >= 0)
+);
+ALTER TABLE marketdata_checkpoint
+    ALTER COLUMN engine_state SET STORAGE EXTERNAL,
+    ALTER COLUMN feed_state SET STORAGE EXTERNAL;
+COMMENT ON TABLE marketdata_checkpoint IS
+    'matchcore market data feed state after command seq: engine snapshot words and the feed state '
+    '(md_seqs u64, tops i64[4] per instrument); checksum = CRC-32 (zlib) of seq and both payloads';
+"""
+
 #: (version, description, SQL). Never edit an applied one; append.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "journal, snapshot and meta tables", _V1),
     (2, "journal rows name their checksum algorithm; CRC-32C from now on", _V2),
+    (3, "market data checkpoints", _V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
