@@ -7,11 +7,16 @@ load any server module (a test checks ``sys.modules``)::
 
 - ``connection``: ``Client``, one logged-in session (orders, cancels, events, recovery).
 - ``keys``: ``PrivateKey``, key files, and the signed LOGIN.
+- ``marketdata``: ``Book`` (a local L2 book kept from the feed) and the typed query results
+  (``Balance``, ``OpenOrder``, ``Instrument``, ``TransferOutcome``, ``Trade``).
 
 See ``docs/protocol.md`` for the protocol.
 """
-from matchcore.client.connection import Client, ClientError, ConnectionLost, LoginRefused, Outcome, PlaintextWarning
+from matchcore.client.connection import (Client, ClientError, ConnectionLost, LoginRefused, Outcome, PlaintextWarning,
+                                         QueryRefused)
+from matchcore.client.marketdata import Balance, Book, Instrument, OpenOrder, Trade, TransferOutcome
 from matchcore.client.keys import PrivateKey, generate_key, load_private_key
 
 __all__ = ["Client", "ClientError", "ConnectionLost", "LoginRefused", "Outcome", "PlaintextWarning", "PrivateKey",
-           "generate_key", "load_private_key"]
+           "generate_key", "load_private_key", "QueryRefused", "Balance", "Book", "Instrument", "OpenOrder", "Trade",
+           "TransferOutcome"]

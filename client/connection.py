@@ -33,6 +33,7 @@ import asyncio
 import collections
 import dataclasses
 import ipaddress
+import socket
 import ssl as ssl_module
 import time
 import warnings
@@ -40,10 +41,12 @@ from typing import AsyncIterator
 
 from matchcore import protocol as p
 from matchcore.client import keys
+from matchcore.client.marketdata import Balance, Book, Instrument, OpenOrder, Trade, TransferOutcome
 from matchcore.core.codes import ALL_INSTRUMENTS, EventKind, OrderType, StpMode, TimeInForce
 from matchcore.errors import MatchcoreError
 
-__all__ = ["Client", "Outcome", "ClientError", "LoginRefused", "ConnectionLost", "PlaintextWarning"]
+__all__ = ["Client", "Outcome", "ClientError", "LoginRefused", "ConnectionLost", "PlaintextWarning",
+           "QueryRefused"]
 
 
 class PlaintextWarning(UserWarning):
@@ -139,13 +142,16 @@ class Client:
                  "cancel_on_disconnect", "heartbeat_interval_ms", "connect_timeout_s",
                  "_next_event_seq", "_last_event_seq", "_session", "_reader", "_writer", "_tasks",
                  "_events", "_pending", "_status_waiters", "_closed", "_last_sent_s",
-                 "_last_received_s", "_next_client_id", "_lost", "_gaps")
+                 "_last_received_s", "_next_client_id", "_lost", "_gaps", "_queries", "books",
+                 "_snapshot", "_trades", "_book_updates", "_subscriptions", "resnapshots", "trades_dropped",
+                 "receive_buffer_bytes")
 
     def __init__(self, host: str, port: int, *, account_id: int, key_id: int,
                  private_key: keys.PrivateKey, ssl: ssl_module.SSLContext | None = None,
                  server_hostname: str | None = None, cancel_on_disconnect: bool = False,
                  heartbeat_interval_ms: int = 1000, next_event_seq: int = 0,
-                 event_queue_size: int = 65_536, connect_timeout_s: float = 10.0) -> None:
+                 event_queue_size: int = 65_536, connect_timeout_s: float = 10.0,
+                 receive_buffer_bytes: int | None = None) -> None:
         self.host, self.port = host, port
         self.account_id, self.key_id = account_id, key_id
         self._key = private_key
@@ -153,6 +159,8 @@ class Client:
         self.cancel_on_disconnect = cancel_on_disconnect
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.connect_timeout_s = connect_timeout_s
+        #: the socket's receive buffer (SO_RCVBUF, set before connecting); None: the system's
+        self.receive_buffer_bytes = receive_buffer_bytes
         self._next_event_seq = next_event_seq
         self._last_event_seq = 0
         self._session: p.LoginAccepted | None = None
@@ -167,6 +175,19 @@ class Client:
         self._last_sent_s = self._last_received_s = 0.0
         self._next_client_id = time.time_ns()  # client order ids must rise across sessions
         self._gaps = 0
+        #: request_id -> (query type, frames so far, future) of the queries (and subscriptions)
+        #: awaiting their last frame (QUERY_DONE, TRANSFER_STATUS)
+        self._queries: dict[int, tuple[int, list, asyncio.Future]] = {}
+        #: the local books of the instruments subscribed to (market data)
+        self.books: dict[int, Book] = {}
+        self._snapshot: tuple[p.MdSnapshot, list] | None = None  # the snapshot being received
+        self._trades: asyncio.Queue[Trade] = asyncio.Queue(event_queue_size)
+        self._book_updates: asyncio.Queue[int] = asyncio.Queue(event_queue_size)
+        self._subscriptions: dict[int, int] = {}  # instrument (or ALL_INSTRUMENTS) -> depth_levels
+        #: fresh snapshots asked for by the client after a gap in a book's feed
+        self.resnapshots = 0
+        #: trades not kept because nobody took them from trades() (its queue was full)
+        self.trades_dropped = 0
 
     # ------------------------------------------------------------------ connection
 
@@ -176,9 +197,7 @@ class Client:
             warnings.warn(f"connecting to {self.host}:{self.port} without TLS: orders, fills and balances "
                           "travel in clear; pass ssl=ssl.create_default_context(...)", PlaintextWarning,
                           stacklevel=2)
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(
-            self.host, self.port, ssl=self._ssl,
-            server_hostname=self._server_hostname if self._ssl else None), self.connect_timeout_s)
+        reader, writer = await asyncio.wait_for(self._open(), self.connect_timeout_s)
         try:
             accepted = await asyncio.wait_for(self._login(reader, writer), self.connect_timeout_s)
         except BaseException:
@@ -192,7 +211,29 @@ class Client:
         self._last_received_s = self._last_sent_s = time.monotonic()
         self._tasks = [asyncio.create_task(self._read_loop(reader)),
                        asyncio.create_task(self._heartbeat_loop())]
+        # a new session has no subscriptions: ask again for what the old one had (fresh snapshots)
+        for book in self.books.values():
+            book.synced = False
+        for instrument_id, depth_levels in self._subscriptions.items():
+            self.send(p.MdSubscribe(instrument_id, depth_levels, 0))
         return accepted
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        hostname = self._server_hostname if self._ssl else None
+        if self.receive_buffer_bytes is None:
+            return await asyncio.open_connection(self.host, self.port, ssl=self._ssl, server_hostname=hostname)
+        loop = asyncio.get_running_loop()
+        (family, kind, proto, _, address), *_ = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer_bytes)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except BaseException:
+            sock.close()
+            raise
+        return await asyncio.open_connection(sock=sock, ssl=self._ssl,
+                                             server_hostname=hostname or (self.host if self._ssl else None))
 
     async def _login(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> p.LoginAccepted:
         challenge = p.decode(await _read_frame(reader))
@@ -352,6 +393,123 @@ class Client:
         self.send(p.OrderStatusQuery(client_order_id))
         return await asyncio.wait_for(future, timeout_s)
 
+    # ------------------------------------------------------------------ queries
+
+    def _request_id(self) -> int:
+        return self.next_client_id()
+
+    async def _query(self, message: p.Message, timeout_s: float | None) -> tuple[list, p.Message]:
+        """Send a query; its answer frames and the frame that ended it (QUERY_DONE,
+        TRANSFER_STATUS). A SESSION_REJECT raises ``QueryRefused``."""
+        future = asyncio.get_running_loop().create_future()
+        self._queries[message.request_id] = (message.frame_type(), [], future)
+        try:
+            self.send(message)
+            return await asyncio.wait_for(future, timeout_s)
+        finally:
+            self._queries.pop(message.request_id, None)
+
+    async def balances(self, timeout_s: float | None = None) -> dict[int, Balance]:
+        """The account's balances by asset id (assets with nothing available or held are left out)."""
+        frames, _ = await self._query(p.BalancesQuery(self._request_id()), timeout_s)
+        return {m.asset_id: Balance(m.asset_id, m.available, m.held, m.as_of_seq) for m in frames}
+
+    async def open_orders(self, instrument_id: int = ALL_INSTRUMENTS, *, page_size: int = 200,
+                          timeout_s: float | None = None) -> list[OpenOrder]:
+        """Every open order of the account (one instrument or all), ascending order id, read
+        page by page (each page is consistent with its own ``as_of_seq``)."""
+        out, after = [], 0
+        while True:
+            frames, done = await self._query(p.OpenOrdersQuery(instrument_id, self._request_id(), after, page_size),
+                                             timeout_s)
+            out += [OpenOrder.of(m, done.as_of_seq) for m in frames]
+            if not done.next_after_id:
+                return out
+            after = done.next_after_id
+
+    async def instruments(self, timeout_s: float | None = None) -> list[Instrument]:
+        frames, done = await self._query(p.InstrumentsQuery(self._request_id()), timeout_s)
+        return [Instrument.of(m, done.as_of_seq) for m in frames]
+
+    async def transfer_status(self, transfer_id: int, account_id: int | None = None,
+                              timeout_s: float | None = None) -> TransferOutcome:
+        """The outcome of a transfer of the account (an admin session: of any account)."""
+        _, status = await self._query(p.TransferQuery(self.account_id if account_id is None else account_id,
+                                                      transfer_id, self._request_id()), timeout_s)
+        return TransferOutcome.of(status)
+
+    # ------------------------------------------------------------------ market data
+
+    async def subscribe(self, instrument_id: int = ALL_INSTRUMENTS, depth_levels: int = 0,
+                        timeout_s: float | None = None) -> dict[int, Book]:
+        """Subscribe to an instrument's market data (or every instrument's) and wait for the
+        snapshot; ``books`` then stays up to date (after a gap the client asks for a fresh
+        snapshot by itself). Returns the books the answer filled, by instrument id."""
+        self._subscriptions[instrument_id] = depth_levels
+        books, _ = await self._query(p.MdSubscribe(instrument_id, depth_levels, self._request_id()), timeout_s)
+        return {book.instrument_id: book for book in books}
+
+    def unsubscribe(self, instrument_id: int = ALL_INSTRUMENTS) -> None:
+        self._subscriptions.pop(instrument_id, None)
+        self.send(p.MdUnsubscribe(instrument_id, self._request_id()))
+
+    async def trades(self) -> AsyncIterator[Trade]:
+        """Trades of the subscribed instruments, in feed order, until the connection ends."""
+        while self._lost is None or not self._trades.empty():
+            try:
+                yield await asyncio.wait_for(self._trades.get(), 0.5)
+            except asyncio.TimeoutError:
+                continue
+
+    async def next_book_update(self, timeout_s: float | None = None) -> int:
+        """Wait until a book changes; the instrument id (several changes may come as one)."""
+        return await asyncio.wait_for(self._book_updates.get(), timeout_s)
+
+    def _on_market_data(self, message: p.Message) -> None:
+        if isinstance(message, p.MdSnapshot):
+            self._snapshot = (message, [])
+            self._snapshot_done_if_complete()
+            return
+        if isinstance(message, p.MdLevel) and message.snapshot:
+            if self._snapshot is not None:
+                self._snapshot[1].append(message)
+                self._snapshot_done_if_complete()
+            return
+        book = self.books.get(message.instrument_id)
+        if book is None:
+            if ALL_INSTRUMENTS in self._subscriptions and isinstance(message, p.MdStatus) and message.md_seq == 1:
+                book = self.books[message.instrument_id] = Book(message.instrument_id)  # a new instrument
+                book.synced = True
+            else:
+                return
+        if not book.apply(message):
+            self.resnapshots += 1  # a gap: a fresh snapshot of that instrument
+            self.send(p.MdSubscribe(message.instrument_id, book.depth_levels, 0))
+            return
+        if isinstance(message, p.MdTrade):
+            if self._trades.full():
+                self.trades_dropped += 1
+            else:
+                self._trades.put_nowait(Trade.of(message))
+        self._book_changed(message.instrument_id)
+
+    def _book_changed(self, instrument_id: int) -> None:
+        if not self._book_updates.full():
+            self._book_updates.put_nowait(instrument_id)
+
+    def _snapshot_done_if_complete(self) -> None:
+        snapshot, levels = self._snapshot
+        if len(levels) < snapshot.bid_levels + snapshot.ask_levels:
+            return
+        self._snapshot = None
+        book = self.books.get(snapshot.instrument_id) or Book(snapshot.instrument_id)
+        book.load(snapshot, levels)
+        self.books[snapshot.instrument_id] = book
+        waiting = self._queries.get(snapshot.request_id)
+        if waiting is not None:
+            waiting[1].append(book)
+        self._book_changed(snapshot.instrument_id)
+
     def heartbeat(self) -> None:
         """Send a HEARTBEAT now (the client also sends them by itself when idle)."""
         self.send(p.Heartbeat(self._last_event_seq, time.time_ns()))
@@ -417,7 +575,11 @@ class Client:
         """Handle one message from the server; False on an event sequence gap."""
         if isinstance(message, p.EventMessage):
             return await self._on_event(message)
-        if isinstance(message, p.SessionReject):
+        if isinstance(message, _MARKET_DATA):
+            self._on_market_data(message)
+        elif isinstance(message, _QUERY_ANSWERS):
+            self._on_query_answer(message)
+        elif isinstance(message, p.SessionReject):
             self._resolve_reject(message)
         elif isinstance(message, p.OrderStatus):
             waiters = self._status_waiters.get(message.client_order_id)
@@ -456,7 +618,23 @@ class Client:
                         pending.future.set_result(Outcome(event=event))
                     return
 
+    def _on_query_answer(self, message: p.Message) -> None:
+        waiting = self._queries.get(message.request_id)
+        if waiting is None:
+            return
+        _, frames, future = waiting
+        if isinstance(message, (p.QueryDone, p.TransferStatus)):
+            if not future.done():
+                future.set_result((frames, message))
+        else:
+            frames.append(message)
+
     def _resolve_reject(self, reject: p.SessionReject) -> None:
+        if reject.refused_type in p.QUERY_TYPES or reject.refused_type in _MD_REQUESTS:
+            waiting = self._queries.get(reject.client_id)
+            if waiting is not None and not waiting[2].done():
+                waiting[2].set_exception(QueryRefused(reject.refused_type, reject.reason))
+            return
         queue = self._pending.get(reject.client_id)
         for pending in queue or ():
             if pending.type_ == reject.refused_type:
@@ -478,6 +656,9 @@ class Client:
                 if not future.done():
                     future.set_exception(error)
         self._status_waiters.clear()
+        for _, _, future in self._queries.values():
+            if not future.done():
+                future.set_exception(error)
 
     async def _heartbeat_loop(self) -> None:
         interval_s = (self._session.heartbeat_interval_ms if self._session else self.heartbeat_interval_ms) / 1000
@@ -494,6 +675,20 @@ class Client:
                     self.heartbeat()
                 except (ConnectionError, ClientError):
                     return
+
+
+class QueryRefused(ClientError):
+    """The gateway refused a query or a subscription (SESSION_REJECT); ``reason`` says why."""
+
+    def __init__(self, refused_type: int, reason: int) -> None:
+        self.refused_type = p.MessageType(refused_type)
+        self.reason = p.SessionReason(reason)
+        super().__init__(f"{self.refused_type.name} refused: {self.reason.name}")
+
+
+_MARKET_DATA = (p.MdSnapshot, p.MdLevel, p.MdTrade, p.MdBbo, p.MdStatus)
+_QUERY_ANSWERS = (p.Balance, p.OpenOrder, p.InstrumentInfo, p.TransferStatus, p.QueryDone)
+_MD_REQUESTS = frozenset((int(p.MessageType.MD_SUBSCRIBE), int(p.MessageType.MD_UNSUBSCRIBE)))
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> bytes:

@@ -89,6 +89,7 @@ class GatewayServer:
         self._journal = None
         self._server: asyncio.AbstractServer | None = None
         self._clock: asyncio.Task | None = None
+        self._md_clock: asyncio.Task | None = None
         self._metrics_server = None
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -138,7 +139,7 @@ class GatewayServer:
                                    on_failure=self._core_failed)
         # the feed's replica first: nothing journals until the core starts, and from then on
         # every release must reach it
-        feed = await feed_from_journal_async(self._journal)
+        feed = await feed_from_journal_async(self._journal, config=config.engine)
         recovered = await self.service.start()
         self._start_replica(feed, recovered.last_seq)
         if recovered.last_seq != rebuilt_through:
@@ -163,6 +164,8 @@ class GatewayServer:
             backlog=1024, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         self._clock = asyncio.create_task(self.table.run_clock(config.clock_tick_ms), name="matchcore-clock")
+        self._md_clock = asyncio.create_task(self.market_data.run_clock(config.clock_tick_ms),
+                                             name="matchcore-market-data-clock")
         _log.info("listening", extra={"host": config.listen_host, "port": self.port, "tls": config.tls_cert is not None,
                                       "metrics_port": self.metrics_port, "dsn": redact_dsn(self.dsn),
                                       "last_seq": recovered.last_seq, "accounts_with_events": len(self.streams.last)})
@@ -493,6 +496,8 @@ class GatewayServer:
             await self.service.stop(timeout_s=max(0.0, deadline - loop.time()))
         if self._clock is not None:
             self._clock.cancel()
+        if self._md_clock is not None:
+            self._md_clock.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
             if self.dispatcher.order_view is not None:

@@ -16,6 +16,7 @@ holds at most ``md_subscriptions_max`` of them.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -158,6 +159,18 @@ class MarketData:
                 data, count = chosen.tobytes(), len(chosen)
             session.send_market_data(data)
             self.metrics.md_frames_sent += count
+
+    def check_conflated(self) -> None:
+        """The clock's tick: a conflated subscriber that has read its queue gets its fresh
+        snapshot even when no new frames come (a quiet market)."""
+        for session, sub in list(self.subscribers.items()):
+            if sub.stale and session.active:
+                self._conflated(session, sub)
+
+    async def run_clock(self, tick_ms: int = 50) -> None:
+        while True:
+            await asyncio.sleep(tick_ms / 1000)
+            self.check_conflated()
 
     def _conflated(self, session: "Session", sub: Subscription) -> bool:
         """True while the subscriber's increments are dropped (its socket is behind)."""

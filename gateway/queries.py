@@ -83,7 +83,8 @@ def transfer(feed: MarketDataFeed, query: p.TransferQuery) -> bytes:
 
 
 def snapshots(feed: MarketDataFeed, instrument_ids: list[int], depth_levels: int, request_id: int) -> bytes | None:
-    """MD_SNAPSHOT and its MD_SNAPSHOT_LEVELs per instrument (None: an instrument is unknown)."""
+    """MD_SNAPSHOT and its MD_SNAPSHOT_LEVELs per instrument, then QUERY_DONE (count: the
+    snapshots); None: an instrument is unknown."""
     engine, frames = feed.engine, []
     for instrument_id in instrument_ids:
         i = engine.instrument(instrument_id)
@@ -99,4 +100,5 @@ def snapshots(feed: MarketDataFeed, instrument_ids: list[int], depth_levels: int
             for price, quantity, count in rows.tolist():
                 frames.append(p.MdLevel(1, int(side), instrument_id, count, md_seq, feed.last_seq, 0, price,
                                         quantity).encode())
+    frames.append(p.QueryDone(p.MessageType.MD_SUBSCRIBE, len(instrument_ids), request_id, feed.last_seq).encode())
     return b"".join(frames)

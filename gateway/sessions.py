@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import socket
 import struct
 import time
 from typing import Awaitable, Callable, Protocol
@@ -102,6 +103,11 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     md_conflate_bytes: int = 4 << 20
     #: Conflated more often than this in a minute: LOGOUT SLOW_CONSUMER.
     md_conflations_per_minute_max: int = 10
+    #: The kernel's send buffer of each client socket (SO_SNDBUF), bytes; 0: the system's
+    #: (autotuned up to net.ipv4.tcp_wmem's maximum, 4 MiB here). Bounds kernel memory per
+    #: connection, and how much a slow reader takes before output_buffer_bytes_max and
+    #: md_conflate_bytes see it.
+    socket_send_buffer_bytes: int = 0
     #: Orders in one OPEN_ORDERS answer at most (a page; QUERY_DONE says where the next starts).
     open_orders_page_max: int = 500
     # credentials (gateway/key_watch.py, gateway/login_throttle.py)
@@ -159,6 +165,8 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             (self.order_status_in_flight_max > 0, "order_status_in_flight_max must be positive"),
             (self.md_subscriptions_max > 0, "md_subscriptions_max must be positive"),
             (self.md_conflate_bytes > 0, "md_conflate_bytes must be positive"),
+            (self.socket_send_buffer_bytes == 0 or 4096 <= self.socket_send_buffer_bytes <= 1 << 30,
+             "socket_send_buffer_bytes must be 0 or in 4096..2**30"),
             (self.md_conflations_per_minute_max > 0, "md_conflations_per_minute_max must be positive"),
             (0 < self.open_orders_page_max <= 10_000, "open_orders_page_max must be in 1..10000"),
         ] + self._credential_checks()
@@ -1088,6 +1096,13 @@ class SessionProtocol(asyncio.Protocol):
         if not table.pending.admit(address):
             transport.abort()  # before any CHALLENGE work; connection_lost follows, no data
             return
+        send_buffer = table.limits.socket_send_buffer_bytes
+        sock = transport.get_extra_info("socket") if send_buffer else None
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+            except OSError:
+                pass
         self.session = table.new_session(transport)  # type: ignore[arg-type]
         table.pending.add(self.session.session_id, address)
         self.session.peer = f"{peer[0]}:{peer[1]}" if address else ""

@@ -23,7 +23,8 @@ import numpy as np
 from matchcore.core import Engine, EngineConfig
 from matchcore.protocol import _codec
 from matchcore.protocol.messages import MD_FRAME_SIZE, MessageType
-from matchcore.persistence.replay import ConfigEpoch, apply_epochs, read_epochs, read_epochs_async, resize
+from matchcore.persistence.replay import (CONFIG_META_KEY, ConfigEpoch, apply_epochs, read_epochs,
+                                          read_epochs_async, resize)
 
 __all__ = ["MarketDataFeed", "feed_from_journal", "feed_from_journal_async", "trade_tape", "book_at",
            "TRADE_DTYPE", "LEVEL_DTYPE", "frames_of_instrument"]
@@ -136,9 +137,13 @@ def feed_from_journal(journal, from_seq: int = 1, until_seq: int | None = None,
                 yield commands, keep
 
 
-async def feed_from_journal_async(journal, until_seq: int | None = None) -> MarketDataFeed:
+async def feed_from_journal_async(journal, until_seq: int | None = None,
+                                  config: EngineConfig | None = None) -> MarketDataFeed:
     """The feed (replica and state) after ``until_seq`` (default: the end), from the newest
-    checkpoint (or seq 1): what the server recovers at start. Frames are not kept."""
+    checkpoint (or seq 1): what the server recovers at start. Frames are not kept. A journal
+    no core has written to yet (no engine config stored) is empty: ``config`` is used."""
+    if config is not None and await journal.read_meta(CONFIG_META_KEY) is None:
+        return MarketDataFeed(Engine(config, prefault=False))
     epochs = await read_epochs_async(journal)
     checkpoint = await journal.latest_marketdata_checkpoint(until_seq)
     feed = MarketDataFeed.from_checkpoint(checkpoint, epochs[0].config)
