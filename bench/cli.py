@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline(benches)
     _add_journal(benches)
     _add_e2e(benches)
+    _add_marketdata(benches)
     _add_abuse(benches)
     _add_memory(benches)
     _add_report(benches)
@@ -99,6 +100,30 @@ def _add_e2e(benches: argparse._SubParsersAction) -> None:
     e2e.add_argument("--data-dir", default=None, help="embedded server's data folder (default: a temp folder)")
     e2e.add_argument("--json", action="store_true", help="print one JSON object")
     e2e.set_defaults(handler=bench_e2e)
+
+
+def _add_marketdata(benches: argparse._SubParsersAction) -> None:
+    md = benches.add_parser("marketdata", help="the e2e load with and without N market data subscribers "
+                                               "(throughput ratio, md messages/s, commit-to-subscriber latency)")
+    md.add_argument("--subscribers", type=int, default=100, help="market data sessions, every instrument each")
+    md.add_argument("--subscriber-processes", type=int, default=2, help="processes the subscribers run in")
+    md.add_argument("--clients", type=int, default=2, help="load client processes")
+    md.add_argument("--seconds", type=float, default=10.0, help="measured seconds (after warm-up)")
+    md.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds, not measured")
+    md.add_argument("--rate", type=float, default=0.0, help="offered commands/s (0: full load)")
+    md.add_argument("--repeats", type=int, default=1, help="alternated pairs of runs; medians reported")
+    md.add_argument("--dsn", default=None, help="a PostgreSQL to use (default: embedded, in a temp folder)")
+    md.add_argument("--json", action="store_true", help="print one JSON object")
+    md.set_defaults(handler=bench_marketdata)
+
+
+def bench_marketdata(args: argparse.Namespace) -> int:
+    from matchcore.bench.marketdata_bench import run_marketdata_bench
+
+    run_marketdata_bench(subscribers=args.subscribers, subscriber_processes=args.subscriber_processes,
+                         clients=args.clients, seconds=args.seconds, warmup_s=args.warmup, rate=args.rate,
+                         repeats=args.repeats, dsn=args.dsn, as_json=args.json)
+    return 0
 
 
 def _add_abuse(benches: argparse._SubParsersAction) -> None:

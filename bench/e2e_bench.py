@@ -221,7 +221,8 @@ def server_settings(clients: int) -> dict:
 
 
 def run_clients(venue: Venue, *, seconds: float, warmup_s: float, rate: float,
-                window_commands: int) -> list[LoadResult]:
+                window_commands: int, started=None) -> list[LoadResult]:
+    """Run the load clients; ``started()`` is called the moment they start (warm-up first)."""
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(venue.clients + 1)
     results = context.Queue()
@@ -235,6 +236,8 @@ def run_clients(venue: Venue, *, seconds: float, warmup_s: float, rate: float,
         process.start()
         processes.append(process)
     barrier.wait(timeout=120)
+    if started is not None:
+        started()
     collected = [results.get(timeout=warmup_s + seconds + 120) for _ in processes]
     for process in processes:
         process.join(30)

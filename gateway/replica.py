@@ -156,12 +156,23 @@ class Replica:
         """On the loop: hand everything made so far to its receiver, in order."""
         self._scheduled = False
         out = self._out
+        frames: list = []  # the frames of consecutive batches go out as one (fewer writes when busy)
+        last_seq = 0
         while out:
             item = out.popleft()
+            if item[0] == "frames":
+                frames.append(item[2])
+                last_seq = item[1]
+                continue
+            if frames:
+                self._on_output("frames", last_seq, frames[0] if len(frames) == 1 else np.concatenate(frames))
+                frames = []
             if item[0] == "reply":
                 item[1](item[2])
             else:
                 self._on_output(*item)
+        if frames:
+            self._on_output("frames", last_seq, frames[0] if len(frames) == 1 else np.concatenate(frames))
 
     def stop(self) -> None:
         self._pending.append(None)

@@ -245,12 +245,7 @@ def decode_client_stream(buffer: bytes | bytearray | memoryview, account_id: int
             return result(DecodeStatus.CONTROL, SessionReason.NONE, offset - size, type_)
         if len(commands) >= max_commands:
             return result(DecodeStatus.OUTPUT_FULL)
-        if type_ in ADMIN_TYPES and not admin:
-            stop = refused(SessionReason.NOT_AUTHORIZED, message)
-            if stop is not None:
-                return stop
-            continue
-        if type_ in ORDER_ENTRY_TYPES and not order_entry:
+        if (type_ in ADMIN_TYPES and not admin) or (type_ in ORDER_ENTRY_TYPES and not order_entry):
             stop = refused(SessionReason.NOT_AUTHORIZED, message)
             if stop is not None:
                 return stop

@@ -18,7 +18,8 @@ ALLOWED = {
     "core": set(),
     "protocol": {"matchcore.core.records", "matchcore.core.codes"},
     "client": {"matchcore.protocol", "matchcore.core.records", "matchcore.core.codes"},
-    "persistence": {"matchcore.core"},
+    # persistence.marketdata: the market data feed regenerated from the journal is wire frames
+    "persistence": {"matchcore.core", "matchcore.protocol"},
     "gateway": {"matchcore.core", "matchcore.protocol", "matchcore.persistence"},
     "cli": {"matchcore.core", "matchcore.protocol", "matchcore.persistence", "matchcore.gateway",
             "matchcore.client"},
