@@ -524,6 +524,17 @@ class Client:
             raise item
         return item
 
+    def poll_event(self) -> p.EventMessage | None:
+        """The next event if one has arrived, else None (never waits). Raises
+        ``ConnectionLost`` when the connection ended."""
+        try:
+            item = self._events.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if isinstance(item, ConnectionLost):
+            raise item
+        return item
+
     async def events(self) -> AsyncIterator[p.EventMessage]:
         """Every event of the account's stream, in event sequence order, until the
         connection ends."""

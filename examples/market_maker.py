@@ -137,11 +137,7 @@ class MarketMaker:
                 await self.client.next_book_update(timeout_s=0.05)
             except asyncio.TimeoutError:
                 pass
-            while True:  # our own events: fills and cancels
-                try:
-                    event = await self.client.next_event(timeout_s=0)
-                except asyncio.TimeoutError:
-                    break
+            while (event := self.client.poll_event()) is not None:  # our own fills and cancels
                 filled |= self.on_event(event)
             if filled or time.monotonic() - last_balances > self.balance_every_s:
                 await self.refresh_balances()
