@@ -802,8 +802,11 @@ class Session:
             self._write(_session_reject_frame(int(type_), int(reason), request_id), time.time_ns())
 
     def send_market_data(self, frames: bytes) -> None:
+        """Market data: the venue checked the send queue (conflation comes before the output
+        bound), so this is one write; the heartbeat clock is not touched (market data does not
+        count as the session's output for heartbeats)."""
         if self.state == SessionState.ACTIVE:
-            self._write(frames, time.time_ns())
+            self.transport.write(frames)
 
     def queued_bytes(self) -> int:
         """Bytes written to the socket that the client has not taken yet."""
