@@ -98,8 +98,10 @@ cdef class Engine:
     cdef void prefetch_neighbours(self, const Command* command) noexcept nogil
     # book changes
     cdef void book_marks_reset(self) noexcept nogil
-    cdef void book_touch(self, const Instrument* instrument, int side_index,
-                         Level* level) noexcept nogil
+    cdef inline void book_touch(self, const Instrument* instrument, int side_index,
+                                Level* level) noexcept nogil
+    cdef void book_remember(self, const Instrument* instrument, int side_index,
+                            Level* level) noexcept nogil
     cdef BookChange* book_change_push(self, uint8_t kind, uint32_t instrument_id) noexcept nogil
     cdef void book_finish(self, const Command* command) noexcept nogil
     cdef void book_top(self, uint32_t instrument_id) noexcept nogil

@@ -719,12 +719,15 @@ cdef class Engine:
                     self.instruments[instrument_id].levels[side_index][position].book_mark = 0
         self.book_mark = 1
 
-    cdef void book_touch(self, const Instrument* instrument, int side_index,
-                         Level* level) noexcept nogil:
+    cdef inline void book_touch(self, const Instrument* instrument, int side_index,
+                                Level* level) noexcept nogil:
         """Book changes on: remember a level's state before the current command first
-        changes it. Off: one compare."""
-        if not self.book_changes_on or level.book_mark == self.book_mark:
-            return
+        changes it. Off: one compare, inline."""
+        if self.book_changes_on and level.book_mark != self.book_mark:
+            self.book_remember(instrument, side_index, level)
+
+    cdef void book_remember(self, const Instrument* instrument, int side_index,
+                            Level* level) noexcept nogil:
         cdef BookTouch* grown
         cdef size_t capacity
         if self.touched_count == self.touched_capacity:
