@@ -187,7 +187,8 @@ class GatewayServer:
                                       conflate_bytes=min(limits.md_conflate_bytes,
                                                          limits.output_buffer_bytes_max // 2),
                                       conflations_per_minute_max=limits.md_conflations_per_minute_max,
-                                      open_orders_page_max=limits.open_orders_page_max)
+                                      open_orders_page_max=limits.open_orders_page_max,
+                                      snapshots_per_s_max=limits.md_snapshots_per_s_max)
         self.metrics.md_subscribers = lambda: len(self.market_data.subscribers)
 
     def _replica_output(self, kind: str, *payload) -> None:

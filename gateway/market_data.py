@@ -38,7 +38,7 @@ _INSTRUMENT_COLUMN = slice(8, 12)
 class Subscription:
     """What one session listens to, and where its feed stands."""
 
-    __slots__ = ("every", "every_depth", "instruments", "waiting", "stale", "conflations")
+    __slots__ = ("every", "every_depth", "instruments", "waiting", "stale", "conflations", "asked")
 
     def __init__(self) -> None:
         self.every = False                 # every instrument, now and added later
@@ -49,6 +49,7 @@ class Subscription:
         self.waiting: set[int] = set()
         self.stale = False                 # conflated: nothing until the queue drains
         self.conflations: list[float] = []  # monotonic seconds of the recent ones
+        self.asked: list[float] = []        # monotonic seconds of the client's recent subscribes
 
     def count(self) -> int:
         return len(self.instruments) + int(self.every)
@@ -59,8 +60,9 @@ class MarketData:
 
     def __init__(self, replica: "Replica", metrics, *, subscriptions_max: int = 64,
                  conflate_bytes: int = 4 << 20, conflations_per_minute_max: int = 10,
-                 open_orders_page_max: int = 500) -> None:
+                 open_orders_page_max: int = 500, snapshots_per_s_max: int = 10) -> None:
         self.replica = replica
+        self.snapshots_per_s_max = snapshots_per_s_max
         self.open_orders_page_max = open_orders_page_max
         self.metrics = metrics
         self.subscriptions_max = subscriptions_max
@@ -72,6 +74,20 @@ class MarketData:
     # ------------------------------------------------------------------ requests
 
     def subscribe(self, session: "Session", message: p.MdSubscribe) -> None:
+        """A client's MD_SUBSCRIBE. Each one makes a snapshot, so a session may ask for at most
+        ``snapshots_per_s_max`` a second (then RATE_LIMITED): a snapshot of every instrument
+        can be large, and the replica makes it for everyone's feed."""
+        sub = self.subscribers.get(session)
+        if sub is not None:
+            now = time.monotonic()
+            sub.asked = [t for t in sub.asked if now - t < 1.0]
+            if len(sub.asked) >= self.snapshots_per_s_max:
+                session.refuse_request(p.MessageType.MD_SUBSCRIBE, p.SessionReason.RATE_LIMITED, message.request_id)
+                return
+            sub.asked.append(now)
+        self._subscribe(session, message)
+
+    def _subscribe(self, session: "Session", message: p.MdSubscribe) -> None:
         sub = self.subscribers.get(session)
         every = message.instrument_id == ALL_INSTRUMENTS
         known = sub is not None and (sub.every if every else message.instrument_id in sub.instruments)
@@ -202,9 +218,9 @@ class MarketData:
         # drained: a fresh snapshot of everything it listens to, then increments again
         sub.stale = False
         for instrument_id, depth in list(sub.instruments.items()):
-            self.subscribe(session, p.MdSubscribe(instrument_id, depth, 0))
+            self._subscribe(session, p.MdSubscribe(instrument_id, depth, 0))
         if sub.every:
-            self.subscribe(session, p.MdSubscribe(ALL_INSTRUMENTS, sub.every_depth, 0))
+            self._subscribe(session, p.MdSubscribe(ALL_INSTRUMENTS, sub.every_depth, 0))
         return True
 
     # ------------------------------------------------------------------ queries

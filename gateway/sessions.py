@@ -103,6 +103,8 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     md_conflate_bytes: int = 4 << 20
     #: Conflated more often than this in a minute: LOGOUT SLOW_CONSUMER.
     md_conflations_per_minute_max: int = 10
+    #: MD_SUBSCRIBEs (each makes a snapshot) one session may send a second; beyond: RATE_LIMITED.
+    md_snapshots_per_s_max: int = 10
     #: The kernel's send buffer of each client socket (SO_SNDBUF), bytes; 0: the system's
     #: (autotuned up to net.ipv4.tcp_wmem's maximum, 4 MiB here). Bounds kernel memory per
     #: connection, and how much a slow reader takes before output_buffer_bytes_max and
@@ -168,6 +170,7 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             (self.socket_send_buffer_bytes == 0 or 4096 <= self.socket_send_buffer_bytes <= 1 << 30,
              "socket_send_buffer_bytes must be 0 or in 4096..2**30"),
             (self.md_conflations_per_minute_max > 0, "md_conflations_per_minute_max must be positive"),
+            (self.md_snapshots_per_s_max > 0, "md_snapshots_per_s_max must be positive"),
             (0 < self.open_orders_page_max <= 10_000, "open_orders_page_max must be in 1..10000"),
         ] + self._credential_checks()
         for ok, message in checks:

@@ -1,0 +1,156 @@
+"""Market data fan-out and its limits on the loop side, with a real replica thread and engine: a
+subscriber gets a snapshot then every increment, a subscriber of one instrument only its own, a
+hostile client is bounded (subscriptions, snapshot rate), and a subscriber whose socket is
+behind is conflated, then re-snapshotted, then logged out when it keeps falling behind."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from matchcore import protocol as p
+from matchcore.core import Engine, EngineConfig, commands as c
+from matchcore.core.codes import ALL_INSTRUMENTS, Side
+from matchcore.gateway.market_data import MarketData
+from matchcore.gateway.metrics import GatewayMetrics
+from matchcore.gateway.replica import Replica
+from matchcore.persistence.marketdata import MarketDataFeed
+
+CONFIG = EngineConfig(max_accounts=8, max_assets=4, max_instruments=4, max_orders=1000, max_price_levels=64)
+SETUP = [c.add_asset(0), c.add_asset(1), c.add_account(1), c.add_account(2),
+         c.add_instrument(0, 0, 1), c.add_instrument(1, 0, 1),
+         c.deposit(1, 0, 10**9, 1), c.deposit(1, 1, 10**9, 2), c.deposit(2, 0, 10**9, 1), c.deposit(2, 1, 10**9, 2)]
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.active = True
+        self.account_id = 1
+        self.written = bytearray()
+        self.queued = 0
+        self.refused: list[tuple[int, int]] = []
+        self.logged_out = None
+
+    def send_market_data(self, frames: bytes) -> None:
+        self.written += frames
+
+    def refuse_request(self, type_, reason, request_id) -> None:
+        self.refused.append((int(type_), int(reason)))
+
+    def queued_bytes(self) -> int:
+        return self.queued
+
+    def logout(self, reason, now_ns) -> None:
+        self.logged_out = reason
+        self.active = False
+
+    def messages(self) -> list[p.Message]:
+        out = list(p.iter_messages(bytes(self.written)))
+        self.written.clear()
+        return out
+
+
+class Venue:
+    def __init__(self, **limits) -> None:
+        self.seq = 0
+        self.metrics = GatewayMetrics()
+        self.replica = Replica(MarketDataFeed(Engine(CONFIG)), self._output, checkpoint_every_commands=0)
+        self.md = MarketData(self.replica, self.metrics, **limits)
+        self.release(SETUP)
+
+    def _output(self, kind, *payload) -> None:
+        if kind == "frames":
+            self.md.on_frames(*payload)
+
+    def release(self, records) -> None:
+        commands = c.number(c.pack(records), first_seq=self.seq + 1, timestamp_ns=1)
+        self.seq += len(commands)
+        self.replica.released(commands, self._events(commands))
+
+    def _events(self, commands):
+        # the events the core would have journaled: a second engine in step with the replica
+        if not hasattr(self, "_core"):
+            self._core = Engine(CONFIG)
+        return self._core.apply(commands)
+
+    async def settle(self) -> None:
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if self.replica.lag_batches == 0 and not self.replica._out and not self.replica._queries:
+                await asyncio.sleep(0.01)
+                return
+
+
+def test_snapshot_then_increments_and_per_instrument_subscriptions():
+    async def scenario():
+        venue = Venue()
+        every, one = FakeSession(), FakeSession()
+        venue.release([c.limit(1, 0, 1, Side.BUY, 10, 5)])
+        await venue.settle()
+        venue.md.subscribe(every, p.MdSubscribe(ALL_INSTRUMENTS, 0, 7))
+        venue.md.subscribe(one, p.MdSubscribe(1, 0, 8))
+        await venue.settle()
+        snapshot = every.messages()
+        assert [type(m).__name__ for m in snapshot] == ["MdSnapshot", "MdLevel", "MdSnapshot", "QueryDone"]
+        assert snapshot[1].price == 10 and snapshot[1].snapshot == 1 and snapshot[-1].count == 2
+        assert [type(m).__name__ for m in one.messages()] == ["MdSnapshot", "QueryDone"]
+        venue.release([c.limit(2, 0, 1, Side.SELL, 12, 3), c.limit(2, 1, 2, Side.SELL, 30, 1)])
+        await venue.settle()
+        got = every.messages()
+        assert {m.instrument_id for m in got} == {0, 1}
+        mine = one.messages()
+        assert mine and {m.instrument_id for m in mine} == {1}
+        # md_seq continues from the snapshot's
+        first_of_0 = [m for m in got if m.instrument_id == 0][0]
+        assert first_of_0.md_seq == snapshot[0].md_seq + 1
+        venue.replica.stop()
+
+    asyncio.run(scenario())
+
+
+def test_hostile_clients_are_bounded_by_subscriptions_and_snapshot_rate():
+    async def scenario():
+        venue = Venue(subscriptions_max=1, snapshots_per_s_max=2)
+        session = FakeSession()
+        venue.md.subscribe(session, p.MdSubscribe(0, 0, 1))
+        await venue.settle()
+        venue.md.subscribe(session, p.MdSubscribe(1, 0, 2))  # a second instrument: over the limit
+        for request in range(5):  # re-asking for snapshots of the same instrument
+            venue.md.subscribe(session, p.MdSubscribe(0, 0, 10 + request))
+            await venue.settle()
+        reasons = [reason for _, reason in session.refused]
+        assert reasons.count(p.SessionReason.TOO_MANY_SUBSCRIPTIONS) == 1
+        assert reasons.count(p.SessionReason.RATE_LIMITED) >= 3
+        venue.md.subscribe(session, p.MdSubscribe(3, 0, 99))  # unknown: still refused politely
+        venue.replica.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_subscriber_behind_is_conflated_then_resnapshotted_then_logged_out():
+    async def scenario():
+        venue = Venue(conflate_bytes=1000, conflations_per_minute_max=2)
+        slow = FakeSession()
+        venue.md.subscribe(slow, p.MdSubscribe(ALL_INSTRUMENTS, 0, 1))
+        await venue.settle()
+        slow.messages()
+        client_id = 10
+        for round_ in range(3):
+            slow.queued = 5000  # its socket is behind
+            venue.release([c.limit(1, 0, client_id, Side.BUY, 20 + round_, 1)])
+            client_id += 1
+            await venue.settle()
+            assert slow.messages() == []  # increments dropped
+            if round_ == 2:
+                break
+            slow.queued = 0  # it read
+            venue.md.check_conflated()
+            await venue.settle()
+            fresh = slow.messages()
+            assert isinstance(fresh[0], p.MdSnapshot) and fresh[0].request_id == 0
+            assert isinstance(fresh[-1], p.QueryDone)
+        assert slow.logged_out == p.SessionReason.SLOW_CONSUMER
+        assert venue.metrics.md_conflations == 3
+        venue.replica.stop()
+
+    asyncio.run(scenario())
