@@ -45,7 +45,10 @@ def bench_session(args: argparse.Namespace) -> int:
 
 
 def _add_core(benches: argparse._SubParsersAction) -> None:
-    core = benches.add_parser("core", help="Engine vs ReferenceEngine on the mixed workload")
+    core = benches.add_parser("core", help="Engine vs ReferenceEngine on the mixed (or deep-book) workload")
+    core.add_argument("--workload", choices=("mixed", "deep"), default="mixed",
+                      help="mixed: bench/workload.py; deep: one instrument, ~490 orders a level, "
+                           "one account per order (bench/deep_workload.py)")
     core.add_argument("--commands", type=int, default=1_000_000, help="measured commands")
     core.add_argument("--seed", type=int, default=1)
     core.add_argument("--reference-commands", type=int, default=50_000,
@@ -144,7 +147,7 @@ def bench_core(args: argparse.Namespace) -> int:
     from matchcore.bench.core_bench import run_core_bench
 
     run_core_bench(commands=args.commands, seed=args.seed, reference_commands=args.reference_commands,
-                   repeats=args.repeats, as_json=args.json)
+                   repeats=args.repeats, as_json=args.json, workload_name=args.workload)
     return 0
 
 

@@ -564,12 +564,16 @@ cdef class Engine:
         if kind == CMD_NEW_ORDER or kind == CMD_CANCEL or kind == CMD_REPLACE:
             mc_prefetch(&self.index[mc_index_tag(command.account_id, command.client_id)
                                     & self.index_mask])
+            self.prefetch_account(command.account_id)
+        if kind == CMD_CANCEL or kind == CMD_REPLACE:
+            self.prefetch_balance_row(command.account_id)
         if (kind == CMD_NEW_ORDER and command.account_id < self.max_accounts
                 and command.instrument_id < self.max_instruments):
             instrument = &self.instruments[command.instrument_id]
             mc_prefetch(self.balance_of(command.account_id,
                                         instrument.quote_asset if command.side == SIDE_BUY
                                         else instrument.base_asset))
+            self.prefetch_taker(command, instrument)
 
     cdef inline uint32_t indexed_order(self, const Command* command) noexcept nogil:
         """The order a cancel or replace probably names (home slot only), or MC_NONE."""
@@ -588,6 +592,8 @@ cdef class Engine:
             if order_index != MC_NONE:
                 mc_prefetch(&self.orders[order_index])
         elif kind == CMD_NEW_ORDER and command.account_id < self.max_accounts:
+            self.prefetch_maker(command, 0)
+            self.prefetch_level_tail(command)
             mc_prefetch(&self.orders[self.accounts[command.account_id].order_tail])
             # the pool slot it would rest in (both lines of it)
             order_index = (self.free_orders[self.free_count - 1] if self.free_count > 0
@@ -611,6 +617,112 @@ cdef class Engine:
             mc_prefetch(&self.orders[order.next])
             mc_prefetch(&self.orders[order.account_prev])
             mc_prefetch(&self.orders[order.account_next])
+            if order.instrument < self.max_instruments and order.account < self.max_accounts:
+                mc_prefetch(self.hold_balance(order, &self.instruments[order.instrument]))
+        elif kind == CMD_NEW_ORDER:
+            self.prefetch_maker(command, 1)
+
+    # ------------------------------------------------------------------ deep-book prefetch
+    # (issue 17) On a deep book with an account per order, what a command touches beyond
+    # its order is cold: its account, its balance row, and for a crossing order the makers
+    # at the head of the best opposite level with their accounts, balances and index slots.
+    # These hints extend the three prefetch stages above; they change no state.
+
+    cdef inline void prefetch_account(self, uint32_t account) noexcept nogil:
+        """Both cache lines an Account may straddle (exists, last client id, order list)."""
+        if account < self.max_accounts:
+            mc_prefetch(&self.accounts[account])
+            mc_prefetch(<const char*>&self.accounts[account] + sizeof(Account) - 1)
+
+    cdef inline void prefetch_balance_row(self, uint32_t account) noexcept nogil:
+        """A cancel's or replace's balance before its order is known: the whole balance row
+        of the account when it is at most two cache lines (few assets; stage 3 fetches the
+        exact balance otherwise)."""
+        cdef size_t row_bytes = <size_t>self.max_assets * sizeof(Balance)
+        if account < self.max_accounts and row_bytes <= 64:
+            mc_prefetch(self.balance_of(account, 0))
+            mc_prefetch(<const char*>self.balance_of(account, 0) + row_bytes - 1)
+
+    cdef inline void prefetch_next_maker(self, const Order* maker,
+                                         const Instrument* instrument) noexcept nogil:
+        """In match, before a fill: what the maker behind this one touches if it trades
+        too (its order line was prefetched the step before), and the maker behind it."""
+        if maker.next == MC_NONE:
+            return
+        cdef const Order* next_maker = &self.orders[maker.next]
+        if next_maker.account >= self.max_accounts:
+            return
+        self.prefetch_account(next_maker.account)
+        mc_prefetch(self.balance_of(next_maker.account, instrument.base_asset))
+        mc_prefetch(self.balance_of(next_maker.account, instrument.quote_asset))
+        mc_prefetch(&self.index[mc_index_tag(next_maker.account, next_maker.client_id)
+                                & self.index_mask])
+        mc_prefetch(&self.orders[next_maker.next])
+
+    cdef void prefetch_level_tail(self, const Command* command) noexcept nogil:
+        """Stage 2 of a limit order that does not cross: the newest order of the level it
+        will join, which it links behind (a deep level's tail is old enough to be cold)."""
+        if (command.instrument_id >= self.max_instruments or command.order_type != TYPE_LIMIT
+                or (command.side != SIDE_BUY and command.side != SIDE_SELL)):
+            return
+        cdef const Instrument* instrument = &self.instruments[command.instrument_id]
+        cdef int side_index = command.side - 1
+        if instrument.level_count[side_index] == 0 or self.would_cross(instrument, command.side,
+                                                                        command.price):
+            return
+        cdef bint found
+        cdef uint32_t position = level_search(instrument.levels[side_index],
+                                              instrument.level_count[side_index], side_index,
+                                              command.price, &found)
+        if found:
+            mc_prefetch(&self.orders[instrument.levels[side_index][position].tail])
+
+    cdef inline const Level* crossed_level(self, const Command* command,
+                                           const Instrument* instrument) noexcept nogil:
+        """The best opposite level a limit order would trade with first, or NULL (not a
+        limit order, a bad side, or nothing it crosses). A hint: read before the command runs."""
+        if command.order_type != TYPE_LIMIT or (command.side != SIDE_BUY and command.side != SIDE_SELL):
+            return NULL
+        cdef int opposite = 2 - command.side
+        cdef uint32_t count = instrument.level_count[opposite]
+        if count == 0 or not self.would_cross(instrument, command.side, command.price):
+            return NULL
+        return &instrument.levels[opposite][count - 1]
+
+    cdef void prefetch_taker(self, const Command* command,
+                             const Instrument* instrument) noexcept nogil:
+        """Stage 1 of a crossing order: the other side of its balance row (a buyer gets base,
+        a seller quote) and the first maker it will meet."""
+        cdef const Level* level = self.crossed_level(command, instrument)
+        if level == NULL:
+            return
+        mc_prefetch(self.balance_of(command.account_id, instrument.base_asset
+                                    if command.side == SIDE_BUY else instrument.quote_asset))
+        mc_prefetch(&self.orders[level.head])
+
+    cdef void prefetch_maker(self, const Command* command, int depth) noexcept nogil:
+        """Stages 2 and 3 of a crossing order: the maker ``depth`` places behind the head of
+        the level it crosses first (its order line was fetched the stage before): its
+        account, its balance row (base and quote), its index slot, and the maker behind it."""
+        if command.instrument_id >= self.max_instruments:
+            return
+        cdef const Instrument* instrument = &self.instruments[command.instrument_id]
+        cdef const Level* level = self.crossed_level(command, instrument)
+        if level == NULL:
+            return
+        cdef uint32_t order_index = level.head
+        if depth and order_index != MC_NONE:
+            order_index = self.orders[order_index].next
+        if order_index == MC_NONE:
+            return
+        cdef const Order* maker = &self.orders[order_index]
+        if maker.account >= self.max_accounts:
+            return
+        self.prefetch_account(maker.account)
+        mc_prefetch(self.balance_of(maker.account, instrument.base_asset))
+        mc_prefetch(self.balance_of(maker.account, instrument.quote_asset))
+        mc_prefetch(&self.index[mc_index_tag(maker.account, maker.client_id) & self.index_mask])
+        mc_prefetch(&self.orders[maker.next])
 
     # ------------------------------------------------------------------ events
 
@@ -1549,6 +1661,7 @@ cdef class Engine:
                 if quantity == 0:
                     return C_MARKET_PROTECTION
                 spent += quantity * price
+            self.prefetch_next_maker(maker, instrument)
             self.fill(taker, maker, instrument, price, quantity)
             if maker.leaves == 0:
                 # the maker heads the best level: pop it without a search
