@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     benches = parser.add_subparsers(dest="bench", required=True)
     _add_demo(benches)
     _add_core(benches)
+    _add_step(benches)
     _add_session(benches)
     _add_ring(benches)
     _add_pipeline(benches)
@@ -56,6 +57,26 @@ def _add_core(benches: argparse._SubParsersAction) -> None:
     core.add_argument("--repeats", type=int, default=5, help="runs; the median is reported")
     core.add_argument("--json", action="store_true", help="print one JSON object")
     core.set_defaults(handler=bench_core)
+
+
+def _add_step(benches: argparse._SubParsersAction) -> None:
+    step = benches.add_parser("step", help="one command per call: Engine.stepper().step() and "
+                                           "apply() of one record against apply() of a batch")
+    step.add_argument("--commands", type=int, default=200_000, help="measured commands")
+    step.add_argument("--seed", type=int, default=1)
+    step.add_argument("--apply-commands", type=int, default=20_000,
+                      help="prefix run through apply() one record at a time (slow)")
+    step.add_argument("--repeats", type=int, default=5, help="runs; the median is reported")
+    step.add_argument("--json", action="store_true", help="print one JSON object")
+    step.set_defaults(handler=bench_step)
+
+
+def bench_step(args: argparse.Namespace) -> int:
+    from matchcore.bench.step_bench import run_step_bench
+
+    run_step_bench(commands=args.commands, seed=args.seed, apply_commands=args.apply_commands,
+                   repeats=args.repeats, as_json=args.json)
+    return 0
 
 
 def _add_ring(benches: argparse._SubParsersAction) -> None:

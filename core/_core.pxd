@@ -20,6 +20,24 @@ from ring cimport RecordRing, TransferSide
 
 # ---- engine.pxi --------------------------------------------------------------------------
 
+cdef class Engine
+
+
+# The per-command path (issue 17): step(index) applies one command of a caller-owned array.
+@cython.final
+cdef class EngineStepper:
+    cdef readonly Engine engine
+    cdef readonly object commands      # COMMAND_DTYPE [command_count], read in place
+    cdef readonly object events        # EVENT_DTYPE [event_capacity]: each step's events
+    cdef const uint8_t[::1] command_bytes
+    cdef uint8_t[::1] event_bytes
+    cdef Py_ssize_t command_count      # records of commands
+    cdef Py_ssize_t event_capacity     # records of events
+    cdef EventBuffer buffer            # apply_one's output, copied into events after a step
+
+    cdef use_events(self, events)
+
+
 @cython.final
 cdef class _EngineCursor:
     cdef const int64_t[::1] words      # the snapshot, as little-endian int64 words

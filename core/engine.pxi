@@ -438,6 +438,12 @@ cdef class Engine:
         except _EngineSnapshotError as error:
             raise AssertionError(f"inconsistent state: {error}") from error
 
+    def stepper(self, commands, events=None) -> EngineStepper:
+        """A per-command path over a caller-owned command array: ``step(index)`` applies
+        ``commands[index]`` and writes its events to the front of ``events`` (the stepper's
+        ``events`` attribute); see EngineStepper."""
+        return EngineStepper(self, commands, events)
+
     @classmethod
     def restore(cls, data, *, config=None, bint prefault=True) -> Engine:
         """An engine in the state of a snapshot; SnapshotError when the bytes are not one.
@@ -2386,3 +2392,90 @@ cdef object _engine_events_array(EventBuffer* buffer):
     storage.data = <char*>data
     storage.callback_free_data = _engine_events_release
     return _engine_np.frombuffer(storage, dtype=_ENGINE_EVENT_DTYPE)
+
+
+# ================================================================== per-command path (issue 17)
+# Driving the engine one command at a time from Python (backtests, simulators): apply() of a
+# one-record array costs microseconds in numpy (an array per call for the events, a view of
+# the input, a buffer allocation). A stepper binds the caller's command array and an events
+# array once; step(index) is then one method call: apply_one into the stepper's own event
+# buffer (grown like apply's, never shrunk) and a copy of the events into the events array.
+
+cdef Py_ssize_t ENGINE_STEPPER_EVENTS_DEFAULT = 64   # events array length when none is given
+
+
+@cython.final
+cdef class EngineStepper:
+    """Applies one command of a caller-owned array per ``step`` call, exactly like apply().
+
+    ``commands``: a one-dimensional, C-contiguous COMMAND_DTYPE array the caller writes
+    commands into (one record or many); the stepper reads it in place, never copies it.
+    ``events``: an EVENT_DTYPE array the events of each step are written to (from index 0),
+    by default 64 records. ``step(index=0)`` applies ``commands[index]`` and returns its event
+    count ``n``: the events are ``stepper.events[:n]``, the same records apply() would give.
+    When one command produces more events than ``events`` holds, ``stepper.events`` is
+    replaced by a bigger array first (so read the attribute after a step rather than keeping
+    the array you passed in). The events of a step are overwritten by the next step.
+    """
+
+    def __cinit__(self):
+        self.buffer.data = NULL
+        self.buffer.count = 0
+        self.buffer.capacity = 0
+
+    def __init__(self, Engine engine not None, commands, events=None):
+        if commands.dtype != _ENGINE_COMMAND_DTYPE or commands.ndim != 1:
+            raise TypeError("commands must be a one-dimensional array of COMMAND_DTYPE")
+        if not commands.flags.c_contiguous:
+            raise TypeError("commands must be C-contiguous (the stepper reads it in place)")
+        if events is None:
+            events = _engine_np.zeros(ENGINE_STEPPER_EVENTS_DEFAULT, dtype=_ENGINE_EVENT_DTYPE)
+        if events.dtype != _ENGINE_EVENT_DTYPE or events.ndim != 1 or len(events) == 0:
+            raise TypeError("events must be a non-empty one-dimensional array of EVENT_DTYPE")
+        if not (events.flags.c_contiguous and events.flags.writeable):
+            raise TypeError("events must be C-contiguous and writeable")
+        self.engine = engine
+        self.commands = commands
+        self.command_count = len(commands)
+        self.command_bytes = commands.view(_engine_np.uint8).reshape(-1) if len(commands) else None
+        self.use_events(events)
+        if event_buffer_init(&self.buffer, <size_t>len(events)) != 0:
+            raise MemoryError("cannot allocate the stepper's event buffer")
+
+    def __dealloc__(self):
+        event_buffer_free(&self.buffer)
+
+    cdef use_events(self, events):
+        self.events = events
+        self.event_capacity = len(events)
+        self.event_bytes = events.view(_engine_np.uint8).reshape(-1)
+
+    def step(self, Py_ssize_t index=0) -> int:
+        """Apply ``commands[index]``; return how many events it produced (in ``events[:n]``)."""
+        if index < 0 or index >= self.command_count:
+            raise IndexError(f"command index {index} is outside [0, {self.command_count})")
+        cdef Engine engine = self.engine
+        if engine.broken:
+            raise RuntimeError("engine state is undefined after an out-of-memory failure")
+        if engine.applying:
+            raise RuntimeError("Engine.apply is already running in another thread")
+        cdef const Command* command = <const Command*>&self.command_bytes[index * sizeof(Command)]
+        cdef int failed
+        event_buffer_clear(&self.buffer)
+        engine.applying = True
+        try:
+            if MC_DEBUG_BUILD:
+                failed = engine.apply_checked(command, 1, &self.buffer)
+            else:
+                failed = engine.apply_one(command, &self.buffer)
+        finally:
+            engine.applying = False
+        if failed:
+            raise MemoryError("out of memory while growing the event buffer")
+        cdef Py_ssize_t count = <Py_ssize_t>self.buffer.count
+        if count > self.event_capacity:
+            self.use_events(_engine_np.zeros(max(count, 2 * self.event_capacity),
+                                             dtype=_ENGINE_EVENT_DTYPE))
+        if count:
+            memcpy(&self.event_bytes[0], self.buffer.data, <size_t>count * sizeof(Event))
+        return count
