@@ -103,17 +103,11 @@ cdef class Engine:
     cdef inline uint32_t indexed_order(self, const Command* command) noexcept nogil
     cdef void prefetch_order(self, const Command* command) noexcept nogil
     cdef void prefetch_neighbours(self, const Command* command) noexcept nogil
-    # deep-book prefetch (issue 17): accounts, balances and the makers a crossing order meets
+    # deep-book prefetch (issue 17): accounts, balance rows, the next maker of a taker
     cdef inline void prefetch_account(self, uint32_t account) noexcept nogil
     cdef inline void prefetch_balance_row(self, uint32_t account) noexcept nogil
-    cdef void prefetch_level_tail(self, const Command* command) noexcept nogil
     cdef inline void prefetch_next_maker(self, const Order* maker,
                                          const Instrument* instrument) noexcept nogil
-    cdef inline const Level* crossed_level(self, const Command* command,
-                                           const Instrument* instrument) noexcept nogil
-    cdef void prefetch_taker(self, const Command* command,
-                             const Instrument* instrument) noexcept nogil
-    cdef void prefetch_maker(self, const Command* command, int depth) noexcept nogil
     # events
     cdef Event* emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
                      uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,
