@@ -153,35 +153,37 @@ def deep_workload(commands: int, seed: int = 1) -> Workload:
     """``commands`` measured commands on a deep book (set-up: accounts, funds, the book)."""
     rng = np.random.default_rng(seed)
     prefill = 2 * LEVELS_PER_SIDE * ORDERS_PER_LEVEL
-    target = prefill
-    roll = rng.random(commands)
-    side_of = rng.integers(1, 3, commands + prefill)
-    quantity_of = rng.integers(1, QUANTITY_LOTS_MAX + 1, commands + prefill)
-    pick = rng.random(commands)
+    draws = {"roll": rng.random(commands), "side": rng.integers(1, 3, commands + prefill),
+             "quantity": rng.integers(1, QUANTITY_LOTS_MAX + 1, commands + prefill),
+             "pick": rng.random(commands)}
     book = _Book()
     sides = np.zeros(prefill + commands, dtype=np.uint8)   # by account - 1
     book_orders = np.zeros(prefill, dtype=COMMAND_DTYPE)
     for index in range(prefill):
         side = Side.BUY if index % 2 == 0 else Side.SELL
         level = (index // 2) % LEVELS_PER_SIDE
-        account = index + 1
-        sides[account - 1] = side
-        book.add(account, side, level, int(quantity_of[index]))
-        _order(book_orders[index], account, side, _price(side, level), int(quantity_of[index]),
-               TimeInForce.GTC)
-    # columns of the measured commands, filled per command, written as arrays at the end
-    kind_of = np.full(commands, CommandKind.NEW_ORDER, dtype=np.uint8)
-    account_of = np.zeros(commands, dtype=np.uint32)
-    price_of = np.zeros(commands, dtype=np.int64)
-    size_of = np.zeros(commands, dtype=np.int64)
-    tif_of = np.full(commands, TimeInForce.GTC, dtype=np.uint8)
-    kinds, accounts, prices, sizes, tifs = [], [], [], [], []
+        quantity = int(draws["quantity"][index])
+        sides[index] = side
+        book.add(index + 1, side, level, quantity)
+        _order(book_orders[index], index + 1, side, _price(side, level), quantity, TimeInForce.GTC)
+    columns, accounts = _measured(book, draws, prefill, sides)
+    setup = np.concatenate([_set_up(sides[:accounts]), book_orders])
+    config = EngineConfig(max_accounts=accounts + 1, max_assets=2, max_instruments=1,
+                          max_orders=max(4 * prefill, 1024), max_price_levels=4 * LEVELS_PER_SIDE)
+    return Workload(config, setup, _records(columns, sides), seed)
+
+
+def _measured(book: _Book, draws: dict, prefill: int, sides: np.ndarray) -> tuple[dict, int]:
+    """The measured commands as columns (kind, account, price, quantity, tif), generated
+    against the model; also how many accounts the run uses. ``sides`` gets each new one's."""
+    columns = {name: [] for name in ("kind", "account", "price", "quantity", "tif")}
+    kinds, accounts, prices = columns["kind"], columns["account"], columns["price"]
+    sizes, tifs = columns["quantity"], columns["tif"]
     account = prefill
     live = book.live
-    for index in range(commands):
-        r = roll[index]
+    for index, r in enumerate(draws["roll"]):
         if r >= PASSIVE_SHARE + AGGRESSIVE_SHARE and live:
-            victim = live[int(pick[index] * len(live))]
+            victim = live[int(draws["pick"][index] * len(live))]
             book.forget(victim)
             kinds.append(CommandKind.CANCEL)
             accounts.append(victim)
@@ -190,43 +192,42 @@ def deep_workload(commands: int, seed: int = 1) -> Workload:
             tifs.append(0)
             continue
         account += 1
-        side = int(side_of[prefill + index])
+        side = int(draws["side"][prefill + index])
         sides[account - 1] = side
         kinds.append(CommandKind.NEW_ORDER)
         accounts.append(account)
         if r < PASSIVE_SHARE or not live:
             level = book.shallowest(side)
-            quantity = int(quantity_of[prefill + index])
+            quantity = int(draws["quantity"][prefill + index])
             book.add(account, side, level, quantity)
             prices.append(_price(side, level))
             sizes.append(quantity)
             tifs.append(TimeInForce.GTC)
             continue
         # more makers per taker while the book is above its starting size, fewer below
-        makers = min(12, max(1, MAKERS_PER_TAKER + (len(live) - target) // 50))
-        quantity = book.taker_quantity(side, makers, float(pick[index]))
+        makers = min(12, max(1, MAKERS_PER_TAKER + (len(live) - prefill) // 50))
+        quantity = book.taker_quantity(side, makers, float(draws["pick"][index]))
         book.take(side, quantity)
         prices.append(_price(Side.SELL if side == Side.BUY else Side.BUY, LEVELS_PER_SIDE - 1))
         sizes.append(quantity)
         tifs.append(TimeInForce.IOC)
-    kind_of[:] = kinds
-    account_of[:] = accounts
-    price_of[:] = prices
-    size_of[:] = sizes
-    tif_of[:] = tifs
-    out = np.zeros(commands, dtype=COMMAND_DTYPE)
-    out["kind"] = kind_of
-    out["account_id"] = account_of
+    return columns, account
+
+
+def _records(columns: dict, sides: np.ndarray) -> np.ndarray:
+    """COMMAND_DTYPE records from the generator's columns."""
+    kind = np.array(columns["kind"], dtype=np.uint8)
+    account = np.array(columns["account"], dtype=np.uint32)
+    out = np.zeros(len(kind), dtype=COMMAND_DTYPE)
+    out["kind"] = kind
+    out["account_id"] = account
     out["client_id"] = 1
-    orders = kind_of == CommandKind.NEW_ORDER
     out["instrument_id"] = INSTRUMENT
-    out["side"][orders] = sides[account_of[orders] - 1]
+    orders = kind == CommandKind.NEW_ORDER
+    out["side"][orders] = sides[account[orders] - 1]
     out["order_type"][orders] = OrderType.LIMIT
-    out["time_in_force"][orders] = tif_of[orders]
+    out["time_in_force"][orders] = np.array(columns["tif"], dtype=np.uint8)[orders]
     out["stp_mode"][orders] = StpMode.CANCEL_TAKER
-    out["price"] = price_of
-    out["quantity"] = size_of
-    setup = np.concatenate([_set_up(sides[:account]), book_orders])
-    config = EngineConfig(max_accounts=account + 1, max_assets=2, max_instruments=1,
-                          max_orders=max(4 * prefill, 1024), max_price_levels=4 * LEVELS_PER_SIDE)
-    return Workload(config, setup, out, seed)
+    out["price"] = np.array(columns["price"], dtype=np.int64)
+    out["quantity"] = np.array(columns["quantity"], dtype=np.int64)
+    return out
