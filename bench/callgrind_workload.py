@@ -22,6 +22,12 @@ method's wrapper, the outermost C frame of a call from Python):
   part of ``mixed_workload`` after a warm-up part has filled the books. The engine state
   after set-up and warm-up is moved into a fresh ``Engine`` by snapshot/restore, so the
   only ``apply_batch`` call counted is the measured one.
+- ``engine_apply_deep``: the same count over ``deep_workload`` (bench/deep_workload.py: one
+  instrument, ~490 orders a level, one account per order), its measured part after a warm-up
+  part, input written by ``prepare_engine_apply_deep``.
+- ``engine_step``: ``EngineStepper.step`` (its Python-visible wrapper: argument parsing, the
+  checks, apply_one, the copy of the events), once per command over the same commands as
+  ``engine_apply``; the difference of the two counts is the per-call cost of the stepper.
 - ``ring_push_pop``: ``Ring.try_push`` then ``Ring.pop_into`` of ``batch`` 64-byte records,
   repeated, in one thread (a two-thread transfer spins a scheduling-dependent number of
   times, so it is not deterministic). Includes the Python wrapper of each call, amortized
@@ -38,13 +44,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FIGURE_SYMBOLS", "ENGINE_COMMANDS", "ENGINE_WARMUP_COMMANDS", "write_engine_input",
-           "main"]
+__all__ = ["FIGURE_SYMBOLS", "ENGINE_COMMANDS", "ENGINE_WARMUP_COMMANDS", "ENGINE_DEEP_COMMANDS",
+           "ENGINE_DEEP_WARMUP_COMMANDS", "write_engine_input", "main"]
 
 #: Measured and warm-up commands of engine_apply (the mixed workload, seed 1).
 ENGINE_COMMANDS = 20_000
 ENGINE_WARMUP_COMMANDS = 20_000
 ENGINE_SEED = 1
+#: Measured and warm-up commands of engine_apply_deep (the deep-book workload, seed 1).
+ENGINE_DEEP_COMMANDS = 40_000
+ENGINE_DEEP_WARMUP_COMMANDS = 10_000
 #: ring_push_pop: records pushed and popped, per call, ring capacity.
 RING_RECORDS = 262_144
 RING_BATCH_RECORDS = 256
@@ -59,6 +68,8 @@ CODEC_SEED = 1
 #: match exactly one function on the call chain (a nested match would toggle collection off).
 FIGURE_SYMBOLS = {
     "engine_apply": ["__pyx_f_9matchcore_4core_5_core_6Engine_apply_batch"],
+    "engine_apply_deep": ["__pyx_f_9matchcore_4core_5_core_6Engine_apply_batch"],
+    "engine_step": ["__pyx_pw_9matchcore_4core_5_core_13EngineStepper_*step"],
     "ring_push_pop": ["__pyx_pw_9matchcore_4core_5_core_4Ring_*try_push",
                       "__pyx_pw_9matchcore_4core_5_core_4Ring_*pop_into"],
     "codec_decode": ["__pyx_pw_9matchcore_8protocol_6_codec_14CommandDecoder_*decode"],
@@ -66,13 +77,16 @@ FIGURE_SYMBOLS = {
 
 
 def write_engine_input(path: Path, commands: int = ENGINE_COMMANDS,
-                       warmup_commands: int = ENGINE_WARMUP_COMMANDS, seed: int = ENGINE_SEED) -> None:
-    """Generate the engine workload outside valgrind (the generator is a Python loop, slow
-    under instrumentation) and store it: set-up + warm-up commands, measured commands, config."""
+                       warmup_commands: int = ENGINE_WARMUP_COMMANDS, seed: int = ENGINE_SEED,
+                       deep: bool = False) -> None:
+    """Generate the engine workload (mixed, or with ``deep`` the deep-book one) outside
+    valgrind (the generator is a Python loop, slow under instrumentation) and store it:
+    set-up + warm-up commands, measured commands, config."""
+    from matchcore.bench.deep_workload import deep_workload
     from matchcore.bench.workload import mixed_workload
     from matchcore.core import commands as c
 
-    workload = mixed_workload(warmup_commands + commands, seed=seed)
+    workload = (deep_workload if deep else mixed_workload)(warmup_commands + commands, seed=seed)
     everything = c.number(workload.all().copy(), first_seq=1)
     prepare_count = len(workload.setup) + warmup_commands
     config = workload.config
@@ -81,20 +95,41 @@ def write_engine_input(path: Path, commands: int = ENGINE_COMMANDS,
              config=np.array(json.dumps(fields)))
 
 
-def _engine_apply(input_path: str) -> dict:
+def _warm_engine(input_path: str):
+    """The engine after set-up and warm-up, moved into a fresh Engine (nothing of it is
+    counted), and the measured commands."""
     from matchcore.core import Engine, EngineConfig
 
     data = np.load(input_path)
     config = EngineConfig(**json.loads(str(data["config"])))
-    measured = np.ascontiguousarray(data["measured"])
     warm = Engine(config)
     warm.apply(np.ascontiguousarray(data["prepare"]))
-    engine = Engine.restore(warm.snapshot())   # outside apply_batch: not counted
+    engine = Engine.restore(warm.snapshot())
     del warm
+    return engine, np.ascontiguousarray(data["measured"])
+
+
+def _engine_apply(input_path: str) -> dict:
+    engine, measured = _warm_engine(input_path)
     events = engine.apply(measured)            # the one counted apply_batch call
     return {"units": int(len(measured)), "unit": "command", "events": int(len(events)),
             "checksum": f"{zlib.crc32(events.tobytes()):08x}",
             "state_hash": f"{engine.state_hash():016x}"}
+
+
+def _engine_step(input_path: str) -> dict:
+    """One counted step() call per measured command; the checksum is over the events of
+    all steps, so it equals engine_apply's on the same input."""
+    engine, measured = _warm_engine(input_path)
+    stepper = engine.stepper(measured)
+    step = stepper.step
+    checksum, events = 0, 0
+    for index in range(len(measured)):
+        count = step(index)
+        checksum = zlib.crc32(stepper.events[:count], checksum)
+        events += count
+    return {"units": int(len(measured)), "unit": "command", "events": events,
+            "checksum": f"{checksum:08x}", "state_hash": f"{engine.state_hash():016x}"}
 
 
 def _ring_push_pop() -> dict:
@@ -172,15 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) == 2 and argv[0] == "prepare_engine_apply":
         write_engine_input(Path(argv[1]))
         return 0
+    if len(argv) == 2 and argv[0] == "prepare_engine_apply_deep":
+        write_engine_input(Path(argv[1]), ENGINE_DEEP_COMMANDS, ENGINE_DEEP_WARMUP_COMMANDS,
+                           deep=True)
+        return 0
     if not argv or argv[0] not in FIGURE_SYMBOLS:
         print(f"usage: callgrind_workload.py {{{','.join(FIGURE_SYMBOLS)}}} [input.npz]\n"
-              "       callgrind_workload.py prepare_engine_apply output.npz", file=sys.stderr)
+              "       callgrind_workload.py prepare_engine_apply[_deep] output.npz", file=sys.stderr)
         return 2
-    if argv[0] == "engine_apply":
+    if argv[0] in ("engine_apply", "engine_apply_deep", "engine_step"):
         if len(argv) != 2:
-            print("engine_apply needs the input file written by write_engine_input", file=sys.stderr)
+            print(f"{argv[0]} needs the input file written by write_engine_input", file=sys.stderr)
             return 2
-        result = _engine_apply(argv[1])
+        result = (_engine_step if argv[0] == "engine_step" else _engine_apply)(argv[1])
     elif argv[0] == "ring_push_pop":
         result = _ring_push_pop()
     else:

@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     benches = parser.add_subparsers(dest="bench", required=True)
     _add_demo(benches)
     _add_core(benches)
+    _add_step(benches)
     _add_session(benches)
     _add_ring(benches)
     _add_pipeline(benches)
@@ -46,7 +47,10 @@ def bench_session(args: argparse.Namespace) -> int:
 
 
 def _add_core(benches: argparse._SubParsersAction) -> None:
-    core = benches.add_parser("core", help="Engine vs ReferenceEngine on the mixed workload")
+    core = benches.add_parser("core", help="Engine vs ReferenceEngine on the mixed (or deep-book) workload")
+    core.add_argument("--workload", choices=("mixed", "deep"), default="mixed",
+                      help="mixed: bench/workload.py; deep: one instrument, ~490 orders a level, "
+                           "one account per order (bench/deep_workload.py)")
     core.add_argument("--commands", type=int, default=1_000_000, help="measured commands")
     core.add_argument("--seed", type=int, default=1)
     core.add_argument("--reference-commands", type=int, default=50_000,
@@ -54,6 +58,26 @@ def _add_core(benches: argparse._SubParsersAction) -> None:
     core.add_argument("--repeats", type=int, default=5, help="runs; the median is reported")
     core.add_argument("--json", action="store_true", help="print one JSON object")
     core.set_defaults(handler=bench_core)
+
+
+def _add_step(benches: argparse._SubParsersAction) -> None:
+    step = benches.add_parser("step", help="one command per call: Engine.stepper().step() and "
+                                           "apply() of one record against apply() of a batch")
+    step.add_argument("--commands", type=int, default=200_000, help="measured commands")
+    step.add_argument("--seed", type=int, default=1)
+    step.add_argument("--apply-commands", type=int, default=20_000,
+                      help="prefix run through apply() one record at a time (slow)")
+    step.add_argument("--repeats", type=int, default=5, help="runs; the median is reported")
+    step.add_argument("--json", action="store_true", help="print one JSON object")
+    step.set_defaults(handler=bench_step)
+
+
+def bench_step(args: argparse.Namespace) -> int:
+    from matchcore.bench.step_bench import run_step_bench
+
+    run_step_bench(commands=args.commands, seed=args.seed, apply_commands=args.apply_commands,
+                   repeats=args.repeats, as_json=args.json)
+    return 0
 
 
 def _add_ring(benches: argparse._SubParsersAction) -> None:
@@ -169,7 +193,7 @@ def bench_core(args: argparse.Namespace) -> int:
     from matchcore.bench.core_bench import run_core_bench
 
     run_core_bench(commands=args.commands, seed=args.seed, reference_commands=args.reference_commands,
-                   repeats=args.repeats, as_json=args.json)
+                   repeats=args.repeats, as_json=args.json, workload_name=args.workload)
     return 0
 
 

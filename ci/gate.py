@@ -35,8 +35,8 @@ The callgrind outputs are kept in build/bench/callgrind/ (each run's as ``FIGURE
 passing run's also as ``FIGURE.pass.out``); on a regression the gate prints the functions
 whose instruction counts moved most against the last passing run (callgrind_annotate).
 
-The three callgrind workloads run in parallel (about 20 s on 2 cores), then the ratio (about
-10 s). The latest figures are written to build/bench/gate-latest.json for ``bench/report.py``.
+The five callgrind workloads (mixed and deep-book engine, the per-command stepper, ring,
+codec) run in parallel (about 90 s on 2 cores), then the ratio (about 10 s). The latest figures are written to build/bench/gate-latest.json for ``bench/report.py``.
 """
 from __future__ import annotations
 
@@ -76,6 +76,22 @@ FIGURES = {
         "measured": "same run, simulated caches (I1/D1 32 KiB 8-way, LL 4 MiB 16-way) and "
                     "branch predictor: Ir + 10 x L1 misses + 100 x LL misses + 10 x "
                     "mispredicted branches (callgrind_annotate's estimate, not real cycles)"},
+    "engine_apply_deep_instructions_per_command": {
+        "unit": "instructions/command", "direction": "lower", "threshold_pct": 3.0,
+        "measured": "callgrind Ir inside Engine.apply_batch: deep-book workload seed 1 (one "
+                    "instrument, ~490 orders a level, one account per order), 40,000 commands "
+                    "after 10,000 warm-up commands (bench/callgrind_workload.py)"},
+    "engine_apply_deep_cycles_estimate_per_command": {
+        "unit": "estimated cycles/command", "direction": "lower", "threshold_pct": 5.0,
+        "measured": "same run, the simulated caches and branch predictor of "
+                    "engine_apply_cycles_estimate_per_command"},
+    "engine_step_instructions_per_command": {
+        "unit": "instructions/command", "direction": "lower", "threshold_pct": 3.0,
+        "measured": "callgrind Ir inside EngineStepper.step (its Python wrapper: arguments, "
+                    "checks, apply_one, the events copied out), one call per command over the "
+                    "20,000 measured commands of engine_apply (same events checksum). Not "
+                    "engine_apply's figure plus a cost: apply_one alone runs no prefetch "
+                    "stages; of 822.5 at the baseline, apply_one was 674.5 and the call 148"},
     "ring_push_pop_instructions_per_record": {
         "unit": "instructions/record", "direction": "lower", "threshold_pct": 3.0,
         "measured": "callgrind Ir inside Ring.try_push + Ring.pop_into, one thread, 262,144 "
@@ -234,27 +250,44 @@ def cycles_estimate(totals: dict[str, int]) -> int:
 
 
 def measure_counts(python: str, env: dict, scratch: Path) -> tuple[dict, dict, dict]:
-    """(figures, checksums, toolchain) of the three callgrind workloads, run in parallel."""
+    """(figures, checksums, toolchain) of the five callgrind workloads, run in parallel."""
     engine_input = scratch / "engine_apply.npz"
+    deep_input = scratch / "engine_apply_deep.npz"
     subprocess.run([python, "-m", WORKLOAD_MODULE, "prepare_engine_apply", str(engine_input)],
+                   env=env, check=True)
+    subprocess.run([python, "-m", WORKLOAD_MODULE, "prepare_engine_apply_deep", str(deep_input)],
                    env=env, check=True)
     runs = {
         "engine_apply": start_callgrind("engine_apply", python, env, scratch,
                                         [str(engine_input)], True),
+        "engine_apply_deep": start_callgrind("engine_apply_deep", python, env, scratch,
+                                             [str(deep_input)], True),
+        "engine_step": start_callgrind("engine_step", python, env, scratch,
+                                       [str(engine_input)], False),
         "ring_push_pop": start_callgrind("ring_push_pop", python, env, scratch, [], False),
         "codec_decode": start_callgrind("codec_decode", python, env, scratch, [], False),
     }
     reports = {figure: finish_callgrind(figure, *run) for figure, run in runs.items()}
     engine, ring, codec = reports["engine_apply"], reports["ring_push_pop"], reports["codec_decode"]
+    deep, step = reports["engine_apply_deep"], reports["engine_step"]
+    if step["checksum"] != engine["checksum"]:
+        raise GateError(f"engine_step's events (checksum {step['checksum']}) differ from "
+                        f"engine_apply's ({engine['checksum']}) on the same commands")
     figures = {
         "engine_apply_instructions_per_command": engine["totals"]["Ir"] / engine["units"],
         "engine_apply_cycles_estimate_per_command": cycles_estimate(engine["totals"]) / engine["units"],
+        "engine_apply_deep_instructions_per_command": deep["totals"]["Ir"] / deep["units"],
+        "engine_apply_deep_cycles_estimate_per_command": cycles_estimate(deep["totals"]) / deep["units"],
+        "engine_step_instructions_per_command": step["totals"]["Ir"] / step["units"],
         "ring_push_pop_instructions_per_record": ring["totals"]["Ir"] / ring["units"],
         "codec_decode_instructions_per_message": codec["totals"]["Ir"] / codec["units"],
     }
     checksums = {
         "engine_apply_instructions_per_command": engine["checksum"],
         "engine_apply_cycles_estimate_per_command": engine["checksum"],
+        "engine_apply_deep_instructions_per_command": deep["checksum"],
+        "engine_apply_deep_cycles_estimate_per_command": deep["checksum"],
+        "engine_step_instructions_per_command": step["checksum"],
         "ring_push_pop_instructions_per_record": ring["checksum"],
         "codec_decode_instructions_per_message": codec["checksum"],
     }
@@ -365,6 +398,9 @@ def mark_passing_run() -> None:
 # Which callgrind run measured each gated figure
 FIGURE_RUNS = {"engine_apply_instructions_per_command": "engine_apply",
                "engine_apply_cycles_estimate_per_command": "engine_apply",
+               "engine_apply_deep_instructions_per_command": "engine_apply_deep",
+               "engine_apply_deep_cycles_estimate_per_command": "engine_apply_deep",
+               "engine_step_instructions_per_command": "engine_step",
                "ring_push_pop_instructions_per_record": "ring_push_pop",
                "codec_decode_instructions_per_message": "codec_decode"}
 

@@ -20,6 +20,24 @@ from ring cimport RecordRing, TransferSide
 
 # ---- engine.pxi --------------------------------------------------------------------------
 
+cdef class Engine
+
+
+# The per-command path (issue 17): step(index) applies one command of a caller-owned array.
+@cython.final
+cdef class EngineStepper:
+    cdef readonly Engine engine
+    cdef readonly object commands      # COMMAND_DTYPE [command_count], read in place
+    cdef readonly object events        # EVENT_DTYPE [event_capacity]: each step's events
+    cdef const uint8_t[::1] command_bytes
+    cdef uint8_t[::1] event_bytes
+    cdef Py_ssize_t command_count      # records of commands
+    cdef Py_ssize_t event_capacity     # records of events
+    cdef EventBuffer buffer            # apply_one's output, copied into events after a step
+
+    cdef use_events(self, events)
+
+
 @cython.final
 cdef class _EngineCursor:
     cdef const int64_t[::1] words      # the snapshot, as little-endian int64 words
@@ -106,6 +124,11 @@ cdef class Engine:
     cdef void book_finish(self, const Command* command) noexcept nogil
     cdef void book_top(self, uint32_t instrument_id) noexcept nogil
     cdef void book_status(self, uint32_t instrument_id) noexcept nogil
+    # deep-book prefetch (issue 17): accounts, balance rows, the next maker of a taker
+    cdef inline void prefetch_account(self, uint32_t account) noexcept nogil
+    cdef inline void prefetch_balance_row(self, uint32_t account) noexcept nogil
+    cdef inline void prefetch_next_maker(self, const Order* maker,
+                                         const Instrument* instrument) noexcept nogil
     # events
     cdef Event* emit(self, uint8_t kind, uint8_t side, uint16_t reason, uint32_t instrument_id,
                      uint32_t account_id, uint32_t counter_account_id, uint64_t order_id,

@@ -122,6 +122,45 @@ class Transfer:
     reason: int
 
 
+class ReferenceStepper:
+    """``Engine.stepper``'s contract, written plainly: ``step(index)`` is ``apply`` of the
+    one-record array ``commands[index:index + 1]``, its events copied to ``events[:n]``
+    (``events`` replaced by a bigger array first when they do not fit); returns ``n``."""
+
+    __slots__ = ("engine", "commands", "events")
+
+    def __init__(self, engine: "ReferenceEngine", commands: np.ndarray,
+                 events: np.ndarray | None = None):
+        if commands.dtype != COMMAND_DTYPE or commands.ndim != 1:
+            raise TypeError("commands must be a one-dimensional array of COMMAND_DTYPE")
+        if not commands.flags.c_contiguous:
+            raise TypeError("commands must be C-contiguous (the stepper reads it in place)")
+        if events is None:
+            events = np.zeros(STEPPER_EVENTS_DEFAULT, dtype=EVENT_DTYPE)
+        if events.dtype != EVENT_DTYPE or events.ndim != 1 or len(events) == 0:
+            raise TypeError("events must be a non-empty one-dimensional array of EVENT_DTYPE")
+        if not (events.flags.c_contiguous and events.flags.writeable):
+            raise TypeError("events must be C-contiguous and writeable")
+        self.engine = engine
+        self.commands = commands
+        self.events = events
+
+    def step(self, index: int = 0) -> int:
+        """Apply ``commands[index]``; return how many events it produced (in ``events[:n]``)."""
+        if not 0 <= index < len(self.commands):
+            raise IndexError(f"command index {index} is outside [0, {len(self.commands)})")
+        produced = self.engine.apply(self.commands[index:index + 1])
+        count = len(produced)
+        if count > len(self.events):
+            self.events = np.zeros(max(count, 2 * len(self.events)), dtype=EVENT_DTYPE)
+        self.events[:count] = produced
+        return count
+
+
+#: events array length of a stepper made without one (Engine's is the same)
+STEPPER_EVENTS_DEFAULT = 64
+
+
 class ReferenceEngine:
     """Applies command records and returns event records, exactly like ``Engine``."""
 
@@ -164,6 +203,11 @@ class ReferenceEngine:
             events[index] = values
         self._events = []
         return events
+
+    def stepper(self, commands: np.ndarray, events: np.ndarray | None = None) -> "ReferenceStepper":
+        """The per-command path (``Engine.stepper``): ``step(index)`` applies one command of
+        a caller-owned array and writes its events to the front of ``events``."""
+        return ReferenceStepper(self, commands, events)
 
     def balance(self, account_id: int, asset_id: int) -> tuple[int, int]:
         """(available, held) of one account in one asset, in minor units."""

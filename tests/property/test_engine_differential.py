@@ -219,6 +219,28 @@ def test_snapshot_restore_continues_identically_and_replay_is_deterministic(stre
     assert again.state_hash() == fast.state_hash()
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=st.lists(any_command(), min_size=30, max_size=200),
+       capacity=st.sampled_from([1, 2, 64]))
+def test_stepper_gives_the_events_of_apply(stream, capacity):
+    """The per-command path (stepper) of both engines: per command, exactly apply()'s events,
+    also when a command's events outgrow the events array; the same state after the stream."""
+    Engine = engine_class("engine")
+    commands = stamped(c.number(c.pack(SETUP + resolve(stream))))
+    batch = Engine(CONFIG)
+    expected = batch.apply(commands)
+    for engine in (Engine(CONFIG), ReferenceEngine(CONFIG)):
+        stepper = engine.stepper(commands, np.zeros(capacity, dtype=expected.dtype))
+        got = []
+        for index in range(len(commands)):
+            count = stepper.step(index)
+            got.append(stepper.events[:count].copy())
+            assert (stepper.events[:count]["seq"] == commands["seq"][index]).all()
+        got = np.concatenate(got)
+        assert expected.tobytes() == got.tobytes(), _first_difference(expected, got)
+        assert engine.state_hash() == batch.state_hash()
+
+
 def _first_difference(expected, got) -> str:
     for index, (a, b) in enumerate(zip(expected, got)):
         if a.tobytes() != b.tobytes():
