@@ -188,8 +188,12 @@ class GatewayServer:
                                                          limits.output_buffer_bytes_max // 2),
                                       conflations_per_minute_max=limits.md_conflations_per_minute_max,
                                       open_orders_page_max=limits.open_orders_page_max,
-                                      snapshots_per_s_max=limits.md_snapshots_per_s_max)
-        self.metrics.md_subscribers = lambda: len(self.market_data.subscribers)
+                                      snapshots_per_s_max=limits.md_snapshots_per_s_max,
+                                      output_bytes_max=limits.output_buffer_bytes_max,
+                                      direct=limits.md_direct)
+        self.metrics.md_subscribers = lambda: len(self.market_data.subscribers) + len(self.market_data.direct_sessions)
+        replica = self.dispatcher.order_view
+        self.metrics.md_direct = lambda: (replica.direct_frames_sent, replica.direct_conflations)
 
     def _replica_output(self, kind: str, *payload) -> None:
         """On the loop, in order: a batch's market data frames, or a checkpoint to store."""
@@ -197,6 +201,9 @@ class GatewayServer:
             last_seq, frames = payload
             self.metrics.md_frames_made += len(frames)
             self.market_data.on_frames(last_seq, frames)
+        elif kind == "slow":  # a direct subscriber that does not keep up
+            (session,) = payload
+            session.logout(p.SessionReason.SLOW_CONSUMER, time.time_ns())
         elif kind == "checkpoint":
             task = asyncio.get_running_loop().create_task(self._write_md_checkpoint(*payload))
             self._background.add(task)

@@ -17,6 +17,7 @@ holds at most ``md_subscriptions_max`` of them.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -60,8 +61,13 @@ class MarketData:
 
     def __init__(self, replica: "Replica", metrics, *, subscriptions_max: int = 64,
                  conflate_bytes: int = 4 << 20, conflations_per_minute_max: int = 10,
-                 open_orders_page_max: int = 500, snapshots_per_s_max: int = 10) -> None:
+                 open_orders_page_max: int = 500, snapshots_per_s_max: int = 10,
+                 output_bytes_max: int = 64 << 20, direct: bool = True) -> None:
         self.replica = replica
+        self.output_bytes_max = output_bytes_max
+        #: market-data-only sessions on plain TCP get their feed from the replica's thread
+        self.direct = direct
+        self.direct_sessions: dict["Session", int] = {}
         self.snapshots_per_s_max = snapshots_per_s_max
         self.open_orders_page_max = open_orders_page_max
         self.metrics = metrics
@@ -73,11 +79,44 @@ class MarketData:
 
     # ------------------------------------------------------------------ requests
 
+    def _direct_capable(self, session: "Session", message: p.MdSubscribe) -> bool:
+        """A market-data-only session on plain TCP subscribing to every instrument, with nothing
+        queued on its transport: its output can move to the replica's thread."""
+        if not (self.direct and session.market_data_only and message.instrument_id == ALL_INSTRUMENTS
+                and session.redirect is None and session not in self.subscribers):
+            return False
+        transport = session.transport
+        extra = getattr(transport, "get_extra_info", None)
+        if extra is None or extra("sslcontext") is not None or extra("socket") is None:
+            return False
+        return session.queued_bytes() == 0
+
+    def _subscribe_direct(self, session: "Session", message: p.MdSubscribe) -> None:
+        replica, session_id = self.replica, session.session_id
+        fd = os.dup(session.transport.get_extra_info("socket").fileno())
+        session.redirect = lambda data: replica.direct_write(session_id, data)
+        self.direct_sessions[session] = message.depth_levels
+        replica.listening = True
+        replica.direct_register(session, fd, message.depth_levels, message.request_id,
+                                conflate_bytes=self.conflate_bytes, output_bytes_max=self.output_bytes_max,
+                                conflations_per_minute_max=self.conflations_per_minute_max)
+
     def subscribe(self, session: "Session", message: p.MdSubscribe) -> None:
         """A client's MD_SUBSCRIBE. Each one makes a snapshot, so a session may ask for at most
         ``snapshots_per_s_max`` a second (then RATE_LIMITED): a snapshot of every instrument
         can be large, and the replica makes it for everyone's feed."""
         sub = self.subscribers.get(session)
+        if session in self.direct_sessions:
+            if message.instrument_id != ALL_INSTRUMENTS:  # a direct session has the whole feed already
+                session.refuse_request(p.MessageType.MD_SUBSCRIBE, p.SessionReason.TOO_MANY_SUBSCRIPTIONS,
+                                       message.request_id)
+                return
+            self.replica.direct_unsubscribe(session.session_id, True)
+            self.replica.direct_resnapshot(session.session_id, message.request_id)
+            return
+        if self._direct_capable(session, message):
+            self._subscribe_direct(session, message)
+            return
         if sub is not None:
             now = time.monotonic()
             sub.asked = [t for t in sub.asked if now - t < 1.0]
@@ -129,6 +168,9 @@ class MarketData:
         session.send_market_data(frames)
 
     def unsubscribe(self, session: "Session", message: p.MdUnsubscribe) -> None:
+        if session in self.direct_sessions and message.instrument_id == ALL_INSTRUMENTS:
+            self.replica.direct_unsubscribe(session.session_id, False)
+            return
         sub = self.subscribers.get(session)
         every = message.instrument_id == ALL_INSTRUMENTS
         if sub is None or not (sub.every if every else message.instrument_id in sub.instruments):
@@ -143,7 +185,9 @@ class MarketData:
 
     def forget(self, session: "Session") -> None:
         self.subscribers.pop(session, None)
-        self.replica.listening = bool(self.subscribers)
+        if self.direct_sessions.pop(session, None) is not None:
+            self.replica.direct_release(session.session_id)
+        self.replica.listening = bool(self.subscribers or self.direct_sessions)
 
     # ------------------------------------------------------------------ delivery
 

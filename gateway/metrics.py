@@ -78,6 +78,8 @@ class GatewayMetrics(Collector):
         self.md_frames_sent = 0     # market data frames written to subscribers
         self.md_conflations = 0     # subscribers conflated (increments dropped, then a fresh snapshot)
         self.md_subscribers: Callable[[], int] = lambda: 0
+        #: () -> (frames sent, conflations) of the subscribers the replica's thread writes to
+        self.md_direct: Callable[[], tuple[int, int]] = lambda: (0, 0)
         self.batch_commands = Histogram(BATCH_BUCKETS)
         self.commit_latency_s = Histogram(LATENCY_BUCKETS_S)
         self.ack_latency_s = Histogram(LATENCY_BUCKETS_S)
@@ -125,8 +127,9 @@ class GatewayMetrics(Collector):
             sent.add_metric([source], count)
         yield sent
         yield _counter("matchcore_md_frames_made", value=self.md_frames_made)
-        yield _counter("matchcore_md_frames_sent", value=self.md_frames_sent)
-        yield _counter("matchcore_md_conflations", value=self.md_conflations)
+        direct_sent, direct_conflations = self.md_direct()
+        yield _counter("matchcore_md_frames_sent", value=self.md_frames_sent + direct_sent)
+        yield _counter("matchcore_md_conflations", value=self.md_conflations + direct_conflations)
         yield _gauge("matchcore_md_subscribers", self.md_subscribers())
         yield _gauge("matchcore_connections", self.connections())
         yield _gauge("matchcore_sessions", self.sessions())

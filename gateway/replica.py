@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from matchcore import protocol as p
+from matchcore.gateway.direct_feed import DirectSubscriber
 from matchcore.persistence.marketdata import MarketDataFeed
 
 __all__ = ["Replica", "REPLICA_APPLY_EVERY_S", "REPLICA_WAKE_BATCHES", "REPLICA_QUERIES_MAX"]
@@ -43,7 +44,7 @@ class Replica:
 
     __slots__ = ("feed", "listening", "checkpoint_every_commands", "_next_checkpoint", "_pending", "_wake",
                  "_condition", "_submitted", "_applied", "_thread", "_error", "_queries", "_out", "_loop",
-                 "_scheduled", "_on_output")
+                 "_scheduled", "_on_output", "_control", "_direct", "direct_frames_sent", "direct_conflations")
 
     def __init__(self, feed: MarketDataFeed, on_output: Callable[..., None], *,
                  checkpoint_every_commands: int = 1_000_000) -> None:
@@ -62,6 +63,11 @@ class Replica:
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
         self._on_output = on_output
+        #: direct subscribers (direct_feed.py): the loop's requests, in order, and the thread's table
+        self._control: collections.deque = collections.deque()
+        self._direct: dict[int, DirectSubscriber] = {}
+        self.direct_frames_sent = 0
+        self.direct_conflations = 0
         self._thread = threading.Thread(target=self._run, name="matchcore-replica", daemon=True)
         self._thread.start()
 
@@ -97,14 +103,44 @@ class Replica:
 
     # ------------------------------------------------------------------ the thread
 
+    # ------------------------------------------------------------------ direct subscribers (the loop's side)
+
+    def direct_register(self, session, fd: int, depth_levels: int, request_id: int, **limits) -> None:
+        """The session's output moves to this thread: a snapshot of every instrument, then the
+        feed; from now on the loop hands its writes to ``direct_write``."""
+        self._control.append((self._submitted, ("register", session, fd, depth_levels, request_id, limits)))
+        self._wake.set()
+
+    def direct_write(self, session_id: int, data: bytes) -> None:
+        self._control.append((self._submitted, ("write", session_id, data)))
+        self._wake.set()
+
+    def direct_resnapshot(self, session_id: int, request_id: int) -> None:
+        self._control.append((self._submitted, ("snapshot", session_id, request_id)))
+        self._wake.set()
+
+    def direct_unsubscribe(self, session_id: int, subscribed: bool) -> None:
+        self._control.append((self._submitted, ("subscribed", session_id, subscribed)))
+        self._wake.set()
+
+    def direct_release(self, session_id: int) -> None:
+        self._control.append((self._submitted, ("release", session_id)))
+        self._wake.set()
+
+    # ------------------------------------------------------------------ the thread
+
     def _run(self) -> None:
         while True:
-            self._wake.wait(REPLICA_APPLY_EVERY_S)
+            waiting = any(d.pending for d in self._direct.values())
+            self._wake.wait(0.001 if waiting else REPLICA_APPLY_EVERY_S)
             self._wake.clear()
+            self._run_control()
             while self._pending:
                 item = self._pending.popleft()
                 if item is None:
                     self._answer_queries()
+                    for direct in self._direct.values():
+                        direct.close()
                     return
                 try:
                     self._apply(*item)
@@ -113,7 +149,9 @@ class Replica:
                     self._answer_queries()
                     return
                 self._answer_queries()
+                self._run_control()
             self._answer_queries()
+            self._flush_direct()
 
     def _apply(self, commands: np.ndarray, events: np.ndarray) -> None:
         feed = self.feed
@@ -123,9 +161,61 @@ class Replica:
             self._applied += 1
         if len(frames):
             self._emit(("frames", feed.last_seq, frames))
+            if self._direct:
+                self._fan_out_direct(frames)
         if self._next_checkpoint and feed.last_seq >= self._next_checkpoint:
             self._next_checkpoint = feed.last_seq + self.checkpoint_every_commands
             self._emit(("checkpoint", feed.last_seq, feed.engine.snapshot(), feed.feed_state()))
+
+    def _run_control(self) -> None:
+        """The loop's requests about direct subscribers, in the order it made them, each once
+        the batches released before it are applied (a snapshot is of what came before)."""
+        control = self._control
+        while control and control[0][0] <= self._applied:
+            _, item = control.popleft()
+            kind, session_id = item[0], (item[1].session_id if item[0] == "register" else item[1])
+            if kind == "register":
+                _, session, fd, depth_levels, request_id, limits = item
+                direct = self._direct[session_id] = DirectSubscriber(session, fd, depth_levels, **limits)
+                self._direct_snapshot(direct, request_id)
+                continue
+            direct = self._direct.get(session_id)
+            if direct is None:
+                continue
+            if kind == "write":
+                direct.write(item[2])
+            elif kind == "snapshot":
+                self._direct_snapshot(direct, item[2])
+            elif kind == "subscribed":
+                direct.subscribed = item[2]
+            elif kind == "release":
+                del self._direct[session_id]
+                direct.close()
+
+    def _direct_snapshot(self, direct: DirectSubscriber, request_id: int) -> None:
+        from matchcore.gateway import queries
+        feed = self.feed
+        direct.write(queries.snapshots(feed, feed.engine.instrument_ids(), direct.depth_levels, request_id))
+        direct.stale = False
+
+    def _fan_out_direct(self, frames: np.ndarray) -> None:
+        data, count = frames.tobytes(), len(frames)
+        for direct in list(self._direct.values()):
+            if direct.drained():
+                self._direct_snapshot(direct, 0)
+            was_stale = direct.stale
+            if direct.increments(data, count):
+                direct.subscribed = False  # no more increments; the loop logs it out (LOGOUT still goes)
+                self._emit(("slow", direct.session))
+            if direct.stale and not was_stale:
+                self.direct_conflations += 1
+        self.direct_frames_sent = sum(d.frames_sent for d in self._direct.values())
+
+    def _flush_direct(self) -> None:
+        for direct in self._direct.values():
+            direct.flush()
+            if direct.drained():
+                self._direct_snapshot(direct, 0)
 
     def _answer_queries(self) -> None:
         """Answer the queries whose batches are applied (a query waits for every batch released

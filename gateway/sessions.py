@@ -103,6 +103,9 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     md_conflate_bytes: int = 4 << 20
     #: Conflated more often than this in a minute: LOGOUT SLOW_CONSUMER.
     md_conflations_per_minute_max: int = 10
+    #: A market-data-only session on plain TCP that subscribes to every instrument gets its feed
+    #: (and all its output) written by the replica's thread, not the event loop.
+    md_direct: bool = True
     #: MD_SUBSCRIBEs (each makes a snapshot) one session may send a second; beyond: RATE_LIMITED.
     md_snapshots_per_s_max: int = 10
     #: The kernel's send buffer of each client socket (SO_SNDBUF), bytes; 0: the system's
@@ -407,7 +410,7 @@ class Session:
                  "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
                  "observer", "catching_up", "_held", "_closed_notified", "peer", "_reading_paused",
                  "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight", "_status_blocked",
-                 "_replies", "market_data_only", "venue")
+                 "_replies", "market_data_only", "venue", "redirect")
 
     def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
                  slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -417,6 +420,9 @@ class Session:
         #: market data and queries (gateway.market_data.MarketData); None: not offered
         self.venue = venue
         self.market_data_only = False  # the key may not enter orders
+        #: when set, every write of the session goes there instead of the transport (the
+        #: replica's thread owns its output: direct_feed.py)
+        self.redirect: Callable[[bytes], None] | None = None
         self.sink, self.slots = sink, slots
         self.state = SessionState.AWAIT_LOGIN
         self.account_id, self.admin, self.cancel_on_disconnect = 0, False, False
@@ -847,6 +853,9 @@ class Session:
 
     def _write(self, data: bytes, now_ns: int) -> None:
         self._last_sent_ns = now_ns
+        if self.redirect is not None:  # its bound is the owner's (direct_feed.py)
+            self.redirect(data)
+            return
         self.transport.write(data)
         size = self._buffer_size
         if size is not None and self.state == SessionState.ACTIVE and size() > self.limits.output_buffer_bytes_max:
@@ -869,7 +878,11 @@ class Session:
         self.close_reason = reason
         if send_logout:  # straight to the transport: the output bound is not checked again
             self._last_sent_ns = now_ns
-            self.transport.write(p.Logout(int(reason)).encode())
+            logout = p.Logout(int(reason)).encode()
+            if self.redirect is not None:
+                self.redirect(logout)
+            else:
+                self.transport.write(logout)
         self.on_connection_lost(now_ns)
         self.transport.close()  # sends what is queued, then closes
         if reason == SessionReason.SLOW_CONSUMER:

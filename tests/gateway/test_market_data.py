@@ -26,6 +26,9 @@ class FakeSession:
     def __init__(self) -> None:
         self.active = True
         self.account_id = 1
+        self.session_id = id(self)
+        self.market_data_only = False
+        self.redirect = None
         self.written = bytearray()
         self.queued = 0
         self.refused: list[tuple[int, int]] = []
@@ -152,5 +155,61 @@ def test_a_subscriber_behind_is_conflated_then_resnapshotted_then_logged_out():
         assert slow.logged_out == p.SessionReason.SLOW_CONSUMER
         assert venue.metrics.md_conflations == 3
         venue.replica.stop()
+
+    asyncio.run(scenario())
+
+
+class _SocketTransport:
+    def __init__(self, sock) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, name):
+        return {"socket": self.sock, "sslcontext": None}.get(name)
+
+
+def _read_all(sock, wanted_types: set[int], timeout_s: float = 5.0) -> list[p.Message]:
+    """Messages from the peer socket until one of ``wanted_types`` has arrived."""
+    import time
+    sock.settimeout(0.05)
+    data, deadline = bytearray(), time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(1 << 16)
+        except TimeoutError:
+            chunk = b""
+        data += chunk
+        frames, used = p.split_frames(data)
+        messages = [p.decode(f) for f in frames]
+        if any(m.frame_type() in wanted_types for m in messages):
+            return messages
+    raise AssertionError("nothing came")
+
+
+def test_a_market_data_only_session_is_fed_by_the_replica_thread_in_order():
+    import socket
+
+    async def scenario():
+        venue = Venue()
+        ours, peer = socket.socketpair()
+        session = FakeSession()
+        session.market_data_only = True
+        session.transport = _SocketTransport(ours)
+        venue.md.subscribe(session, p.MdSubscribe(ALL_INSTRUMENTS, 0, 5))
+        assert session.redirect is not None and session in venue.md.direct_sessions
+        await venue.settle()
+        got = await asyncio.get_running_loop().run_in_executor(None, _read_all, peer, {int(p.MessageType.QUERY_DONE)})
+        assert isinstance(got[0], p.MdSnapshot) and got[-1].request_id == 5
+        session.redirect(p.Heartbeat(0, 1).encode())  # the loop's writes go through the thread, in order
+        venue.release([c.limit(1, 0, 1, Side.BUY, 10, 5)])
+        await venue.settle()
+        got = await asyncio.get_running_loop().run_in_executor(None, _read_all, peer, {int(p.MessageType.MD_BBO)})
+        assert isinstance(got[0], p.Heartbeat) and isinstance(got[1], p.MdLevel) and got[1].price == 10
+        assert venue.replica.direct_frames_sent >= 2
+        venue.md.forget(session)  # the session closed: the thread lets go of its descriptor
+        await venue.settle()
+        assert not venue.replica._direct
+        venue.replica.stop()
+        ours.close()
+        peer.close()
 
     asyncio.run(scenario())
