@@ -369,15 +369,9 @@ cdef void _frames_decode(const uint8_t* data, Py_ssize_t length, Command* out,
         if written >= command_limit:  # the output is full, or (session mode) the tokens are used
             _stop(state, offset, ST_OUTPUT_FULL, R_NONE, -1, -1)
             break
-        if type_class == CLASS_ADMIN and not admin:
-            if _answered_here(p, type_byte, R_NOT_AUTHORIZED, replies, replies_capacity, state):
-                extra += 1
-                command_limit = _command_limit(capacity, frames_max, extra)
-                offset += size
-                continue
-            _stop(state, offset + size, ST_REFUSED, R_NOT_AUTHORIZED, offset, type_byte)
-            break
-        if type_class == CLASS_ORDER_ENTRY and not order_entry:   # a market-data-only key
+        # admin frames need the admin right, order entry the order-entry right (a
+        # market-data-only key has not)
+        if (type_class == CLASS_ADMIN and not admin) or (type_class == CLASS_ORDER_ENTRY and not order_entry):
             if _answered_here(p, type_byte, R_NOT_AUTHORIZED, replies, replies_capacity, state):
                 extra += 1
                 command_limit = _command_limit(capacity, frames_max, extra)
