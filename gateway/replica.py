@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 from typing import Callable
 
@@ -24,6 +25,8 @@ import numpy as np
 from matchcore import protocol as p
 from matchcore.gateway.direct_feed import DirectSubscriber
 from matchcore.persistence.marketdata import MarketDataFeed
+
+_log = logging.getLogger("matchcore.gateway.replica")
 
 __all__ = ["Replica", "REPLICA_APPLY_EVERY_S", "REPLICA_WAKE_BATCHES", "REPLICA_QUERIES_MAX"]
 
@@ -144,8 +147,11 @@ class Replica:
                     return
                 try:
                     self._apply(*item)
-                except BaseException as error:  # surfaced to the next query
+                except BaseException as error:  # surfaced to every later query (BUSY)
                     self._error = error
+                    _log.critical("the replica stopped: no more market data, queries refused BUSY", extra={
+                        "error": repr(error), "released_batches": self._submitted, "applied_batches": self._applied},
+                        exc_info=error)
                     self._answer_queries()
                     return
                 self._answer_queries()
@@ -230,8 +236,7 @@ class Replica:
             self._emit(("reply", reply, result))
 
     def _error_logged(self, error: BaseException) -> None:
-        import logging
-        logging.getLogger("matchcore.gateway.replica").exception("a replica query failed", exc_info=error)
+        _log.error("a replica query failed", extra={"error": repr(error)}, exc_info=error)
 
     def _emit(self, item) -> None:
         self._out.append(item)
