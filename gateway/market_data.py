@@ -26,14 +26,13 @@ import numpy as np
 from matchcore import protocol as p
 from matchcore.core.codes import ALL_INSTRUMENTS
 from matchcore.gateway import queries
+from matchcore.persistence.marketdata import frame_instruments
 
 if TYPE_CHECKING:
     from matchcore.gateway.replica import Replica
     from matchcore.gateway.sessions import Session
 
 __all__ = ["MarketData", "Subscription"]
-
-_INSTRUMENT_COLUMN = slice(8, 12)
 
 
 class Subscription:
@@ -67,7 +66,7 @@ class MarketData:
         self.output_bytes_max = output_bytes_max
         #: market-data-only sessions on plain TCP get their feed from the replica's thread
         self.direct = direct
-        self.direct_sessions: dict["Session", int] = {}
+        self.direct_sessions: set["Session"] = set()
         self.snapshots_per_s_max = snapshots_per_s_max
         self.open_orders_page_max = open_orders_page_max
         self.metrics = metrics
@@ -75,7 +74,6 @@ class MarketData:
         self.conflate_bytes = conflate_bytes
         self.conflations_per_minute_max = conflations_per_minute_max
         self.subscribers: dict["Session", Subscription] = {}
-        self.frames_sent = 0
 
     # ------------------------------------------------------------------ requests
 
@@ -95,7 +93,7 @@ class MarketData:
         replica, session_id = self.replica, session.session_id
         fd = os.dup(session.transport.get_extra_info("socket").fileno())
         session.redirect = lambda data: replica.direct_write(session_id, data)
-        self.direct_sessions[session] = message.depth_levels
+        self.direct_sessions.add(session)
         replica.listening = True
         replica.direct_register(session, fd, message.depth_levels, message.request_id,
                                 conflate_bytes=self.conflate_bytes, output_bytes_max=self.output_bytes_max,
@@ -185,7 +183,8 @@ class MarketData:
 
     def forget(self, session: "Session") -> None:
         self.subscribers.pop(session, None)
-        if self.direct_sessions.pop(session, None) is not None:
+        if session in self.direct_sessions:
+            self.direct_sessions.discard(session)
             self.replica.direct_release(session.session_id)
         self.replica.listening = bool(self.subscribers or self.direct_sessions)
 
@@ -213,22 +212,17 @@ class MarketData:
                 continue
             if self._conflated(session, sub):
                 continue
-            if sub.every and ALL_INSTRUMENTS not in sub.waiting:
-                if whole is None:
-                    whole = frames.tobytes()
-                data, count = whole, len(frames)
-            else:
-                wanted = [i for i in sub.instruments if i not in sub.waiting]
-                if not wanted:
-                    continue
-                if instruments is None:
-                    instruments = np.ascontiguousarray(frames[:, _INSTRUMENT_COLUMN]).view(np.uint32).reshape(-1)
-                chosen = frames[np.isin(instruments, wanted)]
-                if not len(chosen):
-                    continue
-                data, count = chosen.tobytes(), len(chosen)
-            session.send_market_data(data)
-            sent += count
+            # not conflated and not served above: its instruments one by one (an every-instrument
+            # subscription whose snapshot is on its way gets nothing yet)
+            wanted = [i for i in sub.instruments if i not in sub.waiting]
+            if not wanted:
+                continue
+            if instruments is None:
+                instruments = frame_instruments(frames)
+            chosen = frames[np.isin(instruments, wanted)]
+            if len(chosen):
+                session.send_market_data(chosen.tobytes())
+                sent += len(chosen)
         self.metrics.md_frames_sent += sent
 
     def check_conflated(self) -> None:

@@ -29,7 +29,7 @@ def open_orders(feed: MarketDataFeed, account_id: int, query: p.OpenOrdersQuery,
     """One page, ascending order id; QUERY_DONE.next_after_id says where the next starts."""
     engine, as_of = feed.engine, feed.last_seq
     wanted = max(1, min(query.max_orders or page_max, page_max))
-    frames, after, more = [], query.after_order_id, False
+    frames, after, more, last_sent = [], query.after_order_id, False, 0
     while len(frames) < wanted:
         page = engine.open_orders(account_id, after, wanted + 1)
         if not page:
@@ -46,11 +46,11 @@ def open_orders(feed: MarketDataFeed, account_id: int, query: p.OpenOrdersQuery,
                                       order["client_id"], order["price"], order["leaves"], order["shown"],
                                       order["trigger_price"], order["expire_time_ns"],
                                       order["display_quantity"]).encode())
+            last_sent = order["order_id"]
         if more or len(page) <= wanted:
             break
-    next_after = p.OpenOrder.decode(frames[-1]).order_id if more and frames else 0
     frames.append(p.QueryDone(p.MessageType.OPEN_ORDERS_QUERY, len(frames), query.request_id, as_of,
-                              next_after).encode())
+                              last_sent if more else 0).encode())
     return b"".join(frames)
 
 

@@ -46,7 +46,7 @@ class Replica:
     ``reply`` each query gave."""
 
     __slots__ = ("feed", "listening", "checkpoint_every_commands", "_next_checkpoint", "_pending", "_wake",
-                 "_condition", "_submitted", "_applied", "_thread", "_error", "_queries", "_out", "_loop",
+                 "_submitted", "_applied", "_thread", "_error", "_queries", "_out", "_loop",
                  "_scheduled", "_on_output", "_control", "_direct", "direct_frames_sent", "direct_conflations")
 
     def __init__(self, feed: MarketDataFeed, on_output: Callable[..., None], *,
@@ -58,7 +58,6 @@ class Replica:
         self._next_checkpoint = feed.last_seq + checkpoint_every_commands if checkpoint_every_commands else 0
         self._pending: collections.deque = collections.deque()  # appends and pops are atomic
         self._wake = threading.Event()
-        self._condition = threading.Condition()
         self._submitted = self._applied = 0
         self._error: BaseException | None = None
         self._queries: collections.deque = collections.deque()
@@ -104,30 +103,28 @@ class Replica:
         """ORDER_STATUS from released state (the order view's question)."""
         self.ask(lambda feed: _order_status(feed, account_id, client_order_id, as_of_event_seq), reply)
 
-    # ------------------------------------------------------------------ the thread
-
     # ------------------------------------------------------------------ direct subscribers (the loop's side)
 
     def direct_register(self, session, fd: int, depth_levels: int, request_id: int, **limits) -> None:
         """The session's output moves to this thread: a snapshot of every instrument, then the
         feed; from now on the loop hands its writes to ``direct_write``."""
-        self._control.append((self._submitted, ("register", session, fd, depth_levels, request_id, limits)))
-        self._wake.set()
+        self._control_put("register", session, fd, depth_levels, request_id, limits)
 
     def direct_write(self, session_id: int, data: bytes) -> None:
-        self._control.append((self._submitted, ("write", session_id, data)))
-        self._wake.set()
+        self._control_put("write", session_id, data)
 
     def direct_resnapshot(self, session_id: int, request_id: int) -> None:
-        self._control.append((self._submitted, ("snapshot", session_id, request_id)))
-        self._wake.set()
+        self._control_put("snapshot", session_id, request_id)
 
     def direct_unsubscribe(self, session_id: int, subscribed: bool) -> None:
-        self._control.append((self._submitted, ("subscribed", session_id, subscribed)))
-        self._wake.set()
+        self._control_put("subscribed", session_id, subscribed)
 
     def direct_release(self, session_id: int) -> None:
-        self._control.append((self._submitted, ("release", session_id)))
+        self._control_put("release", session_id)
+
+    def _control_put(self, *item) -> None:
+        """A request for the thread, carried out once the batches released so far are applied."""
+        self._control.append((self._submitted, item))
         self._wake.set()
 
     # ------------------------------------------------------------------ the thread
@@ -161,10 +158,9 @@ class Replica:
 
     def _apply(self, commands: np.ndarray, events: np.ndarray) -> None:
         feed = self.feed
-        with self._condition:
-            feed.engine.apply(np.ascontiguousarray(commands))
-            frames = feed.frames_of(commands, events)
-            self._applied += 1
+        feed.engine.apply(np.ascontiguousarray(commands))
+        frames = feed.frames_of(commands, events)
+        self._applied += 1
         if len(frames):
             self._emit(("frames", feed.last_seq, frames))
             if self._direct:
@@ -209,13 +205,13 @@ class Replica:
         for direct in list(self._direct.values()):
             if direct.drained():
                 self._direct_snapshot(direct, 0)
-            was_stale = direct.stale
+            was_stale, sent_before = direct.stale, direct.frames_sent
             if direct.increments(data, count):
                 direct.subscribed = False  # no more increments; the loop logs it out (LOGOUT still goes)
                 self._emit(("slow", direct.session))
             if direct.stale and not was_stale:
                 self.direct_conflations += 1
-        self.direct_frames_sent = sum(d.frames_sent for d in self._direct.values())
+            self.direct_frames_sent += direct.frames_sent - sent_before  # a counter: never goes down
 
     def _flush_direct(self) -> None:
         for direct in self._direct.values():

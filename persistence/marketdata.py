@@ -27,7 +27,7 @@ from matchcore.persistence.replay import (CONFIG_META_KEY, ConfigEpoch, apply_ep
                                           read_epochs_async, resize)
 
 __all__ = ["MarketDataFeed", "feed_from_journal", "feed_from_journal_async", "trade_tape", "book_at",
-           "TRADE_DTYPE", "LEVEL_DTYPE", "frames_of_instrument"]
+           "TRADE_DTYPE", "LEVEL_DTYPE", "frame_instruments"]
 
 #: one trade of the tape (``trade_tape``)
 TRADE_DTYPE = np.dtype([("command_seq", "<u8"), ("timestamp_ns", "<i8"), ("instrument_id", "<u4"),
@@ -166,10 +166,9 @@ def _frame_seqs(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames).view(_INCREMENT)["command_seq"].reshape(-1)
 
 
-def frames_of_instrument(frames: np.ndarray, instrument_id: int) -> np.ndarray:
-    """The rows of ``frames`` (n, 72) that belong to one instrument."""
-    instruments = np.ascontiguousarray(frames).view(_INCREMENT)["instrument_id"].reshape(-1)
-    return frames[instruments == instrument_id]
+def frame_instruments(frames: np.ndarray) -> np.ndarray:
+    """The instrument id of each row of ``frames`` (n, 72), read through the shared layout."""
+    return np.ascontiguousarray(frames).view(_INCREMENT)["instrument_id"].reshape(-1)
 
 
 def trade_tape(journal, from_seq: int = 1, until_seq: int | None = None, instrument_id: int | None = None) -> np.ndarray:

@@ -57,6 +57,7 @@ class Venue:
     def __init__(self, **limits) -> None:
         self.seq = 0
         self.metrics = GatewayMetrics()
+        self.core = Engine(CONFIG)  # the events the core would have journaled, in step with the replica
         self.replica = Replica(MarketDataFeed(Engine(CONFIG)), self._output, checkpoint_every_commands=0)
         self.md = MarketData(self.replica, self.metrics, **limits)
         self.release(SETUP)
@@ -68,13 +69,7 @@ class Venue:
     def release(self, records) -> None:
         commands = c.number(c.pack(records), first_seq=self.seq + 1, timestamp_ns=1)
         self.seq += len(commands)
-        self.replica.released(commands, self._events(commands))
-
-    def _events(self, commands):
-        # the events the core would have journaled: a second engine in step with the replica
-        if not hasattr(self, "_core"):
-            self._core = Engine(CONFIG)
-        return self._core.apply(commands)
+        self.replica.released(commands, self.core.apply(commands))
 
     async def settle(self) -> None:
         for _ in range(200):
