@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Callable
 
@@ -31,7 +32,7 @@ from matchcore.errors import ConfigError
 from matchcore.persistence.replay import (CONFIG_META_KEY, EPOCHS_META_KEY, ConfigEpoch, ReplayResult,
                                           config_to_meta, epochs_to_meta, read_epochs_async, replay_async,
                                           resize)
-from matchcore.persistence.writer import JournalWriter, WriterConfig
+from matchcore.persistence.writer import JournalWriter, WriterConfig, take_journal
 
 __all__ = ["DurableCore", "DurableCoreConfig"]
 
@@ -73,17 +74,21 @@ class DurableCore:
     def __init__(self, dsn: str, engine_config: EngineConfig, *, config: DurableCoreConfig | None = None,
                  on_release: Callable[[Batch], object] | None = None,
                  on_commit: Callable[[Batch, float], object] | None = None,
-                 on_failure: Callable[[BaseException], object] | None = None):
+                 on_failure: Callable[[BaseException], object] | None = None,
+                 epoch: int | None = None):
         """``on_release(batch)``: after each batch's commit, in seq order. ``on_commit(batch,
         latency_s)``: just before it, with the writer's own commit latency (for metrics).
         ``on_failure(error)``: the journal writer stopped on an error (it is logged too): the
-        core can no longer make anything durable, so its owner must stop (fail-stop)."""
+        core can no longer make anything durable, so its owner must stop (fail-stop).
+        ``epoch``: the journal fence's epoch its owner took (None: ``start`` takes the journal
+        before it reads it); a writer fenced out later is such a failure."""
         self.dsn = dsn
         self.engine_config = engine_config.validate()
         self.config = config or DurableCoreConfig()
         self.on_release = on_release
         self.on_commit = on_commit
         self.on_failure = on_failure
+        self.epoch = epoch
         self.engine: Engine | None = None
         self.pipeline: Pipeline | None = None
         self.released_seq = 0
@@ -105,13 +110,18 @@ class DurableCore:
         #: config's snapshot there stays, so no snapshot of the new one is written at that seq
         self._config_changed_at_seq: int | None = None
 
-    async def start(self) -> ReplayResult:
-        """Recover from the journal and start the core thread and the writer."""
+    async def start(self, warm: ReplayResult | None = None) -> ReplayResult:
+        """Take the journal (unless given an epoch), recover from it (or continue from
+        ``warm``, a standby's engine at the journal's end) and start the core thread and the
+        writer."""
         self._journal = await AsyncJournal.connect_pool(
             self.dsn, apply=True, connections_max=2, application_name="matchcore-core",
             command_timeout_s=JOURNAL_QUERY_TIMEOUT_S)
         try:
-            recovered = await self._recover()
+            if self.epoch is None:
+                async with self._journal.acquire() as connection:
+                    self.epoch = await take_journal(connection, f"matchcore core pid {os.getpid()}")
+            recovered = await self._recover(warm)
         except BaseException:
             await self._journal.close()
             raise
@@ -123,7 +133,7 @@ class DurableCore:
         self.pipeline.start()
         self._source = PipelineSource(self.pipeline, busy=lambda: self._writer.writing)
         self._writer = JournalWriter(self.dsn, self._source, self._released, config=self.config.writer,
-                                     on_commit=self._committed)
+                                     on_commit=self._committed, epoch=self.epoch)
         await self._writer.connect()
         self._writer_task = asyncio.create_task(self._writer.run(), name="matchcore-journal-writer")
         self._writer_task.add_done_callback(self._writer_done)
@@ -134,12 +144,13 @@ class DurableCore:
                                       "replayed_commands": recovered.commands})
         return recovered
 
-    async def _recover(self) -> ReplayResult:
-        """Replay the journal in its config epochs, then move to the configured one."""
+    async def _recover(self, warm: ReplayResult | None = None) -> ReplayResult:
+        """Replay the journal in its config epochs (or take ``warm``), then move to the
+        configured one."""
         if await self._journal.read_meta(CONFIG_META_KEY) is None:
             await self._journal.write_meta(CONFIG_META_KEY, config_to_meta(self.engine_config))
         epochs = await read_epochs_async(self._journal)
-        recovered = await replay_async(self._journal, epochs=epochs)
+        recovered = warm if warm is not None else await replay_async(self._journal, epochs=epochs)
         if epochs[-1].config != self.engine_config:
             recovered.engine = await self._change_config(recovered, epochs)
         return recovered

@@ -13,6 +13,7 @@ from matchcore.persistence.embedded import EmbeddedPostgres, EmbeddedPostgresErr
 from matchcore.persistence.errors import (
     ChecksumError,
     ConflictingBatchError,
+    JournalFencedError,
     ContractVersionError,
     JournalIntegrityError,
     PersistenceError,
@@ -22,7 +23,7 @@ from matchcore.persistence.errors import (
 )
 from matchcore.persistence.journal import AccountHistory, AsyncJournal, Journal, Snapshot
 from matchcore.persistence.schema import SCHEMA_VERSION, apply_schema, check_schema
-from matchcore.persistence.writer import JournalWriter, WriterConfig, WriterStats, insert_batch
+from matchcore.persistence.writer import JournalWriter, WriterConfig, WriterStats, insert_batch, take_journal
 
 __all__ = [
     "AccountHistory",
@@ -32,6 +33,7 @@ __all__ = [
     "BatchSource",
     "ChecksumError",
     "ConflictingBatchError",
+    "JournalFencedError",
     "ContractVersionError",
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
@@ -50,4 +52,5 @@ __all__ = [
     "batch_checksum",
     "check_schema",
     "insert_batch",
+    "take_journal",
 ]

@@ -277,18 +277,7 @@ class EmbeddedPostgres:
 
     def _server_user(self) -> pwd.struct_passwd | None:
         """The OS user the server runs as when we are root; None when we run it ourselves."""
-        if os.geteuid() != 0:
-            return None
-        try:
-            return pwd.getpwnam(SERVER_OS_USER)
-        except KeyError:
-            pass
-        command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                   SERVER_OS_USER]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0 and "already exists" not in result.stderr:
-            raise EmbeddedPostgresError(f"cannot create OS user {SERVER_OS_USER}: {result.stderr}")
-        return pwd.getpwnam(SERVER_OS_USER)
+        return server_os_user() if os.geteuid() == 0 else None
 
     def _initdb(self) -> None:
         user = self._server_user()
@@ -413,6 +402,20 @@ class _FolderLock:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
         self.fd = -1
+
+
+def server_os_user() -> pwd.struct_passwd:
+    """``SERVER_OS_USER``, created (``useradd --system``) if missing: what PostgreSQL runs as
+    when the caller is root."""
+    try:
+        return pwd.getpwnam(SERVER_OS_USER)
+    except KeyError:
+        pass
+    command = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_OS_USER]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0 and "already exists" not in result.stderr:
+        raise EmbeddedPostgresError(f"cannot create OS user {SERVER_OS_USER}: {result.stderr}")
+    return pwd.getpwnam(SERVER_OS_USER)
 
 
 def _check_traversable(folder: Path, user: pwd.struct_passwd) -> None:

@@ -16,6 +16,7 @@ __all__ = [
     "ChecksumError",
     "ConflictingBatchError",
     "ContractVersionError",
+    "JournalFencedError",
     "JournalIntegrityError",
     "PersistenceError",
     "SchemaVersionError",
@@ -82,3 +83,12 @@ class SequenceOverlapError(JournalIntegrityError):
 
 class ConflictingBatchError(JournalIntegrityError):
     """A batch was written under key ``seq`` (its first seq) where a different row is stored."""
+
+
+class JournalFencedError(PersistenceError):
+    """Another writer took the journal (a later epoch of ``journal_fence``): this one may
+    neither write nor release anything again. ``epoch`` is this writer's."""
+
+    def __init__(self, epoch: int, message: str):
+        self.epoch = epoch
+        super().__init__(message)

@@ -19,8 +19,10 @@ from matchcore.persistence.errors import SchemaVersionError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_schema", "check_schema", "schema_version"]
 
-# Key of the advisory lock held while migrating ("matchcor" in ASCII; fits a signed int64).
+# Key of the advisory lock held while migrating ("matchcor" in ASCII; fits a signed int64);
+# the fence's is "mcfence!" (FENCE_LOCK_KEY).
 _MIGRATION_LOCK_KEY = 0x6D61746368636F72
+FENCE_LOCK_KEY = 7882256358658237729
 
 _V1 = """
 CREATE TABLE journal (
@@ -98,11 +100,89 @@ COMMENT ON TABLE marketdata_checkpoint IS
     '(md_seqs u64, tops i64[4] per instrument); checksum = CRC-32 (zlib) of seq and both payloads';
 """
 
+# The journal's fence: one active writer at a time. ``journal_take`` bumps the epoch under the
+# exclusive advisory lock FENCE_LOCK_KEY (it waits for writes in flight); every journal write
+# (``journal_append``) and every confirmation (``journal_confirm``) takes the lock shared and
+# checks the epoch with a snapshot taken after the lock (each statement of a volatile function
+# has its own), so no write of an older epoch can commit after a takeover. A mismatch raises
+# SQLSTATE MC001. ``journal_confirm`` writes (it counts itself in the fence row), so its commit
+# waits for the synchronous standby like a journal row (a transaction that wrote no WAL does
+# not wait: PostgreSQL's RecordTransactionCommit); see docs/operations.md.
+_V4 = """
+CREATE TABLE journal_fence (
+    id        smallint    PRIMARY KEY,
+    epoch     bigint      NOT NULL,
+    holder    text        NOT NULL,
+    taken_at  timestamptz NOT NULL DEFAULT now(),
+    confirmations bigint  NOT NULL DEFAULT 0,
+    CONSTRAINT journal_fence_one_row CHECK (id = 1)
+);
+INSERT INTO journal_fence (id, epoch, holder) VALUES (1, 0, '');
+COMMENT ON TABLE journal_fence IS
+    'matchcore journal fence: the epoch of the one writer allowed to append (journal_take bumps it)';
+
+CREATE FUNCTION journal_take(p_holder text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+DECLARE
+    taken bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(7882256358658237729);
+    UPDATE journal_fence SET epoch = epoch + 1, holder = p_holder, taken_at = now()
+        WHERE id = 1 RETURNING epoch INTO taken;
+    RETURN taken;
+END
+$fn$;
+
+CREATE FUNCTION journal_check_epoch(p_epoch bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+DECLARE
+    held bigint;
+    held_by text;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(7882256358658237729);
+    SELECT epoch, holder INTO held, held_by FROM journal_fence WHERE id = 1;
+    IF held IS DISTINCT FROM p_epoch THEN
+        RAISE EXCEPTION 'journal fenced: epoch % (%) holds the journal, this writer has epoch %',
+            held, held_by, p_epoch USING ERRCODE = 'MC001';
+    END IF;
+END
+$fn$;
+
+CREATE FUNCTION journal_append(p_epoch bigint, p_first_seq bigint, p_last_seq bigint,
+                               p_command_count integer, p_event_count integer, p_commands bytea,
+                               p_events bytea, p_checksum bigint, p_checksum_kind smallint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+BEGIN
+    PERFORM journal_check_epoch(p_epoch);
+    INSERT INTO journal (first_seq, last_seq, command_count, event_count, commands, events,
+                         checksum, checksum_kind)
+    VALUES (p_first_seq, p_last_seq, p_command_count, p_event_count, p_commands, p_events,
+            p_checksum, p_checksum_kind)
+    ON CONFLICT (first_seq) DO NOTHING;
+    RETURN FOUND;
+END
+$fn$;
+
+CREATE FUNCTION journal_confirm(p_epoch bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+DECLARE
+    done bigint;
+BEGIN
+    PERFORM journal_check_epoch(p_epoch);
+    UPDATE journal_fence SET confirmations = confirmations + 1 WHERE id = 1
+        RETURNING confirmations INTO done;
+    RETURN done;
+END
+$fn$;
+"""
+
 #: (version, description, SQL). Never edit an applied one; append.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "journal, snapshot and meta tables", _V1),
     (2, "journal rows name their checksum algorithm; CRC-32C from now on", _V2),
     (3, "market data checkpoints", _V3),
+    (4, "the journal's fence: one writer's epoch, checked by every journal write", _V4),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

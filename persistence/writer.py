@@ -4,12 +4,23 @@ The path of one batch::
 
     source.next_batch()      bounded by records and delay (BatchQueue, or the pipeline's own)
     continuity check         first_seq == last journaled seq + 1, else a typed error
-    insert_batch()           ONE statement, autocommit: INSERT ... ON CONFLICT DO NOTHING;
+    insert_batch()           ONE statement, autocommit: journal_append(epoch, ...), which checks
+                             the fence (this writer's epoch still holds the journal, else
+                             JournalFencedError) and INSERTs ... ON CONFLICT DO NOTHING;
                              a conflict is a retry of a write that did commit, if the stored row
                              has the same range, counts and checksum; otherwise an error
     on failure               drop the connection, wait (bounded exponential backoff), reconnect,
                              write the SAME batch again; forever, while the error is transient
-    release(batch)           only now: the events are durable
+    confirm, if unsure       the row was "already there", or the server warned that the wait
+                             for the synchronous standby was cut short: the row may be on the
+                             primary only. A later synchronous commit (journal_confirm) that
+                             returns with no such warning proves it replicated (replication
+                             is in order); retried like a write
+    release(batch)           only now: the events are durable (on the synchronous standby too)
+
+The epoch: ``JournalWriter(epoch=E)`` writes under an epoch its owner took (``take_journal``,
+before reading the journal to recover); without one the writer takes the journal at its first
+connect. An old active that comes back after a takeover is fenced at its next write.
 
 One batch is in flight at a time, so batches commit and are released in seq order. While the
 database is away nothing is released, the source fills up, and backpressure reaches the producer.
@@ -18,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Callable
 
@@ -28,13 +40,15 @@ from matchcore.persistence.batch import CRC32C, Batch
 from matchcore.persistence.batch_queue import BatchSource
 from matchcore.persistence.errors import (
     ConflictingBatchError,
+    JournalFencedError,
     JournalIntegrityError,
     SequenceGapError,
     SequenceOverlapError,
 )
 from matchcore.persistence.schema import apply_schema
 
-__all__ = ["JournalWriter", "WriterConfig", "WriterStats", "insert_batch", "TRANSIENT_ERRORS"]
+__all__ = ["JournalWriter", "WriterConfig", "WriterStats", "insert_batch", "take_journal", "TRANSIENT_ERRORS",
+           "FENCED_SQLSTATE"]
 
 _log = logging.getLogger("matchcore.persistence.writer")
 
@@ -49,18 +63,31 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # a node that became a standby: a multi-host DSN finds the new primary at the reconnect
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+#: what journal_append and journal_confirm raise when another writer holds the journal
+FENCED_SQLSTATE = "MC001"
 
-_INSERT = """
-INSERT INTO journal (first_seq, last_seq, command_count, event_count, commands, events, checksum,
-                     checksum_kind)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-ON CONFLICT (first_seq) DO NOTHING
-RETURNING 1
-"""
+_INSERT = "SELECT journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+_CONFIRM = "SELECT journal_confirm($1)"
+_TAKE = "SELECT journal_take($1)"
 _STORED = ("SELECT last_seq, command_count, event_count, checksum, checksum_kind FROM journal "
            "WHERE first_seq = $1")
 _LAST_SEQ = "SELECT last_seq FROM journal ORDER BY first_seq DESC LIMIT 1"
+
+
+class _ReplicationUnsure(Exception):
+    """A confirmation whose own wait for the standby was cut short: retried like a failure."""
+
+
+def _cut_short_replication(message) -> bool:
+    """The server's WARNING that a commit's wait for the synchronous standby ended before the
+    standby confirmed it ("canceling wait for synchronous replication ...", or "... and
+    terminating connection"; detail "... might not have been replicated to the standby").
+    The server's messages are English (the embedded and cluster servers use locale C)."""
+    text = f"{getattr(message, 'message', '')} {getattr(message, 'detail', '')}"
+    return "synchronous replication" in text or "not have been replicated" in text
 
 
 class WriterConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -94,7 +121,7 @@ class WriterStats:
     """Counters of one writer (rows, records, bytes, retries, connects), read by tests and benchmarks."""
 
     __slots__ = ("batches", "commands", "events", "payload_bytes", "retries", "connects",
-                 "conflicts_resolved")
+                 "conflicts_resolved", "confirmations")
 
     def __init__(self) -> None:
         self.batches = 0
@@ -106,23 +133,41 @@ class WriterStats:
         self.connects = 0
         #: writes whose row was already stored by an earlier attempt that did commit
         self.conflicts_resolved = 0
+        #: later synchronous commits awaited before a release (the row's replication unsure)
+        self.confirmations = 0
 
     def __repr__(self) -> str:
         return "WriterStats(" + ", ".join(f"{name}={getattr(self, name)}"
                                           for name in self.__slots__) + ")"
 
 
+async def take_journal(connection: asyncpg.Connection, holder: str) -> int:
+    """Become the journal's one writer: bump the fence's epoch (waiting for writes in flight
+    under the old one) and return the new epoch. Every later write of an older epoch fails."""
+    return int(await connection.fetchval(_TAKE, holder))
+
+
+def _fenced(error: asyncpg.PostgresError, epoch: int) -> JournalFencedError:
+    return JournalFencedError(epoch, f"{error} (this writer stops: another one took the journal)")
+
+
 async def insert_batch(connection: asyncpg.Connection, batch: Batch,
-                       timeout_s: float | None = None) -> bool:
-    """Write ``batch`` as one row in one autocommitted statement.
+                       timeout_s: float | None = None, *, epoch: int) -> bool:
+    """Write ``batch`` as one row in one autocommitted statement, under ``epoch``.
 
     True: the row was inserted. False: an identical row (range, counts, checksum) was already
-    stored, by an earlier attempt. Raises ConflictingBatchError if a different row holds the key.
+    stored, by an earlier attempt. Raises ConflictingBatchError if a different row holds the key,
+    JournalFencedError if a later epoch holds the journal.
     """
-    inserted = await connection.fetchval(
-        _INSERT, batch.first_seq, batch.last_seq, batch.command_count, batch.event_count,
-        batch.commands, batch.events, batch.checksum, CRC32C, timeout=timeout_s)
-    if inserted is not None:
+    try:
+        inserted = await connection.fetchval(
+            _INSERT, epoch, batch.first_seq, batch.last_seq, batch.command_count, batch.event_count,
+            batch.commands, batch.events, batch.checksum, CRC32C, timeout=timeout_s)
+    except asyncpg.PostgresError as error:
+        if getattr(error, "sqlstate", None) == FENCED_SQLSTATE:
+            raise _fenced(error, epoch) from None
+        raise
+    if inserted:
         return True
     stored = await connection.fetchrow(_STORED, batch.first_seq, timeout=timeout_s)
     expected = (batch.last_seq, batch.command_count, batch.event_count, batch.checksum, CRC32C)
@@ -141,7 +186,7 @@ class JournalWriter:
     """Drains a BatchSource into the journal; see the module doc for the path of a batch."""
 
     __slots__ = ("_dsn", "_source", "_release", "config", "stats", "_on_commit", "_on_retry",
-                 "_connection", "_last_seq", "writing")
+                 "_connection", "_last_seq", "writing", "epoch", "_holder", "_unreplicated")
 
     def __init__(
         self,
@@ -152,10 +197,14 @@ class JournalWriter:
         config: WriterConfig | None = None,
         on_commit: Callable[[Batch, float], object] | None = None,
         on_retry: Callable[[int, BaseException, float], object] | None = None,
+        epoch: int | None = None,
+        holder: str | None = None,
     ):
         """``release(batch)`` is called once per batch, in seq order, after its commit.
         ``on_commit(batch, latency_s)``: latency from the first write attempt to the commit.
-        ``on_retry(attempt, error, delay_s)``: a write or connect failed; retry after delay."""
+        ``on_retry(attempt, error, delay_s)``: a write or connect failed; retry after delay.
+        ``epoch``: the fence's epoch this writer writes under (None: take the journal at the
+        first connect, as ``holder``)."""
         self._dsn = dsn
         self._source = source
         self._release = release
@@ -168,6 +217,11 @@ class JournalWriter:
         #: a batch is on the wire; a source may use it to cut the next batch only when the
         #: writer is free (group commit) instead of after a fixed delay
         self.writing = False
+        self.epoch = epoch
+        self._holder = holder or f"{self.config.application_name} pid {os.getpid()}"
+        #: the server warned, during the statement in flight, that its wait for the
+        #: synchronous standby was cut short: what it committed may be on the primary only
+        self._unreplicated = False
 
     @property
     def last_seq(self) -> int | None:
@@ -264,12 +318,14 @@ class JournalWriter:
         return batch
 
     async def _write(self, batch: Batch) -> None:
-        """Insert and commit ``batch`` (retrying while errors are transient); the caller
-        releases it."""
+        """Insert and commit ``batch`` (retrying while errors are transient), and when its
+        replication is unsure wait for a later synchronous commit; the caller releases it."""
         self._check_continues(batch)
         started_s = time.perf_counter()
-        inserted = await self._retrying(
-            lambda: insert_batch(self._required_connection(), batch, self.config.write_timeout_s))
+        inserted = await self._retrying(self._insert_once, batch)
+        # "already there": an earlier attempt committed, perhaps on the primary only
+        if not inserted or self._unreplicated:
+            await self._retrying(self._confirm_once)
         latency_s = time.perf_counter() - started_s
         self._last_seq = batch.last_seq
         stats = self.stats
@@ -281,6 +337,39 @@ class JournalWriter:
         if self._on_commit is not None:
             self._on_commit(batch, latency_s)
 
+    async def _insert_once(self, batch: Batch) -> bool:
+        self._unreplicated = False
+        return await insert_batch(self._required_connection(), batch, self.config.write_timeout_s,
+                                  epoch=self._required_epoch())
+
+    async def _confirm_once(self) -> None:
+        """One later synchronous commit through the fence; a cut-short wait again is a failure
+        (retried on a new connection): the batch is released only once one returns whole."""
+        self._unreplicated = False
+        try:
+            await self._required_connection().fetchval(_CONFIRM, self._required_epoch(),
+                                                        timeout=self.config.write_timeout_s)
+        except asyncpg.PostgresError as error:
+            if getattr(error, "sqlstate", None) == FENCED_SQLSTATE:
+                raise _fenced(error, self._required_epoch()) from None
+            raise
+        if self._unreplicated:
+            raise _ReplicationUnsure("the wait for the synchronous standby was cut short again")
+        self.stats.confirmations += 1
+
+    def _on_server_message(self, connection: asyncpg.Connection, message) -> None:
+        """A log listener, run before the statement's result reaches the writer (asyncpg
+        schedules both on the loop, the message first)."""
+        if _cut_short_replication(message):
+            self._unreplicated = True
+            _log.warning("the server cut a wait for the synchronous standby short",
+                         extra={"server_message": getattr(message, "message", ""),
+                                "server_detail": getattr(message, "detail", "")})
+
+    def _required_epoch(self) -> int:
+        assert self.epoch is not None
+        return self.epoch
+
     def _check_continues(self, batch: Batch) -> None:
         assert self._last_seq is not None
         expected = self._last_seq + 1
@@ -291,8 +380,8 @@ class JournalWriter:
             raise SequenceOverlapError(batch.first_seq, f"batch {batch.first_seq}..{batch.last_seq}"
                                        f" overlaps the journal, which ends at {self._last_seq}")
 
-    async def _retrying(self, attempt_once: Callable[[], object]) -> object:
-        """Run ``attempt_once`` (a coroutine function) until it succeeds or fails for good."""
+    async def _retrying(self, attempt_once: Callable[..., object], *args: object) -> object:
+        """Run ``attempt_once(*args)`` (a coroutine function) until it succeeds or fails for good."""
         attempt = 0
         delay_s = self.config.retry_delay_initial_s
         while True:
@@ -301,8 +390,8 @@ class JournalWriter:
                     await self._disconnect()  # the server closed it while we were idle
                 if self._connection is None:
                     await self._connect()
-                return await attempt_once()  # type: ignore[misc]
-            except (*TRANSIENT_ERRORS, asyncpg.InterfaceError) as error:
+                return await attempt_once(*args)  # type: ignore[misc]
+            except (*TRANSIENT_ERRORS, asyncpg.InterfaceError, _ReplicationUnsure) as error:
                 if not self._is_transient(error):
                     raise
                 attempt += 1
@@ -325,15 +414,18 @@ class JournalWriter:
         try:
             if self._last_seq is None:
                 await apply_schema(connection)
+                if self.epoch is None:
+                    self.epoch = await take_journal(connection, self._holder)
                 self._last_seq = int(await connection.fetchval(_LAST_SEQ) or 0)
         except BaseException:
             connection.terminate()
             raise
+        connection.add_log_listener(self._on_server_message)
         self._connection = connection
         self.stats.connects += 1
 
     def _is_transient(self, error: BaseException) -> bool:
-        if isinstance(error, TRANSIENT_ERRORS):
+        if isinstance(error, (TRANSIENT_ERRORS, _ReplicationUnsure)):
             return True
         # InterfaceError: transient only as "connection is closed" on the connection in use;
         # from connect (a bad DSN) or on an open connection (a misuse) it is not.

@@ -10,7 +10,7 @@ import numpy as np
 
 from matchcore.bench.workload import mixed_workload
 from matchcore.core import Engine
-from matchcore.persistence import Batch, apply_schema, insert_batch
+from matchcore.persistence import Batch, apply_schema, insert_batch, take_journal
 from matchcore.persistence.journal import AsyncJournal
 from matchcore.persistence.replay import CONFIG_META_KEY, config_to_meta
 
@@ -36,9 +36,10 @@ def write_engine_journal(dsn: str, commands: int = 3_000, batch_commands: int = 
             await apply_schema(connection)
             journal = AsyncJournal(connection)
             await journal.write_meta(CONFIG_META_KEY, config_to_meta(workload.config))
+            epoch = await take_journal(connection, "quant fixture")
             for start in range(0, len(stream), batch_commands):
                 chunk = stream[start:start + batch_commands].copy()
-                await insert_batch(connection, Batch(chunk, engine.apply(chunk)))
+                await insert_batch(connection, Batch(chunk, engine.apply(chunk)), epoch=epoch)
                 if snapshot_seq is not None and int(chunk["seq"][-1]) == snapshot_seq:
                     await journal.write_snapshot(snapshot_seq, engine.snapshot(), engine.state_hash())
         finally:

@@ -26,6 +26,7 @@ from matchcore.persistence import (
     WriterConfig,
     apply_schema,
     insert_batch,
+    take_journal,
 )
 from matchcore.persistence.batch import CRC32, CRC32C, batch_checksum
 from matchcore.persistence.journal import PAGE_ROWS
@@ -184,13 +185,14 @@ def test_retry_is_idempotent_and_conflicts_are_errors(db_dsn: str, run: Callable
     async def scenario() -> None:
         connection = await asyncpg.connect(db_dsn)
         await apply_schema(connection)
-        assert await insert_batch(connection, batch) is True
-        assert await insert_batch(connection, batch) is False  # a retry after a lost reply
+        epoch = await take_journal(connection, "test")
+        assert await insert_batch(connection, batch, epoch=epoch) is True
+        assert await insert_batch(connection, batch, epoch=epoch) is False  # a retry after a lost reply
         assert await connection.fetchval("SELECT count(*) FROM journal") == 1
         other_events = events.copy()
         other_events[3]["price"] += 1
         with pytest.raises(ConflictingBatchError) as caught:
-            await insert_batch(connection, Batch(commands, other_events))
+            await insert_batch(connection, Batch(commands, other_events), epoch=epoch)
         assert caught.value.seq == 1
         assert await connection.fetchval("SELECT count(*) FROM journal") == 1
         await connection.close()
@@ -315,8 +317,9 @@ def write_rows(dsn: str, run: Callable, command_counts: list[int]) -> list[Batch
     async def scenario() -> None:
         connection = await asyncpg.connect(dsn)
         await apply_schema(connection)
+        epoch = await take_journal(connection, "test")
         for batch in batches:
-            await insert_batch(connection, batch)
+            await insert_batch(connection, batch, epoch=epoch)
         await connection.close()
 
     run(scenario())
@@ -416,8 +419,9 @@ def test_rows_written_before_crc32c_still_verify(db_dsn: str, run: Callable) -> 
                 batch.events, batch_checksum(batch.first_seq, batch.last_seq, batch.commands,
                                              batch.events, CRC32))
         assert await apply_schema(connection) == 1
-        assert await insert_batch(connection, new) is True
-        assert await insert_batch(connection, new) is False  # a retry, recognized
+        epoch = await take_journal(connection, "test")
+        assert await insert_batch(connection, new, epoch=epoch) is True
+        assert await insert_batch(connection, new, epoch=epoch) is False  # a retry, recognized
         kinds = await connection.fetch("SELECT checksum_kind FROM journal ORDER BY first_seq")
         assert [row[0] for row in kinds] == [CRC32, CRC32, CRC32C]
         await connection.close()
