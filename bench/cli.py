@@ -27,7 +27,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_memory(benches)
     _add_report(benches)
     _add_gate(benches)
+    _add_failover(benches)
     return parser
+
+
+def _add_failover(benches: argparse._SubParsersAction) -> None:
+    failover = benches.add_parser("failover", help="kill the active matchcore and its PostgreSQL primary under "
+                                  "load: the hot standby takes over (a local Patroni cluster)")
+    failover.add_argument("--clients", type=int, default=2)
+    failover.add_argument("--rate", type=float, default=500.0, help="orders per second per client")
+    failover.add_argument("--before-s", type=float, default=3.0, help="trading before the kill")
+    failover.add_argument("--after-s", type=float, default=3.0, help="trading on the new active after the failover")
+    failover.add_argument("--kill", choices=["postgres", "machine"], default="postgres",
+                          help="postgres: the postmaster and backends (Patroni hands over); machine: Patroni "
+                          "too (the leader key expires: ttl 20 s)")
+    failover.add_argument("--commit-rounds", type=int, default=300, help="commits timed, sync and local each")
+    failover.add_argument("--nodes", type=int, default=2, help="PostgreSQL nodes (--kill machine needs 3)")
+    failover.add_argument("--json", action="store_true", help="print one JSON object")
+    failover.set_defaults(handler=bench_failover)
+
+
+def bench_failover(args: argparse.Namespace) -> int:
+    from matchcore.bench.failover_bench import run_failover_bench
+
+    result = run_failover_bench(clients=args.clients, rate=args.rate, before_s=args.before_s, after_s=args.after_s,
+                                kill=args.kill, json_out=args.json, commit_rounds=args.commit_rounds,
+                                nodes=args.nodes)
+    ok = (result["acked_events_lost"] == 0 and result["gaps"] == 0 and result["duplicates"] == 0
+          and result["replay_verified"] and result["old_primary_fenced"])
+    return 0 if ok else 1
 
 
 def _add_session(benches: argparse._SubParsersAction) -> None:

@@ -1,5 +1,6 @@
 """The ``matchcore`` command: the server (``serve``), its keys (``keys``), the admin commands
-(``admin``), replay, exports, backups, the embedded database on its own (``database``). One module per subcommand registers its arguments and
+(``admin``), replay, exports, backups, the embedded database on its own (``database``), a local
+replicated PostgreSQL (``cluster``). One module per subcommand registers its arguments and
 holds its handler; nothing heavy is imported until a handler runs. The benchmarks and the
 demo are a command of their own, ``matchcore-bench`` (bench/cli.py), which this package
 never loads."""
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from matchcore.cli import admin, backup, database_server, journal, keys, serve
+from matchcore.cli import admin, backup, cluster, database_server, journal, keys, serve
 
 __all__ = ["build_parser", "main"]
 
@@ -15,7 +16,7 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matchcore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (journal, backup, serve, keys, admin, database_server):
+    for module in (journal, backup, serve, keys, admin, database_server, cluster):
         module.register(commands)
     return parser
 

@@ -28,6 +28,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--set", action="append", metavar="FIELD=VALUE",
                        help="any configuration field, e.g. limits.max_sessions=100 (repeatable)")
     serve.add_argument("--ready-file", default=None, help="write {port, metrics_port, pid} here once listening")
+    serve.add_argument("--standby", action="store_true",
+                       help="a hot standby: follow the journal on --dsn (a PostgreSQL standby) and serve "
+                       "only once that PostgreSQL is the primary (docs/operations.md, Replication)")
     serve.set_defaults(handler=serve_command)
 
 
@@ -48,8 +51,12 @@ def serve_command(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"matchcore serve: {error}", file=sys.stderr)
         return 2
+    if args.standby and not config.dsn:
+        print("matchcore serve: --standby needs --dsn (its PostgreSQL standby); the embedded server "
+              "has no replica", file=sys.stderr)
+        return 2
     logs.configure(config.log_level)
     if args.dsn and logs.dsn_has_password(args.dsn):
         logging.getLogger("matchcore.cli").warning(
             "--dsn carries a password", extra={"detail": DSN_PASSWORD_WARNING})
-    return run_server(config, ready_file=args.ready_file)
+    return run_server(config, ready_file=args.ready_file, standby=args.standby)

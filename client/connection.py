@@ -136,6 +136,11 @@ class Client:
     ``next_event_seq``: the first event wanted at the first login (0 = only new ones, 1 =
     the account's whole stream); later logins (``reconnect``) ask for the event after the
     last one seen. ``ssl``: an ``ssl.SSLContext`` for TLS, or None for plain TCP.
+    ``endpoints``: more (host, port) of the same venue (a hot standby's): ``reconnect()``
+    tries them in turn, from the current one, until one accepts or ``failover_timeout_s``
+    passes; the one that answers is the active one (a standby opens no port). Nothing is
+    missed or doubled: the login asks for the event after the last one seen
+    (docs/protocol.md, "Failover").
     """
 
     __slots__ = ("host", "port", "account_id", "key_id", "_key", "_ssl", "_server_hostname",
@@ -144,15 +149,23 @@ class Client:
                  "_events", "_pending", "_status_waiters", "_closed", "_last_sent_s",
                  "_last_received_s", "_next_client_id", "_lost", "_gaps", "_queries", "books",
                  "_snapshot", "_trades", "_book_updates", "_subscriptions", "resnapshots", "trades_dropped",
-                 "receive_buffer_bytes")
+                 "receive_buffer_bytes", "endpoints", "failover_timeout_s", "failovers")
 
     def __init__(self, host: str, port: int, *, account_id: int, key_id: int,
                  private_key: keys.PrivateKey, ssl: ssl_module.SSLContext | None = None,
                  server_hostname: str | None = None, cancel_on_disconnect: bool = False,
                  heartbeat_interval_ms: int = 1000, next_event_seq: int = 0,
                  event_queue_size: int = 65_536, connect_timeout_s: float = 10.0,
-                 receive_buffer_bytes: int | None = None) -> None:
+                 receive_buffer_bytes: int | None = None,
+                 endpoints: list[tuple[str, int]] | None = None, failover_timeout_s: float = 30.0) -> None:
         self.host, self.port = host, port
+        #: every endpoint of the venue, the first given (host, port) first
+        self.endpoints: list[tuple[str, int]] = [(host, port)] + [
+            (other_host, int(other_port)) for other_host, other_port in (endpoints or [])
+            if (other_host, int(other_port)) != (host, port)]
+        self.failover_timeout_s = failover_timeout_s
+        #: reconnects that ended on another endpoint than the one lost
+        self.failovers = 0
         self.account_id, self.key_id = account_id, key_id
         self._key = private_key
         self._ssl, self._server_hostname = ssl, server_hostname
@@ -266,9 +279,39 @@ class Client:
 
     async def reconnect(self) -> p.LoginAccepted:
         """Drop the connection (if any) and log in again asking for the events after the last
-        one seen. Pending outcomes stay pending: the replayed events resolve them."""
+        one seen. Pending outcomes stay pending: the replayed events resolve them. With several
+        ``endpoints``: each in turn (the current one first) until one accepts, within
+        ``failover_timeout_s``; a refused login is final."""
         await self._drop()
-        return await self.connect()
+        if len(self.endpoints) == 1:
+            return await self.connect()
+        return await self._connect_any()
+
+    async def _connect_any(self) -> p.LoginAccepted:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.failover_timeout_s
+        lost = (self.host, self.port)
+        start = self.endpoints.index(lost) if lost in self.endpoints else 0
+        order = self.endpoints[start:] + self.endpoints[:start]
+        delay_s, attempt = 0.02, 0
+        while True:
+            self.host, self.port = order[attempt % len(order)]
+            attempt += 1
+            try:
+                accepted = await self.connect()
+            except LoginRefused:
+                raise
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ClientError) as error:
+                if loop.time() >= deadline:
+                    raise ConnectionLost(p.SessionReason.NONE, f"no endpoint of {self.endpoints} accepted within "
+                                         f"{self.failover_timeout_s} s (last: {error!r})") from error
+                if attempt % len(order) == 0:  # every endpoint tried once: wait a little
+                    await asyncio.sleep(min(delay_s, max(0.0, deadline - loop.time())))
+                    delay_s = min(delay_s * 2, 0.5)
+                continue
+            if (self.host, self.port) != lost:
+                self.failovers += 1
+            return accepted
 
     async def close(self, reason: int = p.SessionReason.CLIENT_LOGOUT) -> None:
         """Log out (if connected) and close; pending outcomes fail with ``ConnectionLost``."""

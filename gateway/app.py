@@ -109,7 +109,9 @@ class GatewayServer:
 
     # ------------------------------------------------------------------ start
 
-    async def start(self) -> None:
+    async def start(self, warm=None) -> None:
+        """Start (recovering from the journal), or continue from ``warm``, the state a hot
+        standby kept (gateway/standby.py) with the journal's epoch it took."""
         from matchcore.persistence.journal import AsyncJournal
         from matchcore.gateway.durable_core import DurableCore, DurableCoreConfig
         from matchcore.persistence.writer import WriterConfig
@@ -124,7 +126,9 @@ class GatewayServer:
             application_name="matchcore-gateway", command_timeout_s=GATEWAY_QUERY_TIMEOUT_S)
         self.cod = CancelOnDisconnectRows(self._journal.pool)
         await self.cod.ensure_schema()
-        rebuilt_through = await self._rebuild_streams()
+        # the journal is ours before anything reads it: an old active can append nothing more
+        epoch = warm.epoch if warm is not None else await self._take_journal()
+        rebuilt_through = await self._rebuild_streams() if warm is None else await self._warm_streams(warm)
         self.dispatcher = Dispatcher(self.streams, self.metrics, self._journal_batches,
                                      replay_chunk_frames=config.limits.replay_chunk_frames,
                                      catch_up_stall_ms_max=config.limits.catch_up_stall_ms_max)
@@ -136,11 +140,11 @@ class GatewayServer:
                                 journal_batch_delay_ms_max=config.journal_batch_delay_ms_max))
         self.service = DurableCore(self.dsn, config.engine, config=service_config, on_release=self._on_release,
                                    on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s),
-                                   on_failure=self._core_failed)
+                                   on_failure=self._core_failed, epoch=epoch)
         # the feed's replica first: nothing journals until the core starts, and from then on
         # every release must reach it
-        feed = await feed_from_journal_async(self._journal, config=config.engine)
-        recovered = await self.service.start()
+        feed = await feed_from_journal_async(self._journal, config=config.engine) if warm is None else warm.feed
+        recovered = await self.service.start(None if warm is None else warm.core)
         self._start_replica(feed, recovered.last_seq)
         if recovered.last_seq != rebuilt_through:
             raise RuntimeError(f"journal changed during start ({rebuilt_through} != {recovered.last_seq})")
@@ -280,6 +284,28 @@ class GatewayServer:
                                                   "last_seq": last_seq,
                                                   "seconds": round(time.perf_counter() - started, 3)})
         return last_seq
+
+    async def _take_journal(self) -> int:
+        from matchcore.persistence.writer import take_journal
+
+        holder = f"matchcore {socket.gethostname()} pid {os.getpid()} port {self.config.listen_port}"
+        async with self._journal.acquire() as connection:
+            epoch = await take_journal(connection, holder)
+        _log.info("journal taken", extra={"epoch": epoch})
+        return epoch
+
+    async def _warm_streams(self, warm) -> int:
+        """The event counters a standby kept; they must reach the journal's end."""
+        async with self._journal.acquire() as connection:
+            await checkpoints.ensure_schema(connection)
+        journal_last_seq = await self._journal.last_seq()
+        if warm.streams_seq != journal_last_seq:
+            raise RuntimeError(f"the standby's event counters end at seq {warm.streams_seq}, the journal at "
+                               f"{journal_last_seq}")
+        self.streams = warm.streams
+        self._checkpointed_seq = warm.streams_checkpointed_seq
+        _log.info("event streams kept warm by the standby", extra={"last_seq": warm.streams_seq})
+        return warm.streams_seq
 
     def _on_release(self, batch) -> None:
         self.dispatcher.on_release(batch)
@@ -639,10 +665,20 @@ def write_ready_file(path: str, server: GatewayServer) -> None:
     os.replace(temporary, path)
 
 
-async def _serve(config: ServerConfig, ready_file: str | None) -> int:
+async def _serve(config: ServerConfig, ready_file: str | None, standby: bool = False) -> int:
+    warm = None
+    if standby:
+        from matchcore.gateway import standby as hot_standby
+
+        stop = asyncio.Event()
+        hot_standby.stop_on_signals(stop)
+        warm = await hot_standby.follow(config, stop)
+        hot_standby.clear_signals()
+        if warm is None:
+            return 0  # stopped while following
     server = GatewayServer(config)
     try:
-        await server.start()
+        await server.start(warm)
     except BaseException:
         await server.stop()
         raise
@@ -671,10 +707,11 @@ def raise_open_file_limit() -> tuple[int, int]:
     return raised, hard
 
 
-def run_server(config: ServerConfig, ready_file: str | None = None) -> int:
+def run_server(config: ServerConfig, ready_file: str | None = None, standby: bool = False) -> int:
     """Run until SIGTERM, SIGINT or SIGHUP, on uvloop; the exit status (1: the journal
-    writer failed and the server stopped itself)."""
+    writer failed and the server stopped itself, a fenced one included). ``standby``: first
+    follow the journal as a hot standby until its PostgreSQL is the primary."""
     import uvloop
 
     raise_open_file_limit()
-    return uvloop.run(_serve(config, ready_file))
+    return uvloop.run(_serve(config, ready_file, standby))

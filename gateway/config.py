@@ -81,6 +81,9 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: the engine clock: a CLOCK command after this long without other commands, so GTD
     #: orders expire on a quiet market (0 = off: they expire at the next command)
     engine_clock_ms: int = 1000
+    #: ``serve --standby``: how often the standby reads the journal's new rows from its
+    #: PostgreSQL (a replica) and asks whether that PostgreSQL became the primary
+    standby_poll_ms: int = 20
     #: journal rows: at most this many records (commands + events), waiting at most this long
     journal_batch_records_max: int = 8192
     journal_batch_delay_ms_max: float = 1.0
@@ -112,6 +115,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             (_power_of_two(self.output_ring_capacity_records), "output_ring_capacity_records must be a power of two"),
             (self.snapshot_every_commands >= 0, "snapshot_every_commands must be >= 0"),
             (0 <= self.engine_clock_ms <= 3_600_000, "engine_clock_ms must be in [0, 3600000]"),
+            (1 <= self.standby_poll_ms <= 60_000, "standby_poll_ms must be in [1, 60000]"),
             (1 <= self.journal_batch_records_max <= 1 << 24,
              "journal_batch_records_max must be in [1, 2**24]"),
             (0 <= self.journal_batch_delay_ms_max <= 10_000, "journal_batch_delay_ms_max must be in [0, 10000]"),

@@ -147,6 +147,11 @@ class LocalCluster:
                 return member["name"]
         return None
 
+    def streaming(self, name: str) -> bool:
+        """``name`` is a standby (synchronous or not) streaming from the primary."""
+        return any(m.get("name") == name and m.get("role") in ("sync_standby", "replica")
+                   and m.get("state") == "streaming" for m in self.members())
+
     def healthy(self) -> bool:
         """A running leader and a streaming synchronous standby."""
         self._check_started()
