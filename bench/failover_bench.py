@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from matchcore.bench.machine import print_header
+from matchcore.core.codes import EventKind, OrderType, Side, StpMode, TimeInForce
 
 __all__ = ["run_failover_bench", "commit_latencies"]
 
@@ -153,6 +154,7 @@ class _Trader:
         self.frames: dict[int, bytes] = {}
         self.duplicates = 0
         self.reconnects = 0
+        self.kinds: dict[int, int] = {}  # event kind -> events received
         #: the new active's port: the first event received from it is the failover's end
         self.new_port = 0
 
@@ -175,10 +177,11 @@ class _Trader:
                         continue
                     receiver.cancel()
                     receiver = asyncio.ensure_future(self._receive(kill_time, acked_after_kill))
-                side = int(self.rng.integers(0, 2))
+                side = Side.BUY if self.rng.integers(0, 2) else Side.SELL
                 price = int(1000 + self.rng.integers(-5, 6))
-                self.client.send(p.NewOrder(side, 0, 0, 0, self.client.account_id, INSTRUMENT,
-                                            self.client.next_client_id(), price, int(self.rng.integers(1, 10))))
+                self.client.send(p.NewOrder(side, OrderType.LIMIT, TimeInForce.GTC, StpMode.CANCEL_TAKER,
+                                            self.client.account_id, INSTRUMENT, self.client.next_client_id(),
+                                            price, int(self.rng.integers(1, 10))))
                 next_send += interval
                 await asyncio.sleep(max(0.0, next_send - loop.time()))
             await asyncio.sleep(1.0)  # the last answers
@@ -195,6 +198,7 @@ class _Trader:
                 return
             if event.event_seq in self.frames:
                 self.duplicates += 1
+            self.kinds[event.kind] = self.kinds.get(event.kind, 0) + 1
             self.frames[event.event_seq] = event.encode()
             if kill_time and not acked_after_kill and self.client.port == self.new_port:
                 acked_after_kill.append(time.monotonic())
@@ -352,6 +356,34 @@ def run_failover_bench(*, clients: int = 2, rate: float = 500.0, before_s: float
     return result
 
 
+async def _trade_through_failover(keys: dict, traders: list[int], endpoints: list, rate: float, before_s: float,
+                                  after_s: float, kill, new_port: int):
+    """Trade ``before_s``, ``kill()``, trade until the first acknowledgement from the new
+    active and ``after_s`` more; (traders, kill monotonic, kill wall clock, first ack)."""
+    kill_time: list[float] = []
+    kill_wall: list[float] = []
+    acked_after: list[float] = []
+    runners = [_Trader(_client(keys, account, endpoints, failover_timeout_s=60, next_event_seq=1), rate,
+                       seed=account) for account in traders]
+    for runner in runners:
+        runner.new_port = new_port
+        await runner.client.connect()
+    loop = asyncio.get_running_loop()
+    until = [loop.time() + before_s + FAILOVER_WAIT_MAX_S]  # the failover's end moves it
+    tasks = [asyncio.ensure_future(r.run(until, kill_time, acked_after)) for r in runners]
+    await asyncio.sleep(before_s)
+    kill_time.append(time.monotonic())
+    kill_wall.append(time.time())
+    kill()
+    while not acked_after and loop.time() < until[0]:
+        await asyncio.sleep(0.01)
+    until[0] = min(until[0], loop.time() + after_s)  # then trade on the new active
+    await asyncio.gather(*tasks)
+    for runner in runners:
+        await runner.client.close()
+    return runners, kill_time, kill_wall, acked_after
+
+
 def _drill(cluster, folder: Path, servers: list, *, clients: int, rate: float, before_s: float, after_s: float,
            kill: str, commit_rounds: int) -> dict:
     database = f"failover_{uuid.uuid4().hex[:10]}"
@@ -370,34 +402,10 @@ def _drill(cluster, folder: Path, servers: list, *, clients: int, rate: float, b
     latencies = asyncio.run(commit_latencies(cluster.dsn(primary, database), rounds=commit_rounds))
     old_epoch = asyncio.run(_epoch(cluster.dsn(primary, database)))
 
-    kill_time: list[float] = []
-    kill_wall: list[float] = []
-    acked_after: list[float] = []
-
-    async def trade() -> list[_Trader]:
-        runners = [_Trader(_client(keys, account, endpoints, failover_timeout_s=60, next_event_seq=1), rate,
-                           seed=account)
-                   for account in traders]
-        for runner in runners:
-            runner.new_port = hot.port
-            await runner.client.connect()
-        loop = asyncio.get_running_loop()
-        until = [loop.time() + before_s + FAILOVER_WAIT_MAX_S]  # the failover's end moves it
-        tasks = [asyncio.ensure_future(r.run(until, kill_time, acked_after)) for r in runners]
-        await asyncio.sleep(before_s)
-        kill_time.append(time.monotonic())
-        kill_wall.append(time.time())
-        active.kill()
-        (cluster.kill_postgres if kill == "postgres" else cluster.kill_node)(primary)
-        while not acked_after and loop.time() < until[0]:
-            await asyncio.sleep(0.01)
-        until[0] = min(until[0], loop.time() + after_s)  # then trade on the new active
-        await asyncio.gather(*tasks)
-        for runner in runners:
-            await runner.client.close()
-        return runners
-
-    runners = asyncio.run(trade())
+    runners, kill_time, kill_wall, acked_after = asyncio.run(_trade_through_failover(
+        keys, traders, endpoints, rate, before_s, after_s,
+        kill=lambda: (active.kill(), (cluster.kill_postgres if kill == "postgres" else cluster.kill_node)(primary)),
+        new_port=hot.port))
     hot.wait_ready(5)
     if not acked_after:
         raise RuntimeError(f"no acknowledgement after the kill within {FAILOVER_WAIT_MAX_S} s: see {hot.log}")
@@ -415,6 +423,9 @@ def _drill(cluster, folder: Path, servers: list, *, clients: int, rate: float, b
     return {
         "acked_events_lost": lost,
         "events_received": sum(len(r.frames) for r in runners),
+        "orders_accepted": sum(r.kinds.get(EventKind.ACCEPTED, 0) for r in runners),
+        "orders_rejected": sum(r.kinds.get(EventKind.REJECTED, 0) for r in runners),
+        "fills": sum(r.kinds.get(EventKind.FILL, 0) for r in runners),
         "gaps": sum(1 for r in runners for s in range(1, max(r.frames, default=0) + 1) if s not in r.frames),
         "gaps_detected_by_clients": sum(r.client.gaps for r in runners),
         "duplicates": sum(r.duplicates for r in runners),

@@ -136,6 +136,26 @@ async def in_recovery(journal: AsyncJournal) -> bool:
         return bool(await connection.fetchval("SELECT pg_is_in_recovery()"))
 
 
+async def _is_standby(dsn: str, stop: asyncio.Event) -> bool:
+    """Whether the PostgreSQL of ``dsn`` is in recovery, once it can be reached."""
+    delay_s = RETRY_DELAY_S
+    while not stop.is_set():
+        try:
+            connection = await asyncpg.connect(dsn, timeout=10)
+            try:
+                return bool(await connection.fetchval("SELECT pg_is_in_recovery()"))
+            finally:
+                await connection.close()
+        except (*TRANSIENT_ERRORS, asyncpg.InterfaceError, asyncpg.exceptions.CannotConnectNowError) as error:
+            _log.info("standby waits for its database", extra={"error": repr(error)})
+        try:
+            await asyncio.wait_for(stop.wait(), delay_s)
+        except asyncio.TimeoutError:
+            pass
+        delay_s = min(delay_s * 2, 1.0)
+    return False
+
+
 async def _connect(dsn: str, stop: asyncio.Event) -> AsyncJournal | None:
     """The replica's journal, once it is reachable and holds matchcore's schema (a standby
     may start before any active has written)."""
@@ -157,13 +177,15 @@ async def _connect(dsn: str, stop: asyncio.Event) -> AsyncJournal | None:
 async def follow(config: ServerConfig, stop: asyncio.Event) -> WarmState | None:
     """Follow the journal until the standby's PostgreSQL is the primary; then take over and
     return the warm state (with its epoch). None when ``stop`` was set first."""
+    if not await _is_standby(config.dsn, stop):
+        if stop.is_set():
+            return None
+        raise StandbyRefused("serve --standby: its PostgreSQL is the primary, not a standby; "
+                             "run `matchcore serve` there (a standby follows a replica)")
     journal = await _connect(config.dsn, stop)
     if journal is None:
         return None
     try:
-        if not await in_recovery(journal):
-            raise StandbyRefused("serve --standby: its PostgreSQL is the primary, not a standby; "
-                                 "run `matchcore serve` there (a standby follows a replica)")
         started = time.perf_counter()
         warm = await load_warm(journal, config)
         _log.info("standby following", extra={"last_seq": warm.last_seq,
