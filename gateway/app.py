@@ -117,6 +117,10 @@ class GatewayServer:
         from matchcore.persistence.writer import WriterConfig
 
         config = self.config
+        if config.dsn and warm is None:
+            from matchcore.gateway.standby import refuse_a_standby
+
+            await refuse_a_standby(config.dsn)
         self.dsn = config.dsn or await asyncio.get_running_loop().run_in_executor(None, self._start_embedded)
         self.registry = await PgKeyRegistry.connect(self.dsn)
         # Catch-up replays and checkpoints share one pool: a connection the database closed

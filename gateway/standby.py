@@ -39,7 +39,7 @@ from matchcore.persistence.replay import (CONFIG_META_KEY, ConfigEpoch, ReplayRe
                                           read_epochs_async, replay_async)
 from matchcore.persistence.writer import TRANSIENT_ERRORS, take_journal
 
-__all__ = ["WarmState", "StandbyRefused", "follow", "load_warm", "advance", "takeover"]
+__all__ = ["WarmState", "StandbyRefused", "follow", "load_warm", "advance", "takeover", "refuse_a_standby"]
 
 _log = logging.getLogger("matchcore.gateway.standby")
 
@@ -52,7 +52,23 @@ RETRY_DELAY_S = 0.05
 
 
 class StandbyRefused(MatchcoreError):
-    """``serve --standby`` on a PostgreSQL that is not a standby."""
+    """``serve --standby`` on a PostgreSQL that is not a standby, or ``serve`` on one that is."""
+
+
+async def refuse_a_standby(dsn: str) -> None:
+    """``matchcore serve`` (active) on a PostgreSQL in recovery: StandbyRefused, one line,
+    before anything tries to write there (an old primary that re-joined as a standby)."""
+    try:
+        connection = await asyncpg.connect(dsn, timeout=10)
+    except (*TRANSIENT_ERRORS, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return  # unreachable: the usual start-up errors say so
+    try:
+        standby = bool(await connection.fetchval("SELECT pg_is_in_recovery()"))
+    finally:
+        await connection.close()
+    if standby:
+        raise StandbyRefused("serve: its PostgreSQL is a standby (in recovery), which cannot take the journal; "
+                             "run `matchcore serve --standby` there, or give --dsn the primary")
 
 
 class WarmState:

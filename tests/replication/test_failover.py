@@ -80,7 +80,7 @@ def test_without_its_standby_the_primary_acknowledges_nothing_until_it_returns(c
     assert all(any(first <= seq <= last for first, last in rows) for seq in acked)
 
 
-def test_serve_standby_refuses_a_primary_and_needs_a_dsn(cluster: LocalCluster) -> None:
+def test_serve_standby_refuses_a_primary_and_serve_refuses_a_standby(cluster: LocalCluster) -> None:
     command = [sys.executable, "-m", "matchcore.cli", "serve", "--standby", "--port", "0", "--metrics-port", "-1"]
     no_dsn = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert no_dsn.returncode == 2 and "--standby needs --dsn" in no_dsn.stderr
@@ -90,6 +90,11 @@ def test_serve_standby_refuses_a_primary_and_needs_a_dsn(cluster: LocalCluster) 
                                 capture_output=True, text=True, timeout=60)
     assert on_primary.returncode == 2, on_primary.stderr
     assert "is the primary, not a standby" in on_primary.stderr
+    active = [sys.executable, "-m", "matchcore.cli", "serve", "--port", "0", "--metrics-port", "-1"]
+    on_standby = subprocess.run(active + ["--dsn", cluster.dsn(cluster.sync_standby(), database)],
+                                capture_output=True, text=True, timeout=60)
+    assert on_standby.returncode == 2, on_standby.stderr
+    assert "its PostgreSQL is a standby" in on_standby.stderr
 
 
 def test_cluster_status_names_the_primary_and_its_standby(cluster: LocalCluster) -> None:
