@@ -152,35 +152,14 @@ async def in_recovery(journal: AsyncJournal) -> bool:
         return bool(await connection.fetchval("SELECT pg_is_in_recovery()"))
 
 
-async def _is_standby(dsn: str, stop: asyncio.Event) -> bool:
-    """Whether the PostgreSQL of ``dsn`` is in recovery, once it can be reached."""
+async def _until_reached(attempt, errors: tuple, stop: asyncio.Event):
+    """``await attempt()`` until it returns (its value) or ``stop`` is set (None); ``errors``
+    mean the database is not there yet: wait (doubling, up to 1 s) and try again."""
     delay_s = RETRY_DELAY_S
     while not stop.is_set():
         try:
-            connection = await asyncpg.connect(dsn, timeout=10)
-            try:
-                return bool(await connection.fetchval("SELECT pg_is_in_recovery()"))
-            finally:
-                await connection.close()
-        except (*TRANSIENT_ERRORS, asyncpg.InterfaceError, asyncpg.exceptions.CannotConnectNowError) as error:
-            _log.info("standby waits for its database", extra={"error": repr(error)})
-        try:
-            await asyncio.wait_for(stop.wait(), delay_s)
-        except asyncio.TimeoutError:
-            pass
-        delay_s = min(delay_s * 2, 1.0)
-    return False
-
-
-async def _connect(dsn: str, stop: asyncio.Event) -> AsyncJournal | None:
-    """The replica's journal, once it is reachable and holds matchcore's schema (a standby
-    may start before any active has written)."""
-    delay_s = RETRY_DELAY_S
-    while not stop.is_set():
-        try:
-            return await AsyncJournal.connect_pool(dsn, connections_max=2, application_name="matchcore-standby",
-                                                   command_timeout_s=TAKEOVER_TIMEOUT_S)
-        except (*TRANSIENT_ERRORS, asyncpg.PostgresError, MatchcoreError) as error:
+            return await attempt()
+        except errors as error:
             _log.info("standby waits for its database", extra={"error": repr(error)})
         try:
             await asyncio.wait_for(stop.wait(), delay_s)
@@ -188,6 +167,28 @@ async def _connect(dsn: str, stop: asyncio.Event) -> AsyncJournal | None:
             pass
         delay_s = min(delay_s * 2, 1.0)
     return None
+
+
+async def _is_standby(dsn: str, stop: asyncio.Event) -> bool:
+    """Whether the PostgreSQL of ``dsn`` is in recovery, once it can be reached."""
+    async def ask() -> bool:
+        connection = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return bool(await connection.fetchval("SELECT pg_is_in_recovery()"))
+        finally:
+            await connection.close()
+
+    return bool(await _until_reached(ask, (*TRANSIENT_ERRORS, asyncpg.InterfaceError,
+                                           asyncpg.exceptions.CannotConnectNowError), stop))
+
+
+async def _connect(dsn: str, stop: asyncio.Event) -> AsyncJournal | None:
+    """The replica's journal, once it is reachable and holds matchcore's schema (a standby
+    may start before any active has written)."""
+    return await _until_reached(
+        lambda: AsyncJournal.connect_pool(dsn, connections_max=2, application_name="matchcore-standby",
+                                          command_timeout_s=TAKEOVER_TIMEOUT_S),
+        (*TRANSIENT_ERRORS, asyncpg.PostgresError, MatchcoreError), stop)
 
 
 async def follow(config: ServerConfig, stop: asyncio.Event) -> WarmState | None:
