@@ -230,20 +230,36 @@ class LocalCluster:
         self._stop_pid(self.folder / name / "patroni.pid", name, timeout_s)
 
     def kill_node(self, name: str) -> None:
-        """A machine lost: SIGKILL its Patroni and its PostgreSQL at once."""
-        for pid in [self._pid(self.folder / name / "patroni.pid"), self.postmaster_pid(name)]:
-            if pid is not None:
-                _kill(pid, signal.SIGKILL)
-        self._kill_backends(name)
+        """A machine lost: SIGKILL its Patroni, its PostgreSQL and every child of both at once."""
+        self._kill_tree([self._pid(self.folder / name / "patroni.pid"), self.postmaster_pid(name)], name)
         self._processes.pop(name, None)
 
     def kill_postgres(self, name: str) -> None:
-        """A database server crash: SIGKILL the node's postmaster and its backends; Patroni
-        stays and (on the primary) hands over to the synchronous standby."""
-        pid = self.postmaster_pid(name)
-        if pid is not None:
-            _kill(pid, signal.SIGKILL)
-        self._kill_backends(name)
+        """A database server crash: SIGKILL the node's postmaster and all its children (the
+        backends, the WAL sender or receiver); Patroni stays and (on the primary) hands over
+        to the synchronous standby."""
+        self._kill_tree([self.postmaster_pid(name)], name)
+
+    def wait_standbys_gone(self, primary: str, timeout_s: float = 10.0) -> None:
+        """Until ``primary`` has no WAL sender left (nothing can confirm its commits now)."""
+        import asyncpg
+
+        async def senders(out: list[int]) -> None:
+            connection = await asyncpg.connect(self.admin_dsn(primary), timeout=10)
+            try:
+                out.append(int(await connection.fetchval("SELECT count(*) FROM pg_stat_replication")))
+            finally:
+                await connection.close()
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            count: list[int] = []
+            _run_async(senders(count))
+            if count[0] == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"local cluster: {primary} still streams to {count[0]} standby(s)")
+            time.sleep(0.05)
 
     def postmaster_pid(self, name: str) -> int | None:
         try:
@@ -253,18 +269,30 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ inside
 
-    def _kill_backends(self, name: str) -> None:
-        """Every process left whose command line names this node's data folder."""
-        pgdata = str(self.folder / name / "pgdata")
+    def _kill_tree(self, roots: list[int | None], name: str) -> None:
+        """SIGKILL ``roots`` and their descendants, found before any is killed (a child that
+        outlives its postmaster, a WAL receiver, could otherwise still confirm a commit), and
+        any process left naming this node's data folder."""
+        parents: dict[int, int] = {}
+        pgdata = str(self.folder / name / "pgdata").encode()
+        named: list[int] = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if pgdata in (entry / "cmdline").read_bytes():
+                    named.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
                 continue
-            if pgdata.encode() in command and b"patroni" not in command:
-                _kill(int(entry.name), signal.SIGKILL)
+        doomed = {pid for pid in roots if pid is not None}
+        grew = True
+        while grew:
+            children = {pid for pid, parent in parents.items() if parent in doomed} - doomed
+            grew = bool(children)
+            doomed |= children
+        for pid in sorted(doomed | set(named)):
+            _kill(pid, signal.SIGKILL)
 
     def _alive(self, name: str) -> bool:
         pid = self._pid(self.folder / name / "patroni.pid")

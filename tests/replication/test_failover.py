@@ -53,6 +53,7 @@ def test_without_its_standby_the_primary_acknowledges_nothing_until_it_returns(c
                 assert first.accepted
                 acked.append(first.event.command_seq)
                 cluster.kill_node(standby)
+                cluster.wait_standbys_gone(primary)
                 pending = asyncio.ensure_future(client.new_order(drill.INSTRUMENT, Side.BUY, 1001, 1))
                 await asyncio.sleep(3.0)
                 assert not pending.done(), "acknowledged without the synchronous standby"

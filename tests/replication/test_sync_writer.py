@@ -70,6 +70,7 @@ def test_a_cut_short_synchronous_wait_releases_nothing_until_the_standby_has_it(
             await asyncio.sleep(0.05)
         assert released == [200]
         cluster.kill_node(standby)  # strict synchronous mode: the primary's commits now wait
+        cluster.wait_standbys_gone(primary)
         admin = await asyncpg.connect(cluster.admin_dsn(primary))
         try:
             await source.queue.put(_batch(201, 200, seed=2))
