@@ -14,8 +14,8 @@ Commands count as done when their ack arrives; an ack arrives only after the com
 batch is committed in PostgreSQL (the server sends nothing earlier).
 
 Ack latency is measured for every NEW_ORDER: from just before its frame is written to the
-socket to the arrival of its ACCEPTED, in microseconds, into a 1-us-bucket histogram
-(``LATENCY_BUCKETS_US`` buckets, the last one catching everything slower).
+socket to the arrival of its ACCEPTED, in microseconds, into a ``histogram.LatencyHistogram``
+(log-linear buckets up to 60 s, at most 0.78% wide; slower ones counted as overflow).
 """
 from __future__ import annotations
 
@@ -29,13 +29,12 @@ import numpy as np
 from matchcore.core.codes import CommandKind, EventKind, OrderType, Side, StpMode, TimeInForce
 from matchcore.core.records import COMMAND_DTYPE
 from matchcore.protocol import _codec
+from matchcore.bench.histogram import LatencyHistogram
 from matchcore.client import keys as client_keys
 from matchcore import protocol as p
 
-__all__ = ["LoadSpec", "LoadResult", "run_load_client", "LATENCY_BUCKETS_US", "percentile_us"]
+__all__ = ["LoadSpec", "LoadResult", "run_load_client"]
 
-#: 1-us buckets up to 200 ms; the last bucket holds everything slower
-LATENCY_BUCKETS_US = 200_000
 CANCEL_LAG_ORDERS = 64
 #: shares of the mix: cancels, and crossing IOC orders (the rest rests, passive)
 CANCEL_SHARE = 0.45
@@ -88,20 +87,11 @@ class LoadResult:
     #: acks that arrived inside the measured window
     acked_measured: int = 0
     measured_s: float = 0.0
-    latency_histogram_us: np.ndarray | None = None
+    latency_histogram_us: LatencyHistogram = dataclasses.field(default_factory=LatencyHistogram)
     rejected: int = 0
     fills: int = 0
     session_rejects: int = 0
     error: str = ""
-
-
-def percentile_us(histogram: np.ndarray, fraction: float) -> float:
-    """The value below which ``fraction`` of the observations lie (bucket upper bound)."""
-    total = int(histogram.sum())
-    if total == 0:
-        return float("nan")
-    rank = max(1, int(np.ceil(fraction * total)))
-    return float(np.searchsorted(np.cumsum(histogram), rank) + 1)
 
 
 class _Workload:
@@ -167,7 +157,7 @@ class _LoadProtocol(asyncio.Protocol):
 class _LoadClient:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
-        self.result = LoadResult(spec.account_id, latency_histogram_us=np.zeros(LATENCY_BUCKETS_US + 1, np.int64))
+        self.result = LoadResult(spec.account_id)
         self.workload = _Workload(spec)
         self.buffer = bytearray()
         self.sent_ns = np.zeros(1 << 16, np.int64)  # by NEW_ORDER index, grown as needed
@@ -237,11 +227,7 @@ class _LoadClient:
             index = index[(index >= 0) & (index < self.workload.orders_made)]
             sent = self.sent_ns[index]
             measured = sent >= self.measure_from_ns
-            latency_us = (now_ns - sent[measured]) // 1000
-            np.clip(latency_us, 0, LATENCY_BUCKETS_US, out=latency_us)
-            # in place: a bincount the histogram's size (200,001 buckets) per read was a
-            # quarter of this client's time, and the client shares the machine it measures
-            np.add.at(result.latency_histogram_us, latency_us, 1)
+            result.latency_histogram_us.record((now_ns - sent[measured]) // 1000)
         if ack_count:
             self.window_open.set()
 
