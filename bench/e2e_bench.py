@@ -218,7 +218,8 @@ def server_settings(clients: int) -> dict:
             "engine.max_orders": 1 << 20, "engine.max_price_levels": 1024,
             "limits.rate_messages_per_s": 10_000_000, "limits.burst_messages": 1_000_000,
             "journal_batch_records_max": 16384, "journal_batch_delay_ms_max": 1.0,
-            "snapshot_every_commands": 0}
+            "snapshot_every_commands": 0,
+            "metrics_cache_ms": 0}  # the window's two scrapes read the server's figures of that moment
 
 
 def run_clients(venue: Venue, *, seconds: float, warmup_s: float, rate: float,

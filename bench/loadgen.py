@@ -64,7 +64,8 @@ class LoadSpec:
     seconds: float = 10.0
     #: offered commands/s of this client; 0 = as fast as the window allows
     rate_per_s: float = 0.0
-    #: commands sent and not yet acked, at most
+    #: commands sent and not yet acked, at most (and at most the server's credit window,
+    #: LOGIN_ACCEPTED.commands_in_flight_max)
     window_commands: int = 20_000
     seed: int = 1
 
@@ -173,6 +174,9 @@ class _LoadClient:
         self.ready_blocks: collections.deque = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.finished = False
+        #: the window kept to: the spec's, within the server's credit (set at login)
+        self.window_commands = spec.window_commands
+        self.min_send_commands = MIN_SEND_COMMANDS
 
     # ------------------------------------------------------------------ receiving
 
@@ -262,6 +266,8 @@ class _LoadClient:
         answer = await asyncio.wait_for(self.login_answer, 10)
         if not isinstance(answer, p.LoginAccepted):
             raise RuntimeError(f"login refused: {answer}")
+        self.window_commands = min(self.spec.window_commands, answer.commands_in_flight_max)
+        self.min_send_commands = min(MIN_SEND_COMMANDS, self.window_commands)
         self.login_answer = None
         if self.buffer:
             self.on_data(b"")
@@ -317,7 +323,7 @@ class _LoadClient:
             if now_ns >= self.measure_to_ns:
                 break
             in_flight = result.sent - result.acked
-            room = spec.window_commands - in_flight
+            room = self.window_commands - in_flight
             if spec.rate_per_s:
                 due = int((now_ns - start_ns) / 1e9 * spec.rate_per_s) - result.sent
                 room = min(room, due)
@@ -327,7 +333,7 @@ class _LoadClient:
                     room -= CHUNK_COMMANDS
                 await asyncio.sleep(RATE_TICK_S)
                 continue
-            if room >= MIN_SEND_COMMANDS:
+            if room >= self.min_send_commands:
                 self._send(min(room, CHUNK_COMMANDS))
                 await asyncio.sleep(0.0005 if self.transport.get_write_buffer_size() > 1 << 20 else 0)
                 continue

@@ -155,6 +155,7 @@ class GatewayMetrics(Collector):
         yield _gauge("matchcore_journal_commit_age_seconds", journal.get("commit_age_s", 0.0))
         yield _counter("matchcore_journal_writer_retries", value=journal.get("writer_retries", 0))
         yield _gauge("matchcore_order_view_lag_batches", journal.get("order_view_lag_batches", 0))
+        yield _gauge("matchcore_session_commands_in_flight_max", journal.get("commands_in_flight_max_seen", 0))
 
     def registry(self) -> CollectorRegistry:
         """A registry of this collector, the process and platform collectors and build_info."""
@@ -212,6 +213,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "matchcore_status_http_refused": ("counter", "Metrics-port connections closed at once (over the limit)"),
     "matchcore_status_http_collections": ("counter", "Collections of the metrics text (at most one per metrics_cache_ms)"),
     "matchcore_ring_depth_records": ("gauge", "Records waiting in a ring of the core, by ring"),
+    "matchcore_session_commands_in_flight_max": ("gauge", "The most commands one session has had read and not yet answered, since start (its credit window bounds it)"),
     "matchcore_released_seq": ("gauge", "Seq of the last command whose journal row is committed and released"),
     "matchcore_journal_lag_commands": ("gauge", "Commands the core applied that are not journaled and released yet"),
     "matchcore_journal_commit_age_seconds": ("gauge", "Seconds since the journal writer's last commit returned"),
