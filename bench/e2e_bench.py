@@ -42,6 +42,7 @@ from pathlib import Path
 from matchcore.bench.histogram import RANGE_US_MAX, LatencyHistogram, format_latency_us
 from matchcore.bench.loadgen import LoadResult, LoadSpec, run_load_client
 from matchcore.bench.machine import machine_info, print_header
+from matchcore.gateway.sessions import GatewayLimits
 
 __all__ = ["run_e2e_bench", "run_demo", "Venue"]
 
@@ -274,12 +275,19 @@ def summarize(results: list[LoadResult], seconds: float) -> dict:
 
 def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0, warmup_s: float = 2.0,
                   as_json: bool = False, dsn: str | None = None, data_dir: str | None = None,
-                  window_commands: int = 20_000) -> dict:
+                  window_commands: int = 20_000, commands_in_flight_max: int | None = None) -> dict:
+    """``window_commands``: the load clients' own bound on commands in flight; they keep to the
+    server's credit window too (``commands_in_flight_max``, None: the server's default)."""
+    settings = server_settings(clients)
+    if commands_in_flight_max is not None:
+        settings["limits.commands_in_flight_max"] = commands_in_flight_max
     parameters = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s, "rate": rate or "max",
-                  "window_commands": window_commands, "instruments": INSTRUMENTS}
+                  "window_commands": window_commands,
+                  "commands_in_flight_max": commands_in_flight_max or GatewayLimits().commands_in_flight_max,
+                  "instruments": INSTRUMENTS}
     if not as_json:
         print_header("matchcore-bench e2e", parameters)
-    venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=server_settings(clients))
+    venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=settings)
     try:
         venue.start_database()
         venue.register_keys()
@@ -293,6 +301,8 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
         summary = summarize(results, seconds)
         summary["server"] = server_side
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
+        summary["journal_payload_bytes_per_command"] = asyncio.run(_payload_bytes_per_command(venue.dsn))
+        summary["journal_payload_mb_per_s"] = summary["journal_payload_bytes_per_command"] * summary["e2e_cmds_per_s"] / 1e6
         summary["server_exit_code"] = exit_code
     finally:
         venue.close()
@@ -406,6 +416,9 @@ def _print_summary(summary: dict, rate: float) -> None:
     print(f"checksum: journal_last_seq={summary['journal_last_seq']} commands_acked={summary['commands_acked']} "
           f"fills={summary['fills']}")
     print(f"e2e:      {summary['e2e_cmds_per_s']:>12,.0f} durable commands/s acked{offered}")
+    if summary.get("journal_payload_bytes_per_command"):
+        print(f"journal:  {summary['journal_payload_bytes_per_command']:,.0f} payload bytes a command, "
+              f"{summary['journal_payload_mb_per_s']:,.1f} MB/s committed")
     print(f"ack latency (NEW_ORDER, us): p50 {format_latency_us(summary['ack_latency_us_p50'])}  "
           f"p99 {format_latency_us(summary['ack_latency_us_p99'])}  "
           f"p99.9 {format_latency_us(summary['ack_latency_us_p999'])}  ({summary['latency_samples']:,} samples, "
@@ -430,6 +443,21 @@ def _print_summary(summary: dict, rate: float) -> None:
 
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+async def _payload_bytes_per_command(dsn: str) -> float:
+    """Journal payload (packed commands and events) per command, the whole run: what
+    PostgreSQL writes for each (to compare with ``bench journal``'s synthetic rows)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        commands, payload = await connection.fetchrow(
+            "SELECT coalesce(sum(command_count), 0), coalesce(sum(octet_length(commands) + octet_length(events)), 0) "
+            "FROM journal")
+    finally:
+        await connection.close()
+    return float(payload) / commands if commands else 0.0
 
 
 def _journal_last_seq(dsn: str) -> int:
