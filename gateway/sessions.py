@@ -664,10 +664,9 @@ class Session:
                 if self._status_in_flight >= self.limits.order_status_in_flight_max:
                     self._status_blocked = True  # an answer coming back goes on (backpressure)
                     break
-                credit = self.limits.commands_in_flight_max - self.commands_in_flight
-                if credit <= 0:
-                    self._window_full = True  # answers coming back go on (on_credit)
-                    break
+                # the credit window: commands beyond it are not decoded (frames before the
+                # next command, heartbeats and queries, still are)
+                credit = max(0, self.limits.commands_in_flight_max - self.commands_in_flight)
                 tokens = self._bucket.available(now_ns)
                 allowed = min(tokens, budget)
                 status = decoder.decode(view[consumed:], self._batch, max_commands=min(budget, credit),
@@ -693,6 +692,9 @@ class Session:
                         size = view[consumed] | view[consumed + 1] << 8  # a whole, valid frame
                         self._over_rate(bytes(view[consumed:consumed + size]), now_ns)
                         consumed += size
+                    elif decoder.commands_written >= credit and budget > 0:  # at the window
+                        self._window_full = True  # answers coming back go on (on_credit)
+                        break
                     continue
                 budget -= 1
                 frame = bytes(view[frame_offset:consumed])

@@ -130,3 +130,21 @@ def test_the_clients_window_waits_for_credit_in_order_and_survives_cancellation(
         assert order == [0, 1, 2, 3] and window.in_flight == 3 and window.available == 0
 
     asyncio.run(scenario())
+
+
+def test_at_a_full_window_heartbeats_are_still_read_and_the_next_command_waits():
+    async def scenario():
+        core = SmallCore(room=1_000_000)
+        admission = Admission(core, retry_s=0.001)
+        session, _ = _session(admission, 1, ACCOUNT)
+        session.on_data(_orders(ACCOUNT, WINDOW), 10)  # exactly the window: nothing waits
+        assert session.commands_in_flight == WINDOW and not session.transport.paused
+        session.on_data(p.Heartbeat(0, 0).encode(), 11)  # not a command: read at once
+        assert not session.transport.paused and not session._buffer
+        session.on_data(p.Heartbeat(0, 0).encode() + _orders(ACCOUNT, 1, WINDOW + 1) + p.Heartbeat(0, 0).encode(), 12)
+        assert session.transport.paused  # the heartbeat before the command is read, the rest waits
+        assert len(session._buffer) == len(_orders(ACCOUNT, 1)) + len(p.Heartbeat(0, 0).encode())
+        admission.released(core.next_seq - 1)
+        assert not session.transport.paused and not session._buffer and session.commands_in_flight == 1
+
+    asyncio.run(scenario())
