@@ -150,6 +150,9 @@ def _add_e2e(benches: argparse._SubParsersAction) -> None:
                      help="offered commands/s, all clients together (0: as fast as acks allow)")
     e2e.add_argument("--dsn", default=None, help="a PostgreSQL to use (default: embedded, in a temp folder)")
     e2e.add_argument("--data-dir", default=None, help="embedded server's data folder (default: a temp folder)")
+    e2e.add_argument("--commands-in-flight-max", type=int, default=None,
+                     help="the server's credit window per session (limits.commands_in_flight_max; "
+                          "default: the server's)")
     e2e.add_argument("--json", action="store_true", help="print one JSON object")
     e2e.set_defaults(handler=bench_e2e)
 
@@ -274,7 +277,8 @@ def bench_e2e(args: argparse.Namespace) -> int:
     from matchcore.bench.e2e_bench import run_e2e_bench
 
     run_e2e_bench(clients=args.clients, seconds=args.seconds, rate=args.rate, warmup_s=args.warmup,
-                  as_json=args.json, dsn=args.dsn, data_dir=args.data_dir)
+                  as_json=args.json, dsn=args.dsn, data_dir=args.data_dir,
+                  commands_in_flight_max=args.commands_in_flight_max)
     return 0
 
 

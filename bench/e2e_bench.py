@@ -33,14 +33,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 
-from matchcore.bench.loadgen import LATENCY_BUCKETS_US, LoadResult, LoadSpec, percentile_us, run_load_client
+from matchcore.bench.histogram import RANGE_US_MAX, LatencyHistogram, format_latency_us
+from matchcore.bench.loadgen import LoadResult, LoadSpec, run_load_client
 from matchcore.bench.machine import machine_info, print_header
+from matchcore.gateway.sessions import GatewayLimits
 
 __all__ = ["run_e2e_bench", "run_demo", "Venue"]
 
@@ -217,7 +219,8 @@ def server_settings(clients: int) -> dict:
             "engine.max_orders": 1 << 20, "engine.max_price_levels": 1024,
             "limits.rate_messages_per_s": 10_000_000, "limits.burst_messages": 1_000_000,
             "journal_batch_records_max": 16384, "journal_batch_delay_ms_max": 1.0,
-            "snapshot_every_commands": 0}
+            "snapshot_every_commands": 0,
+            "metrics_cache_ms": 0}  # the window's two scrapes read the server's figures of that moment
 
 
 def run_clients(venue: Venue, *, seconds: float, warmup_s: float, rate: float,
@@ -248,16 +251,20 @@ def run_clients(venue: Venue, *, seconds: float, warmup_s: float, rate: float,
 
 
 def summarize(results: list[LoadResult], seconds: float) -> dict:
-    histogram = np.zeros(LATENCY_BUCKETS_US + 1, np.int64)
+    """The clients' figures together. A latency percentile that falls beyond the histogram's
+    range (RANGE_US_MAX, 60 s) is None (JSON null): see ``ack_latency_overflow_share``."""
+    histogram = LatencyHistogram()
     for result in results:
-        histogram += result.latency_histogram_us
+        histogram.merge(result.latency_histogram_us)
     acked_measured = sum(r.acked_measured for r in results)
     return {
         "e2e_cmds_per_s": acked_measured / seconds,
-        "ack_latency_us_p50": percentile_us(histogram, 0.50),
-        "ack_latency_us_p99": percentile_us(histogram, 0.99),
-        "ack_latency_us_p999": percentile_us(histogram, 0.999),
-        "latency_samples": int(histogram.sum()),
+        "ack_latency_us_p50": histogram.percentile_us(0.50),
+        "ack_latency_us_p99": histogram.percentile_us(0.99),
+        "ack_latency_us_p999": histogram.percentile_us(0.999),
+        "ack_latency_overflow_share": histogram.overflow_share,
+        "ack_latency_range_us_max": RANGE_US_MAX,
+        "latency_samples": histogram.total,
         "commands_sent": sum(r.sent for r in results),
         "commands_acked": sum(r.acked for r in results),
         "engine_rejects": sum(r.rejected for r in results),
@@ -268,23 +275,34 @@ def summarize(results: list[LoadResult], seconds: float) -> dict:
 
 def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0, warmup_s: float = 2.0,
                   as_json: bool = False, dsn: str | None = None, data_dir: str | None = None,
-                  window_commands: int = 20_000) -> dict:
+                  window_commands: int = 20_000, commands_in_flight_max: int | None = None) -> dict:
+    """``window_commands``: the load clients' own bound on commands in flight; they keep to the
+    server's credit window too (``commands_in_flight_max``, None: the server's default)."""
+    settings = server_settings(clients)
+    if commands_in_flight_max is not None:
+        settings["limits.commands_in_flight_max"] = commands_in_flight_max
     parameters = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s, "rate": rate or "max",
-                  "window_commands": window_commands, "instruments": INSTRUMENTS}
+                  "window_commands": window_commands,
+                  "commands_in_flight_max": commands_in_flight_max or GatewayLimits().commands_in_flight_max,
+                  "instruments": INSTRUMENTS}
     if not as_json:
         print_header("matchcore-bench e2e", parameters)
-    venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=server_settings(clients))
+    venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=settings)
     try:
         venue.start_database()
         venue.register_keys()
         venue.start_server()
         asyncio.run(venue.set_up_market())
-        results = run_clients(venue, seconds=seconds, warmup_s=warmup_s, rate=rate, window_commands=window_commands)
-        server_side = server_breakdown(venue.server_metrics())
+        scrapes = WindowScrapes(venue, warmup_s, seconds)
+        results = run_clients(venue, seconds=seconds, warmup_s=warmup_s, rate=rate, window_commands=window_commands,
+                              started=scrapes.started)
+        server_side = scrapes.breakdown()
         exit_code = venue.stop_server()
         summary = summarize(results, seconds)
         summary["server"] = server_side
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
+        summary["journal_payload_bytes_per_command"] = asyncio.run(_payload_bytes_per_command(venue.dsn))
+        summary["journal_payload_mb_per_s"] = summary["journal_payload_bytes_per_command"] * summary["e2e_cmds_per_s"] / 1e6
         summary["server_exit_code"] = exit_code
     finally:
         venue.close()
@@ -296,14 +314,37 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
     return result
 
 
+class WindowScrapes:
+    """The server's metrics read at the start and at the end of the clients' measured window
+    (timers from ``started()``, the clients' start): ``breakdown()`` is what the server saw
+    in that window only (``server_breakdown``)."""
+
+    def __init__(self, venue: Venue, warmup_s: float, seconds: float) -> None:
+        self.venue, self.warmup_s, self.seconds = venue, warmup_s, seconds
+        self.texts: dict[str, str] = {}
+        self._timers: list[threading.Timer] = []
+
+    def started(self) -> None:
+        for name, delay_s in (("before", self.warmup_s), ("after", self.warmup_s + self.seconds)):
+            timer = threading.Timer(delay_s, lambda name=name: self.texts.__setitem__(name, self.venue.server_metrics()))
+            timer.daemon = True
+            timer.start()
+            self._timers.append(timer)
+
+    def breakdown(self) -> dict:
+        for timer in self._timers:
+            timer.join(10)
+        if "before" in self.texts and self.texts.get("after"):
+            return {**server_breakdown(self.texts["after"], self.texts["before"]), "window": "measured"}
+        return {**server_breakdown(self.venue.server_metrics()), "window": "whole run"}
+
+
 #: bucket bounds (ms) at which the server's histograms are read for the breakdown
 BREAKDOWN_MS = (1, 2, 5, 10)
 
 
-def server_breakdown(metrics_text: str) -> dict:
-    """From the server's own histograms (whole run, warm-up included): the share of journal
-    rows committed within each of BREAKDOWN_MS (INSERT to commit), of commands released within
-    them (gateway stamp to release), and the mean commands per row. Empty without metrics."""
+def _scrape_histograms(metrics_text: str) -> tuple[dict[str, dict[float, float]], dict[str, float]]:
+    """Cumulative bucket counts per histogram family, and the ``_sum``/``_count`` values."""
     buckets: dict[str, dict[float, float]] = {}
     sums: dict[str, float] = {}
     for line in metrics_text.splitlines():
@@ -316,6 +357,39 @@ def server_breakdown(metrics_text: str) -> dict:
             buckets.setdefault(family, {})[float("inf") if bound == "+Inf" else float(bound)] = float(value)
         elif name.endswith(("_sum", "_count")) and "{" not in name:
             sums[name] = float(value)
+    return buckets, sums
+
+
+def histogram_quantile(counts: dict[float, float], fraction: float) -> float | None:
+    """Prometheus's ``histogram_quantile``: linear inside the bucket the rank falls in (None
+    when empty, or when it falls in the +Inf bucket)."""
+    bounds = sorted(counts)
+    total = counts.get(float("inf"), 0.0)
+    if not total:
+        return None
+    rank, previous_bound, previous_count = fraction * total, 0.0, 0.0
+    for bound in bounds:
+        if counts[bound] >= rank:
+            if bound == float("inf"):
+                return None
+            inside = counts[bound] - previous_count
+            return previous_bound + (bound - previous_bound) * ((rank - previous_count) / inside if inside else 1.0)
+        previous_bound, previous_count = bound, counts[bound]
+    return None
+
+
+def server_breakdown(metrics_text: str, before_text: str = "") -> dict:
+    """From the server's own histograms, between two scrapes (``before_text``: the start of
+    the measured window; empty: the whole run, warm-up included): the share of journal rows
+    committed within each of BREAKDOWN_MS (INSERT to commit), of commands released within
+    them (gateway stamp to release), their p50/p99 in ms (``histogram_quantile``), and the
+    mean commands per row. Empty without metrics."""
+    buckets, sums = _scrape_histograms(metrics_text)
+    old_buckets, old_sums = _scrape_histograms(before_text)
+    for family, counts in buckets.items():
+        old = old_buckets.get(family, {})
+        buckets[family] = {bound: value - old.get(bound, 0.0) for bound, value in counts.items()}
+    sums = {name: value - old_sums.get(name, 0.0) for name, value in sums.items()}
 
     def within(family: str) -> dict[str, float]:
         counts = buckets.get(family, {})
@@ -324,9 +398,16 @@ def server_breakdown(metrics_text: str) -> dict:
             return {}
         return {f"{ms}ms": counts.get(ms / 1000, float("nan")) / total for ms in BREAKDOWN_MS}
 
+    def quantile_ms(family: str, fraction: float) -> float | None:
+        value = histogram_quantile(buckets.get(family, {}), fraction)
+        return None if value is None else value * 1e3
+
     rows = sums.get("matchcore_journal_batch_commands_count", 0.0)
-    return {"commit_within": within("matchcore_commit_latency_seconds"),
-            "release_within": within("matchcore_ack_latency_seconds"),
+    commit, release = "matchcore_commit_latency_seconds", "matchcore_ack_latency_seconds"
+    return {"commit_within": within(commit), "release_within": within(release),
+            "commit_latency_ms_p50": quantile_ms(commit, 0.50), "commit_latency_ms_p99": quantile_ms(commit, 0.99),
+            "release_latency_ms_p50": quantile_ms(release, 0.50), "release_latency_ms_p99": quantile_ms(release, 0.99),
+            "journal_rows": rows,
             "commands_per_row": sums.get("matchcore_journal_batch_commands_sum", 0.0) / rows if rows else None}
 
 
@@ -335,9 +416,13 @@ def _print_summary(summary: dict, rate: float) -> None:
     print(f"checksum: journal_last_seq={summary['journal_last_seq']} commands_acked={summary['commands_acked']} "
           f"fills={summary['fills']}")
     print(f"e2e:      {summary['e2e_cmds_per_s']:>12,.0f} durable commands/s acked{offered}")
-    print(f"ack latency (NEW_ORDER, us): p50 {summary['ack_latency_us_p50']:,.0f}  "
-          f"p99 {summary['ack_latency_us_p99']:,.0f}  p99.9 {summary['ack_latency_us_p999']:,.0f}  "
-          f"({summary['latency_samples']:,} samples)")
+    if summary.get("journal_payload_bytes_per_command"):
+        print(f"journal:  {summary['journal_payload_bytes_per_command']:,.0f} payload bytes a command, "
+              f"{summary['journal_payload_mb_per_s']:,.1f} MB/s committed")
+    print(f"ack latency (NEW_ORDER, us): p50 {format_latency_us(summary['ack_latency_us_p50'])}  "
+          f"p99 {format_latency_us(summary['ack_latency_us_p99'])}  "
+          f"p99.9 {format_latency_us(summary['ack_latency_us_p999'])}  ({summary['latency_samples']:,} samples, "
+          f"{summary['ack_latency_overflow_share']:.2%} over {RANGE_US_MAX // 1_000_000} s)")
     server = summary.get("server") or {}
     if server.get("commit_within") and server.get("release_within"):
         def shares(name: str) -> str:
@@ -345,7 +430,34 @@ def _print_summary(summary: dict, rate: float) -> None:
         per_row = server.get("commands_per_row")
         print(f"server:   journal rows committed within {shares('commit_within')}; commands released "
               f"within {shares('release_within')}" + (f"; {per_row:,.0f} commands a row" if per_row else "")
-              + " (its own histograms, whole run)")
+              + f" (its own histograms, {server.get('window', 'whole run')})")
+        commit_p99 = server.get("commit_latency_ms_p99")
+        ack_p99 = summary["ack_latency_us_p99"]
+        ratio = (f"; client ack p99 / commit p99 = {ack_p99 / 1e3 / commit_p99:.2f}"
+                 if commit_p99 and ack_p99 is not None else "")
+        print(f"server:   commit (INSERT to COMMIT) p50 {_ms(server.get('commit_latency_ms_p50'))} "
+              f"p99 {_ms(commit_p99)} ms; release (stamp to events out) p50 "
+              f"{_ms(server.get('release_latency_ms_p50'))} p99 {_ms(server.get('release_latency_ms_p99'))} ms"
+              f" (histogram_quantile){ratio}")
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+async def _payload_bytes_per_command(dsn: str) -> float:
+    """Journal payload (packed commands and events) per command, the whole run: what
+    PostgreSQL writes for each (to compare with ``bench journal``'s synthetic rows)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        commands, payload = await connection.fetchrow(
+            "SELECT coalesce(sum(command_count), 0), coalesce(sum(octet_length(commands) + octet_length(events)), 0) "
+            "FROM journal")
+    finally:
+        await connection.close()
+    return float(payload) / commands if commands else 0.0
 
 
 def _journal_last_seq(dsn: str) -> int:
@@ -374,8 +486,10 @@ def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = N
         print(f"server:   listening on 127.0.0.1:{venue.port} (pid {venue.process.pid})")
         asyncio.run(venue.set_up_market())
         print(f"market:   2 assets, {clients} accounts, {INSTRUMENTS} instruments, accounts funded over the wire")
-        results = run_clients(venue, seconds=seconds, warmup_s=1.0, rate=0.0, window_commands=20_000)
-        server_side = server_breakdown(venue.server_metrics())
+        scrapes = WindowScrapes(venue, 1.0, seconds)
+        results = run_clients(venue, seconds=seconds, warmup_s=1.0, rate=0.0, window_commands=20_000,
+                              started=scrapes.started)
+        server_side = scrapes.breakdown()
         exit_code = venue.stop_server()
         print(f"server:   stopped (exit code {exit_code}): everything acknowledged is journaled")
         summary = summarize(results, seconds)

@@ -14,8 +14,8 @@ Commands count as done when their ack arrives; an ack arrives only after the com
 batch is committed in PostgreSQL (the server sends nothing earlier).
 
 Ack latency is measured for every NEW_ORDER: from just before its frame is written to the
-socket to the arrival of its ACCEPTED, in microseconds, into a 1-us-bucket histogram
-(``LATENCY_BUCKETS_US`` buckets, the last one catching everything slower).
+socket to the arrival of its ACCEPTED, in microseconds, into a ``histogram.LatencyHistogram``
+(log-linear buckets up to 60 s, at most 0.78% wide; slower ones counted as overflow).
 """
 from __future__ import annotations
 
@@ -29,13 +29,12 @@ import numpy as np
 from matchcore.core.codes import CommandKind, EventKind, OrderType, Side, StpMode, TimeInForce
 from matchcore.core.records import COMMAND_DTYPE
 from matchcore.protocol import _codec
+from matchcore.bench.histogram import LatencyHistogram
 from matchcore.client import keys as client_keys
 from matchcore import protocol as p
 
-__all__ = ["LoadSpec", "LoadResult", "run_load_client", "LATENCY_BUCKETS_US", "percentile_us"]
+__all__ = ["LoadSpec", "LoadResult", "run_load_client"]
 
-#: 1-us buckets up to 200 ms; the last bucket holds everything slower
-LATENCY_BUCKETS_US = 200_000
 CANCEL_LAG_ORDERS = 64
 #: shares of the mix: cancels, and crossing IOC orders (the rest rests, passive)
 CANCEL_SHARE = 0.45
@@ -65,7 +64,8 @@ class LoadSpec:
     seconds: float = 10.0
     #: offered commands/s of this client; 0 = as fast as the window allows
     rate_per_s: float = 0.0
-    #: commands sent and not yet acked, at most
+    #: commands sent and not yet acked, at most (and at most the server's credit window,
+    #: LOGIN_ACCEPTED.commands_in_flight_max)
     window_commands: int = 20_000
     seed: int = 1
 
@@ -88,20 +88,11 @@ class LoadResult:
     #: acks that arrived inside the measured window
     acked_measured: int = 0
     measured_s: float = 0.0
-    latency_histogram_us: np.ndarray | None = None
+    latency_histogram_us: LatencyHistogram = dataclasses.field(default_factory=LatencyHistogram)
     rejected: int = 0
     fills: int = 0
     session_rejects: int = 0
     error: str = ""
-
-
-def percentile_us(histogram: np.ndarray, fraction: float) -> float:
-    """The value below which ``fraction`` of the observations lie (bucket upper bound)."""
-    total = int(histogram.sum())
-    if total == 0:
-        return float("nan")
-    rank = max(1, int(np.ceil(fraction * total)))
-    return float(np.searchsorted(np.cumsum(histogram), rank) + 1)
 
 
 class _Workload:
@@ -167,7 +158,7 @@ class _LoadProtocol(asyncio.Protocol):
 class _LoadClient:
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
-        self.result = LoadResult(spec.account_id, latency_histogram_us=np.zeros(LATENCY_BUCKETS_US + 1, np.int64))
+        self.result = LoadResult(spec.account_id)
         self.workload = _Workload(spec)
         self.buffer = bytearray()
         self.sent_ns = np.zeros(1 << 16, np.int64)  # by NEW_ORDER index, grown as needed
@@ -183,6 +174,9 @@ class _LoadClient:
         self.ready_blocks: collections.deque = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.finished = False
+        #: the window kept to: the spec's, within the server's credit (set at login)
+        self.window_commands = spec.window_commands
+        self.min_send_commands = MIN_SEND_COMMANDS
 
     # ------------------------------------------------------------------ receiving
 
@@ -237,11 +231,7 @@ class _LoadClient:
             index = index[(index >= 0) & (index < self.workload.orders_made)]
             sent = self.sent_ns[index]
             measured = sent >= self.measure_from_ns
-            latency_us = (now_ns - sent[measured]) // 1000
-            np.clip(latency_us, 0, LATENCY_BUCKETS_US, out=latency_us)
-            # in place: a bincount the histogram's size (200,001 buckets) per read was a
-            # quarter of this client's time, and the client shares the machine it measures
-            np.add.at(result.latency_histogram_us, latency_us, 1)
+            result.latency_histogram_us.record((now_ns - sent[measured]) // 1000)
         if ack_count:
             self.window_open.set()
 
@@ -276,6 +266,8 @@ class _LoadClient:
         answer = await asyncio.wait_for(self.login_answer, 10)
         if not isinstance(answer, p.LoginAccepted):
             raise RuntimeError(f"login refused: {answer}")
+        self.window_commands = min(self.spec.window_commands, answer.commands_in_flight_max)
+        self.min_send_commands = min(MIN_SEND_COMMANDS, self.window_commands)
         self.login_answer = None
         if self.buffer:
             self.on_data(b"")
@@ -331,7 +323,7 @@ class _LoadClient:
             if now_ns >= self.measure_to_ns:
                 break
             in_flight = result.sent - result.acked
-            room = spec.window_commands - in_flight
+            room = self.window_commands - in_flight
             if spec.rate_per_s:
                 due = int((now_ns - start_ns) / 1e9 * spec.rate_per_s) - result.sent
                 room = min(room, due)
@@ -341,7 +333,7 @@ class _LoadClient:
                     room -= CHUNK_COMMANDS
                 await asyncio.sleep(RATE_TICK_S)
                 continue
-            if room >= MIN_SEND_COMMANDS:
+            if room >= self.min_send_commands:
                 self._send(min(room, CHUNK_COMMANDS))
                 await asyncio.sleep(0.0005 if self.transport.get_write_buffer_size() > 1 << 20 else 0)
                 continue

@@ -42,6 +42,7 @@ from typing import AsyncIterator
 from matchcore import protocol as p
 from matchcore.client import keys
 from matchcore.client.marketdata import Balance, Book, Instrument, OpenOrder, Trade, TransferOutcome
+from matchcore.client.window import CreditWindow
 from matchcore.core.codes import ALL_INSTRUMENTS, EventKind, OrderType, StpMode, TimeInForce
 from matchcore.errors import MatchcoreError
 
@@ -149,7 +150,7 @@ class Client:
                  "_events", "_pending", "_status_waiters", "_closed", "_last_sent_s",
                  "_last_received_s", "_next_client_id", "_lost", "_gaps", "_queries", "books",
                  "_snapshot", "_trades", "_book_updates", "_subscriptions", "resnapshots", "trades_dropped",
-                 "receive_buffer_bytes", "endpoints", "failover_timeout_s", "failovers")
+                 "receive_buffer_bytes", "endpoints", "failover_timeout_s", "failovers", "_credit")
 
     def __init__(self, host: str, port: int, *, account_id: int, key_id: int,
                  private_key: keys.PrivateKey, ssl: ssl_module.SSLContext | None = None,
@@ -201,6 +202,7 @@ class Client:
         self.resnapshots = 0
         #: trades not kept because nobody took them from trades() (its queue was full)
         self.trades_dropped = 0
+        self._credit = CreditWindow()  # the session's credit window (docs/protocol.md 3.4)
 
     # ------------------------------------------------------------------ connection
 
@@ -217,6 +219,7 @@ class Client:
             writer.close()
             raise
         self._reader, self._writer, self._session, self._lost = reader, writer, accepted, None
+        self._credit.resize(accepted.commands_in_flight_max)
         self._forget_lost_markers()
         self._closed = False
         if accepted.next_event_seq and not self._last_event_seq:
@@ -386,9 +389,21 @@ class Client:
         """Send a command message and await its outcome (the event answering it, or the
         gateway's SESSION_REJECT). If the connection drops meanwhile the wait goes on: the
         events replayed after ``reconnect()`` resolve it (use ``timeout_s`` to bound it)."""
-        future = self._expect(message)
-        self.send(message)
+        await self._credit.acquire()  # within the session's credit window
+        try:
+            future = self._expect(message)
+            self.send(message)
+        except BaseException:
+            self._credit.release()
+            raise
+        future.add_done_callback(self._credit.release)
         return await asyncio.wait_for(future, timeout_s)
+
+    @property
+    def credit(self) -> int | None:
+        """Commands ``request()`` may still send before it waits for answers (the credit
+        window of LOGIN_ACCEPTED less the commands awaiting their outcome; None before login)."""
+        return self._credit.available
 
     def _expect(self, message: p.Message) -> asyncio.Future:
         type_ = message.frame_type()

@@ -313,6 +313,8 @@ class GatewayServer:
 
     def _on_release(self, batch) -> None:
         self.dispatcher.on_release(batch)
+        if self.sequencer is not None:  # the batch's commands are answered: their sessions' credit
+            self.sequencer.released(batch.last_seq)
         if self._cod_closing:
             self._cod_released(batch.commands)
         every = self.config.stream_checkpoint_every_commands
@@ -391,6 +393,7 @@ class GatewayServer:
         figures = self.service.journal_figures() if self.service is not None else {}
         view = self.dispatcher.order_view if self.dispatcher is not None else None
         figures["order_view_lag_batches"] = view.lag_batches if view is not None else 0
+        figures["commands_in_flight_max_seen"] = self.sequencer.in_flight_max_seen if self.sequencer is not None else 0
         return figures
 
     def _readiness_sample(self, now_ns: int):

@@ -95,6 +95,10 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     #: ORDER_STATUS queries of one session waiting for the order view; while that many wait,
     #: the session's later frames wait too (backpressure).
     order_status_in_flight_max: int = 16
+    #: The credit window: commands of one session the server has read and not yet answered
+    #: (their batch is not released yet), at most; announced in LOGIN_ACCEPTED. A session at
+    #: its window is not read further until answers come back (TCP backpressure on it alone).
+    commands_in_flight_max: int = 4_096
     #: Market data subscriptions one session may hold at once (an instrument, or every one).
     md_subscriptions_max: int = 64
     #: A market data subscriber whose socket has more than this queued (or half of
@@ -169,6 +173,7 @@ class GatewayLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             (self.slow_consumer_linger_ms >= 0, "slow_consumer_linger_ms must be >= 0"),
             (self.order_status_in_flight_max > 0, "order_status_in_flight_max must be positive"),
             (self.md_subscriptions_max > 0, "md_subscriptions_max must be positive"),
+            (1 <= self.commands_in_flight_max <= 1 << 24, "commands_in_flight_max must be in 1..16777216"),
             (self.md_conflate_bytes > 0, "md_conflate_bytes must be positive"),
             (self.socket_send_buffer_bytes == 0 or 4096 <= self.socket_send_buffer_bytes <= 1 << 30,
              "socket_send_buffer_bytes must be 0 or in 4096..2**30"),
@@ -410,7 +415,7 @@ class Session:
                  "_connected_ns", "_last_received_ns", "_last_sent_ns", "_slot_held", "_on_active",
                  "observer", "catching_up", "_held", "_closed_notified", "peer", "_reading_paused",
                  "_turn", "_over_rate_second", "_over_rate_frames", "_status_in_flight", "_status_blocked",
-                 "_replies", "market_data_only", "venue", "redirect")
+                 "_replies", "market_data_only", "venue", "redirect", "commands_in_flight", "_window_full")
 
     def __init__(self, session_id: int, transport: Transport, limits: GatewayLimits, sink: CommandSink,
                  slots: SessionSlots, *, last_event_seq_of: Callable[[int], int] = lambda account: 0,
@@ -455,6 +460,10 @@ class Session:
         self._status_in_flight = 0
         self._status_blocked = False  # the backlog waits for answers of the order view
         self._replies: bytearray | None = None  # the codec's SESSION_REJECTs, made at login
+        #: commands the sink has of this session and not yet released (the sink counts them:
+        #: admission.Admission); at limits.commands_in_flight_max nothing more is decoded
+        self.commands_in_flight = 0
+        self._window_full = False  # the credit window is used up: not read until credit returns
 
     # ------------------------------------------------------------------ events from the adapter
 
@@ -514,7 +523,8 @@ class Session:
             if now_ns - self._connected_ns > self.limits.login_timeout_ms * NS_PER_MS:
                 self._close(SessionReason.LOGIN_TIMEOUT, now_ns)
         elif self.state == SessionState.ACTIVE:
-            if self._held or self._reading_paused or self._turn is not None or self._status_blocked:
+            if (self._held or self._reading_paused or self._turn is not None or self._status_blocked
+                    or self._window_full):
                 # The server is not reading this session (backpressure): its heartbeats wait
                 # unread in the socket, so silence is not the client's.
                 self._last_received_ns = now_ns
@@ -563,6 +573,18 @@ class Session:
             return
         self._write(frames, now_ns)
         self.last_event_seq_sent = last_event_seq
+
+    def on_credit(self, now_ns: int) -> None:
+        """Commands of this session were answered (the sink lowered ``commands_in_flight``):
+        a session at its credit window reads and decodes again."""
+        if not self._window_full or self.commands_in_flight >= self.limits.commands_in_flight_max:
+            return
+        self._window_full = False
+        if self.state != SessionState.ACTIVE:
+            return
+        if self._buffer and self._turn is None and not self._held:
+            self._process_active(now_ns)
+        self._apply_backpressure()
 
     def on_input_released(self, now_ns: int) -> None:
         """The sink took every command it held for this session: read and decode again."""
@@ -620,7 +642,7 @@ class Session:
             p.SessionFlags.CANCEL_ON_DISCONNECT if self.cancel_on_disconnect else 0)
         self._write(p.LoginAccepted(int(flags), p.PROTOCOL_VERSION, self.account_id, login.heartbeat_interval_ms,
                                     self.session_id, self.next_event_seq, last, limits.rate_messages_per_s,
-                                    limits.burst_messages).encode(), now_ns)
+                                    limits.burst_messages, limits.commands_in_flight_max).encode(), now_ns)
         self._last_received_ns = now_ns
         if self._on_active is not None:
             self._on_active(self)
@@ -642,10 +664,13 @@ class Session:
                 if self._status_in_flight >= self.limits.order_status_in_flight_max:
                     self._status_blocked = True  # an answer coming back goes on (backpressure)
                     break
+                # the credit window: commands beyond it are not decoded (frames before the
+                # next command, heartbeats and queries, still are)
+                credit = max(0, self.limits.commands_in_flight_max - self.commands_in_flight)
                 tokens = self._bucket.available(now_ns)
                 allowed = min(tokens, budget)
-                status = decoder.decode(view[consumed:], self._batch, max_commands=budget, max_frames=allowed,
-                                        replies=self._replies)
+                status = decoder.decode(view[consumed:], self._batch, max_commands=min(budget, credit),
+                                        max_frames=allowed, replies=self._replies)
                 frame_offset = consumed + decoder.frame_offset
                 consumed += decoder.consumed_bytes
                 handled = decoder.frames_handled
@@ -667,6 +692,9 @@ class Session:
                         size = view[consumed] | view[consumed + 1] << 8  # a whole, valid frame
                         self._over_rate(bytes(view[consumed:consumed + size]), now_ns)
                         consumed += size
+                    elif decoder.commands_written >= credit and budget > 0:  # at the window
+                        self._window_full = True  # answers coming back go on (on_credit)
+                        break
                     continue
                 budget -= 1
                 frame = bytes(view[frame_offset:consumed])
@@ -702,8 +730,9 @@ class Session:
 
     def _apply_backpressure(self) -> None:
         """Stop reading while the backlog exceeds ``receive_buffer_bytes_max`` (or the sink
-        holds this session's commands); read again once it is handled."""
-        over = len(self._buffer) > self.limits.receive_buffer_bytes_max or self._held
+        holds this session's commands, or its credit window is used up); read again once it
+        is handled."""
+        over = len(self._buffer) > self.limits.receive_buffer_bytes_max or self._held or self._window_full
         if over != self._reading_paused and self.state == SessionState.ACTIVE:
             method = "pause_reading" if over else "resume_reading"
             self._reading_paused = over

@@ -624,6 +624,8 @@ class Login(Message):
     ("last_event_seq", U64, "the account's last event at login; replay ends with it (0 = none)"),
     ("rate_messages_per_s", U32, "sustained message rate allowed"),
     ("burst_messages", U32, "token bucket depth, messages"),
+    ("commands_in_flight_max", U32, "the credit window: commands sent and not yet answered, at most (3.4)"),
+    ("reserved_52", U32, ""),
 ])
 class LoginAccepted(Message):
     session_flags: int
@@ -635,6 +637,7 @@ class LoginAccepted(Message):
     last_event_seq: int
     rate_messages_per_s: int
     burst_messages: int
+    commands_in_flight_max: int
 
 
 @_message(MessageType.LOGIN_REJECTED, S2C, [

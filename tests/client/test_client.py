@@ -235,7 +235,7 @@ def test_server_heartbeats_keep_a_quiet_client_alive_and_idle_peers_are_dropped(
         key, key_id = venue.keys[BOB]
         writer.write(client_keys.signed_login(key, account_id=BOB, key_id=key_id, nonce=challenge.nonce,
                                        heartbeat_interval_ms=100).encode())
-        assert isinstance(p.decode(await reader.readexactly(48)), p.LoginAccepted)
+        assert isinstance(p.decode(await reader.readexactly(p.FRAME_SIZES[p.MessageType.LOGIN_ACCEPTED])), p.LoginAccepted)
         frames = p.split_frames(await asyncio.wait_for(reader.read(), 5))[0]
         assert p.decode(frames[-1]) == p.Logout(SessionReason.IDLE_TIMEOUT)
         writer.close()

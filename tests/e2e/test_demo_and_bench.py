@@ -24,9 +24,11 @@ def test_bench_e2e_json_keys(pg_server):
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("e2e_cmds_per_s", "ack_latency_us_p50", "ack_latency_us_p99", "ack_latency_us_p999", "machine"):
+    for key in ("e2e_cmds_per_s", "ack_latency_us_p50", "ack_latency_us_p99", "ack_latency_us_p999",
+                "ack_latency_overflow_share", "machine"):
         assert key in figures
     assert figures["e2e_cmds_per_s"] > 0 and figures["commands_acked"] == figures["commands_sent"]
+    assert figures["server"]["window"] == "measured" and figures["server"]["commit_latency_ms_p99"] > 0
 
 
 def test_the_client_package_reexports_the_client_library():

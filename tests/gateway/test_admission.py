@@ -24,12 +24,14 @@ class SmallCore:
     def __init__(self, room: int) -> None:
         self.room = room
         self.taken: list[np.ndarray] = []
+        self.next_seq = 1  # the seq the next command taken gets, as the pipeline's
 
     def submit(self, commands: np.ndarray) -> int:
         count = min(self.room, len(commands))
         if count:
             self.taken.append(commands[:count].copy())
             self.room -= count
+            self.next_seq += count
         return count
 
 

@@ -1,11 +1,12 @@
 """The e2e bench reads the server's own histograms back from its Prometheus text: the share of
-journal rows committed, and of commands released, within 1/2/5/10 ms, and commands a row."""
+journal rows committed, and of commands released, within 1/2/5/10 ms, their p50/p99 as
+Prometheus's histogram_quantile reads them, commands a row, and all of it between two scrapes."""
 from __future__ import annotations
 
 import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
-from matchcore.bench.e2e_bench import server_breakdown
+from matchcore.bench.e2e_bench import histogram_quantile, server_breakdown
 from matchcore.gateway.metrics import GatewayMetrics
 
 
@@ -23,5 +24,34 @@ def test_breakdown_of_the_servers_histograms() -> None:
     assert breakdown["commands_per_row"] == 100
 
 
+def _text(metrics: GatewayMetrics) -> str:
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    return generate_latest(registry).decode()
+
+
+def test_the_breakdown_of_a_window_is_the_difference_of_two_scrapes() -> None:
+    metrics = GatewayMetrics()
+    metrics.commit_latency_s.observe_many(np.array([0.5] * 10))  # the warm-up: slow
+    before = _text(metrics)
+    metrics.commit_latency_s.observe_many(np.array([0.0011] * 99 + [0.0045]))
+    breakdown = server_breakdown(_text(metrics), before)
+    assert breakdown["commit_within"]["2ms"] == 0.99
+    assert 1.0 < breakdown["commit_latency_ms_p50"] <= 1.25
+    assert 1.0 < breakdown["commit_latency_ms_p99"] <= 1.25  # rank 99 of 100: the 1.1 ms bucket
+    whole = server_breakdown(_text(metrics))
+    assert whole["commit_latency_ms_p99"] > 250
+
+
+def test_histogram_quantile_interpolates_and_is_unknown_in_the_open_bucket() -> None:
+    counts = {0.001: 50.0, 0.002: 100.0, float("inf"): 100.0}
+    assert histogram_quantile(counts, 0.5) == 0.001
+    assert abs(histogram_quantile(counts, 0.75) - 0.0015) < 1e-12
+    assert histogram_quantile({0.001: 1.0, float("inf"): 2.0}, 0.99) is None
+    assert histogram_quantile({}, 0.5) is None
+
+
 def test_no_metrics_no_breakdown() -> None:
-    assert server_breakdown("") == {"commit_within": {}, "release_within": {}, "commands_per_row": None}
+    breakdown = server_breakdown("")
+    assert breakdown["commit_within"] == {} and breakdown["release_within"] == {}
+    assert breakdown["commands_per_row"] is None and breakdown["commit_latency_ms_p99"] is None
