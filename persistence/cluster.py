@@ -226,6 +226,14 @@ class LocalCluster:
             self.stop_node(name)
         self._stop_pid(self.folder / "etcd" / "etcd.pid", "etcd")
 
+    def kill(self) -> None:
+        """SIGKILL every node and etcd (a throw-away cluster: a test's, at its end)."""
+        for name in self.names:
+            self.kill_node(name)
+        pid = self._pid(self.folder / "etcd" / "etcd.pid")
+        if pid is not None:
+            _kill(pid, signal.SIGKILL)
+
     def stop_node(self, name: str, timeout_s: float = 60.0) -> None:
         self._stop_pid(self.folder / name / "patroni.pid", name, timeout_s)
 

@@ -19,8 +19,8 @@ from matchcore.persistence.cluster import LocalCluster
 
 
 def test_kill_the_active_and_its_primary_the_standby_takes_over(cluster: LocalCluster) -> None:
-    result = drill.run_failover_bench(cluster=cluster, clients=2, rate=150, before_s=2.0, after_s=1.5,
-                                      commit_rounds=20)
+    result = drill.run_failover_bench(cluster=cluster, clients=2, rate=150, before_s=1.5, after_s=1.0,
+                                      commit_rounds=10)
     assert result["acked_events_lost"] == 0
     assert result["events_received"] > 100 and result["fills"] > 0 and result["orders_rejected"] == 0
     assert result["gaps"] == 0 and result["gaps_detected_by_clients"] == 0 and result["duplicates"] == 0
