@@ -1,9 +1,14 @@
 """Fixtures of the replication suite: one real local cluster (etcd, two PostgreSQL nodes under
-Patroni, synchronous mode strict) for the session; every test leaves it healthy again."""
+Patroni, synchronous mode strict) for the session; every test leaves it healthy again.
+
+The cluster takes about 10 s to start (two initdb/basebackup, Patroni's loops), so when the
+run collects a replication test it is started in a thread as soon as collection ends, while
+the tests before these run; the fixture waits for it."""
 from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -11,18 +16,46 @@ import pytest
 
 from matchcore.persistence.cluster import LocalCluster
 
+_FOLDER = Path(__file__).parent
+_started: dict[str, object] = {}
 
-@pytest.fixture(scope="session")
-def local_cluster():
+
+def _start() -> None:
     base = Path(tempfile.mkdtemp(prefix="matchcore-cluster-"))
     base.chmod(0o755)  # as root, Patroni runs as the server user, who must enter it
     cluster = LocalCluster(base / "cluster")
-    cluster.start()
+    _started["base"], _started["cluster"] = base, cluster
     try:
-        yield cluster
-    finally:
-        cluster.kill()  # thrown away: no clean shutdown needed
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.start()
+    except BaseException as error:  # raised by the fixture, in the test that needs it
+        _started["error"] = error
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(Path(str(item.fspath)).is_relative_to(_FOLDER) for item in session.items):
+        thread = threading.Thread(target=_start, name="local-cluster-start", daemon=True)
+        _started["thread"] = thread
+        thread.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    thread = _started.get("thread")
+    if thread is None:
+        return
+    thread.join()
+    _started["cluster"].kill()  # thrown away: no clean shutdown needed
+    shutil.rmtree(_started["base"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> LocalCluster:
+    if "thread" not in _started:  # collected some other way: start it now
+        _started["thread"] = threading.Thread(target=_start, daemon=True)
+        _started["thread"].start()
+    _started["thread"].join()
+    if "error" in _started:
+        raise _started["error"]
+    return _started["cluster"]
 
 
 @pytest.fixture
