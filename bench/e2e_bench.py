@@ -44,7 +44,7 @@ from matchcore.bench.loadgen import LoadResult, LoadSpec, run_load_client
 from matchcore.bench.machine import machine_info, print_header
 from matchcore.gateway.sessions import GatewayLimits
 
-__all__ = ["run_e2e_bench", "run_demo", "Venue"]
+__all__ = ["run_e2e_bench", "run_demo", "Venue", "set_up_market"]
 
 INSTRUMENTS = 4
 BASE_ASSET, QUOTE_ASSET = 0, 1
@@ -135,24 +135,12 @@ class Venue:
     async def set_up_market(self) -> None:
         """Assets, accounts, instruments and deposits, through an admin session."""
         from matchcore.client import keys as client_keys
-        from matchcore import protocol as p
         from matchcore.client.connection import Client
 
         key_id, raw = self.keys[ADMIN_ACCOUNT]
         async with Client("127.0.0.1", self.port, account_id=ADMIN_ACCOUNT, key_id=key_id,
                           private_key=client_keys.load_private_key(raw)) as admin:
-            requests = [p.AddAsset(BASE_ASSET, 0, 1), p.AddAsset(QUOTE_ASSET, 2, 2)]
-            requests += [p.AddAccount(account, 100 + account) for account in self.trader_accounts()]
-            requests += [p.AddInstrument(i, BASE_ASSET, QUOTE_ASSET, 1, 1, 1_000_000) for i in range(INSTRUMENTS)]
-            transfer_id = 1
-            for account in self.trader_accounts():
-                for asset in (BASE_ASSET, QUOTE_ASSET):
-                    requests.append(p.Deposit(account, asset, transfer_id, FUNDS_MINOR))
-                    transfer_id += 1
-            outcomes = await asyncio.gather(*(admin.request(r, timeout_s=30) for r in requests))
-            refused = [(r, o.reason) for r, o in zip(requests, outcomes) if not o.accepted]
-            if refused:
-                raise RuntimeError(f"market set-up refused: {refused[:3]}")
+            await set_up_market(admin, self.trader_accounts(), INSTRUMENTS)
 
     def server_metrics(self) -> str:
         """The server's Prometheus text, or "" when it cannot be read."""
@@ -201,6 +189,25 @@ class Venue:
                 self.embedded.stop("fast")
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+async def set_up_market(admin, traders: list[int], instruments: int) -> None:
+    """Through an admin ``Client``: the two assets, the traders' accounts, ``instruments``
+    instruments of them, and deposits of both assets to every trader."""
+    from matchcore import protocol as p
+
+    requests = [p.AddAsset(BASE_ASSET, 0, 1), p.AddAsset(QUOTE_ASSET, 2, 2)]
+    requests += [p.AddAccount(account, 100 + account) for account in traders]
+    requests += [p.AddInstrument(i, BASE_ASSET, QUOTE_ASSET, 1, 1, 1_000_000) for i in range(instruments)]
+    transfer_id = 1
+    for account in traders:
+        for asset in (BASE_ASSET, QUOTE_ASSET):
+            requests.append(p.Deposit(account, asset, transfer_id, FUNDS_MINOR))
+            transfer_id += 1
+    outcomes = await asyncio.gather(*(admin.request(r, timeout_s=30) for r in requests))
+    refused = [(r, o.reason) for r, o in zip(requests, outcomes) if not o.accepted]
+    if refused:
+        raise RuntimeError(f"market set-up refused: {refused[:3]}")
 
 
 async def _sql(dsn: str, statement: str) -> None:

@@ -42,9 +42,8 @@ from matchcore.core.codes import EventKind, OrderType, Side, StpMode, TimeInForc
 
 __all__ = ["run_failover_bench", "commit_latencies"]
 
-INSTRUMENT, BASE, QUOTE = 0, 0, 1
+INSTRUMENT = 0  # the one instrument of bench.e2e_bench.set_up_market(..., instruments=1)
 ADMIN = 0
-FUNDS = 10**15
 START_TIMEOUT_S = 90.0
 #: the longest wait for the first acknowledgement after the kill (machine: ttl and more)
 FAILOVER_WAIT_MAX_S = 90.0
@@ -126,21 +125,10 @@ def _client(keys: dict, account: int, endpoints: list[tuple[str, int]], **kwargs
 
 
 async def _set_up_market(keys: dict, endpoints: list, traders: list[int]) -> None:
-    from matchcore import protocol as p
+    from matchcore.bench.e2e_bench import set_up_market
 
     async with _client(keys, ADMIN, endpoints) as admin:
-        requests = [p.AddAsset(BASE, 0, 1), p.AddAsset(QUOTE, 2, 2)]
-        requests += [p.AddAccount(account, 100 + account) for account in traders]
-        requests.append(p.AddInstrument(INSTRUMENT, BASE, QUOTE, 1, 1, 1_000_000))
-        transfer = 1
-        for account in traders:
-            for asset in (BASE, QUOTE):
-                requests.append(p.Deposit(account, asset, transfer, FUNDS))
-                transfer += 1
-        outcomes = await asyncio.gather(*(admin.request(r, timeout_s=30) for r in requests))
-        refused = [(r, o.reason) for r, o in zip(requests, outcomes) if not o.accepted]
-        if refused:
-            raise RuntimeError(f"market set-up refused: {refused[:3]}")
+        await set_up_market(admin, traders, instruments=1)
 
 
 class _Trader:
@@ -153,7 +141,6 @@ class _Trader:
         self.rng = np.random.default_rng(seed)
         self.frames: dict[int, bytes] = {}
         self.duplicates = 0
-        self.reconnects = 0
         self.kinds: dict[int, int] = {}  # event kind -> events received
         #: the new active's port: the first event received from it is the failover's end
         self.new_port = 0
@@ -172,7 +159,6 @@ class _Trader:
                 if not self.client.connected:
                     try:
                         await self.client.reconnect()
-                        self.reconnects += 1
                     except ConnectionLost:
                         continue
                     receiver.cancel()
