@@ -153,6 +153,8 @@ def _add_e2e(benches: argparse._SubParsersAction) -> None:
     e2e.add_argument("--commands-in-flight-max", type=int, default=None,
                      help="the server's credit window per session (limits.commands_in_flight_max; "
                           "default: the server's)")
+    e2e.add_argument("--rows-in-flight", type=int, default=None,
+                     help="journal rows on the wire at once (journal_rows_in_flight_max; default: the server's)")
     e2e.add_argument("--json", action="store_true", help="print one JSON object")
     e2e.set_defaults(handler=bench_e2e)
 
@@ -278,7 +280,7 @@ def bench_e2e(args: argparse.Namespace) -> int:
 
     run_e2e_bench(clients=args.clients, seconds=args.seconds, rate=args.rate, warmup_s=args.warmup,
                   as_json=args.json, dsn=args.dsn, data_dir=args.data_dir,
-                  commands_in_flight_max=args.commands_in_flight_max)
+                  commands_in_flight_max=args.commands_in_flight_max, rows_in_flight=args.rows_in_flight)
     return 0
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from matchcore.bench.histogram import RANGE_US_MAX, LatencyHistogram, format_latency_us
 from matchcore.bench.loadgen import LoadResult, LoadSpec, run_load_client
 from matchcore.bench.machine import machine_info, print_header
+from matchcore.gateway.config import ServerConfig
 from matchcore.gateway.sessions import GatewayLimits
 
 __all__ = ["run_e2e_bench", "run_demo", "Venue", "set_up_market"]
@@ -282,15 +283,19 @@ def summarize(results: list[LoadResult], seconds: float) -> dict:
 
 def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0, warmup_s: float = 2.0,
                   as_json: bool = False, dsn: str | None = None, data_dir: str | None = None,
-                  window_commands: int = 20_000, commands_in_flight_max: int | None = None) -> dict:
+                  window_commands: int = 20_000, commands_in_flight_max: int | None = None,
+                  rows_in_flight: int | None = None) -> dict:
     """``window_commands``: the load clients' own bound on commands in flight; they keep to the
     server's credit window too (``commands_in_flight_max``, None: the server's default)."""
     settings = server_settings(clients)
     if commands_in_flight_max is not None:
         settings["limits.commands_in_flight_max"] = commands_in_flight_max
+    if rows_in_flight is not None:
+        settings["journal_rows_in_flight_max"] = rows_in_flight
     parameters = {"clients": clients, "seconds": seconds, "warmup_s": warmup_s, "rate": rate or "max",
                   "window_commands": window_commands,
                   "commands_in_flight_max": commands_in_flight_max or GatewayLimits().commands_in_flight_max,
+                  "journal_rows_in_flight_max": rows_in_flight or ServerConfig().journal_rows_in_flight_max,
                   "instruments": INSTRUMENTS}
     if not as_json:
         print_header("matchcore-bench e2e", parameters)

@@ -141,7 +141,8 @@ class GatewayServer:
             snapshot_every_commands=config.snapshot_every_commands,
             clock_interval_ms=config.engine_clock_ms,
             writer=WriterConfig(journal_batch_records_max=config.journal_batch_records_max,
-                                journal_batch_delay_ms_max=config.journal_batch_delay_ms_max))
+                                journal_batch_delay_ms_max=config.journal_batch_delay_ms_max,
+                                journal_rows_in_flight_max=config.journal_rows_in_flight_max))
         self.service = DurableCore(self.dsn, config.engine, config=service_config, on_release=self._on_release,
                                    on_commit=lambda batch, latency_s: self.metrics.commit_latency_s.observe(latency_s),
                                    on_failure=self._core_failed, epoch=epoch)

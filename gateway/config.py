@@ -87,6 +87,10 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: journal rows: at most this many records (commands + events), waiting at most this long
     journal_batch_records_max: int = 8192
     journal_batch_delay_ms_max: float = 1.0
+    #: journal rows on the wire at once, each on a connection of its own; they commit and are
+    #: released in seq order (1: one at a time; 2 buys a little throughput at full load and
+    #: costs latency below it on a small host: docs/benchmarks.md)
+    journal_rows_in_flight_max: int = 1
     #: a checkpoint of the account event counters after this many commands (0 = only at stop)
     stream_checkpoint_every_commands: int = 1_000_000
     #: on SIGTERM/SIGINT: sessions get LOGOUT SERVER_SHUTDOWN, then this long to drain
@@ -119,6 +123,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             (1 <= self.journal_batch_records_max <= 1 << 24,
              "journal_batch_records_max must be in [1, 2**24]"),
             (0 <= self.journal_batch_delay_ms_max <= 10_000, "journal_batch_delay_ms_max must be in [0, 10000]"),
+            (1 <= self.journal_rows_in_flight_max <= 4, "journal_rows_in_flight_max must be in [1, 4]"),
             (self.shutdown_grace_ms >= 0, "shutdown_grace_ms must be >= 0"),
             (self.stream_checkpoint_every_commands >= 0, "stream_checkpoint_every_commands must be >= 0"),
         ]

@@ -17,6 +17,7 @@ __all__ = [
     "ConflictingBatchError",
     "ContractVersionError",
     "JournalFencedError",
+    "PredecessorMissingError",
     "JournalIntegrityError",
     "PersistenceError",
     "SchemaVersionError",
@@ -83,6 +84,16 @@ class SequenceOverlapError(JournalIntegrityError):
 
 class ConflictingBatchError(JournalIntegrityError):
     """A batch was written under key ``seq`` (its first seq) where a different row is stored."""
+
+
+class PredecessorMissingError(PersistenceError):
+    """A journal row reached its commit while the row before it was not committed (it was
+    still on its way, or its write failed): PostgreSQL refused it (SQLSTATE MC002) and stored
+    nothing. The writer sends it again once the row before it is committed. ``seq``: its first."""
+
+    def __init__(self, seq: int, message: str):
+        self.seq = seq
+        super().__init__(message)
 
 
 class JournalFencedError(PersistenceError):

@@ -177,12 +177,54 @@ END
 $fn$;
 """
 
+# Rows commit in seq order, so that every reader sees a journal without gaps even while the
+# writer keeps two rows in flight (on two connections). After its INSERT, a row locks the
+# fence row (FOR NO KEY UPDATE): that waits for the commit (or abort) of a row in flight that
+# locked it first, i.e. the row before it, whose INSERT work has overlapped this one's. Then
+# (a new snapshot: each statement of a volatile function takes one) the row ending just
+# before this one must be there; if not (it failed, or it has not reached its lock yet) the
+# statement raises SQLSTATE MC002 and stores nothing: the writer sends it again once the row
+# before it is committed. A retry whose row is already there returns false before the lock.
+_V5 = """
+CREATE OR REPLACE FUNCTION journal_append(p_epoch bigint, p_first_seq bigint, p_last_seq bigint,
+                               p_command_count integer, p_event_count integer, p_commands bytea,
+                               p_events bytea, p_checksum bigint, p_checksum_kind smallint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $fn$
+DECLARE
+    previous bigint;
+BEGIN
+    PERFORM journal_check_epoch(p_epoch);
+    INSERT INTO journal (first_seq, last_seq, command_count, event_count, commands, events,
+                         checksum, checksum_kind)
+    VALUES (p_first_seq, p_last_seq, p_command_count, p_event_count, p_commands, p_events,
+            p_checksum, p_checksum_kind)
+    ON CONFLICT (first_seq) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM 1 FROM journal_fence WHERE id = 1 FOR NO KEY UPDATE;
+    IF p_first_seq > 1 THEN
+        SELECT last_seq INTO previous FROM journal WHERE first_seq < p_first_seq
+            ORDER BY first_seq DESC LIMIT 1;
+        IF previous IS DISTINCT FROM p_first_seq - 1 THEN
+            RAISE EXCEPTION 'journal row % reached its commit before the row ending at seq % '
+                'was committed (the journal ends at %)', p_first_seq, p_first_seq - 1, previous
+                USING ERRCODE = 'MC002';
+        END IF;
+    END IF;
+    RETURN true;
+END
+$fn$;
+"""
+
 #: (version, description, SQL). Never edit an applied one; append.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (1, "journal, snapshot and meta tables", _V1),
     (2, "journal rows name their checksum algorithm; CRC-32C from now on", _V2),
     (3, "market data checkpoints", _V3),
     (4, "the journal's fence: one writer's epoch, checked by every journal write", _V4),
+    (5, "journal rows commit in seq order (two may be in flight)", _V5),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

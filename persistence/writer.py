@@ -22,8 +22,12 @@ The epoch: ``JournalWriter(epoch=E)`` writes under an epoch its owner took (``ta
 before reading the journal to recover); without one the writer takes the journal at its first
 connect. An old active that comes back after a takeover is fenced at its next write.
 
-One batch is in flight at a time, so batches commit and are released in seq order. While the
-database is away nothing is released, the source fills up, and backpressure reaches the producer.
+Up to ``journal_rows_in_flight_max`` rows (default 1) are on the wire at once, each on a
+connection of its own, so PostgreSQL works on the next row while the one before it commits.
+They still commit in seq order (``journal_append`` makes a row wait for the one before it, and
+refuses it with MC002 if that one is not there: the writer then sends it again once it is), so
+no reader ever sees a gap, and they are released in seq order. While the database is away
+nothing is released, the source fills up, and backpressure reaches the producer.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from matchcore.persistence.errors import (
     ConflictingBatchError,
     JournalFencedError,
     JournalIntegrityError,
+    PredecessorMissingError,
     SequenceGapError,
     SequenceOverlapError,
 )
@@ -68,6 +73,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 #: what journal_append and journal_confirm raise when another writer holds the journal
 FENCED_SQLSTATE = "MC001"
+#: what journal_append raises for a row whose predecessor is not committed (nothing stored)
+ORDER_SQLSTATE = "MC002"
 
 _INSERT = "SELECT journal_append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 _CONFIRM = "SELECT journal_confirm($1)"
@@ -104,6 +111,9 @@ class WriterConfig(msgspec.Struct, frozen=True, kw_only=True):
     #: one write, from send to commit; past it the write counts as failed and is retried
     write_timeout_s: float = 60.0
     application_name: str = "matchcore-journal"
+    #: rows on the wire at once, each on a connection of its own (1: one at a time). They
+    #: commit and are released in seq order whatever the number.
+    journal_rows_in_flight_max: int = 1
 
     def validate(self) -> "WriterConfig":
         if not 1 <= self.journal_batch_records_max <= 1 << 24:
@@ -112,6 +122,8 @@ class WriterConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"journal_batch_delay_ms_max={self.journal_batch_delay_ms_max} is outside [0, 10000]")
         if not 0 < self.retry_delay_initial_s <= self.retry_delay_max_s <= 600:
             raise ValueError("need 0 < retry_delay_initial_s <= retry_delay_max_s <= 600")
+        if not 1 <= self.journal_rows_in_flight_max <= 4:
+            raise ValueError(f"journal_rows_in_flight_max={self.journal_rows_in_flight_max} is outside [1, 4]")
         if self.connect_timeout_s <= 0 or self.write_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
         return self
@@ -157,7 +169,8 @@ async def insert_batch(connection: asyncpg.Connection, batch: Batch,
 
     True: the row was inserted. False: an identical row (range, counts, checksum) was already
     stored, by an earlier attempt. Raises ConflictingBatchError if a different row holds the key,
-    JournalFencedError if a later epoch holds the journal.
+    JournalFencedError if a later epoch holds the journal, PredecessorMissingError (nothing
+    stored) if the row ending just before it is not committed when this one is about to commit.
     """
     try:
         inserted = await connection.fetchval(
@@ -166,6 +179,8 @@ async def insert_batch(connection: asyncpg.Connection, batch: Batch,
     except asyncpg.PostgresError as error:
         if getattr(error, "sqlstate", None) == FENCED_SQLSTATE:
             raise _fenced(error, epoch) from None
+        if getattr(error, "sqlstate", None) == ORDER_SQLSTATE:
+            raise PredecessorMissingError(batch.first_seq, str(error)) from None
         raise
     if inserted:
         return True
@@ -182,11 +197,45 @@ async def insert_batch(connection: asyncpg.Connection, batch: Batch,
     return False
 
 
+class _Slot:
+    """One connection of the writer, carrying at most one row at a time."""
+
+    __slots__ = ("connection", "unreplicated")
+
+    def __init__(self) -> None:
+        self.connection: asyncpg.Connection | None = None
+        #: the server warned, during the statement in flight on this connection, that its wait
+        #: for the synchronous standby was cut short: what it committed may be on the primary only
+        self.unreplicated = False
+
+    def on_server_message(self, connection: asyncpg.Connection, message) -> None:
+        """A log listener, run before the statement's result reaches the writer (asyncpg
+        schedules both on the loop, the message first)."""
+        if _cut_short_replication(message):
+            self.unreplicated = True
+            _log.warning("the server cut a wait for the synchronous standby short",
+                         extra={"server_message": getattr(message, "message", ""),
+                                "server_detail": getattr(message, "detail", "")})
+
+
+class _Row:
+    """A row in flight: ``committed`` resolves at its commit, ``released`` once it and every
+    row before it are released."""
+
+    __slots__ = ("batch", "committed", "released")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.released: asyncio.Task | None = None
+
+
 class JournalWriter:
     """Drains a BatchSource into the journal; see the module doc for the path of a batch."""
 
     __slots__ = ("_dsn", "_source", "_release", "config", "stats", "_on_commit", "_on_retry",
-                 "_connection", "_last_seq", "writing", "epoch", "_holder", "_unreplicated")
+                 "_slots", "_idle", "_last_seq", "_cut_seq", "writing", "epoch", "_holder",
+                 "rows_in_flight", "_failure")
 
     def __init__(
         self,
@@ -212,103 +261,109 @@ class JournalWriter:
         self.stats = WriterStats()
         self._on_commit = on_commit
         self._on_retry = on_retry
-        self._connection: asyncpg.Connection | None = None
+        self._slots = [_Slot() for _ in range(self.config.journal_rows_in_flight_max)]
+        self._idle = list(reversed(self._slots))  # slot 0 first
         self._last_seq: int | None = None
-        #: a batch is on the wire; a source may use it to cut the next batch only when the
-        #: writer is free (group commit) instead of after a fixed delay
+        #: the last seq of the last row cut (written or in flight)
+        self._cut_seq: int | None = None
+        #: a row is in flight and no commit has returned since the last one was cut: a source
+        #: may wait (up to its delay) before cutting the next row, instead of cutting at once
         self.writing = False
+        self.rows_in_flight = 0
         self.epoch = epoch
         self._holder = holder or f"{self.config.application_name} pid {os.getpid()}"
-        #: the server warned, during the statement in flight, that its wait for the
-        #: synchronous standby was cut short: what it committed may be on the primary only
-        self._unreplicated = False
+        self._failure: asyncio.Future[None] | None = None
 
     @property
     def last_seq(self) -> int | None:
-        """The last seq known committed (None before the first connect)."""
+        """The last seq released (None before the first connect)."""
         return self._last_seq
 
     async def connect(self) -> None:
         """Connect and bring the schema up to date now, retrying while the database is away
         (``run`` does it otherwise); raises SchemaVersionError on a newer schema."""
-        await self._retrying(self._connect)
+        await self._retrying(self._slots[0], self._connect, self._slots[0])
 
     async def run(self) -> None:
         """Write batches until the source ends. Raises on a non-transient error."""
+        self._failure = asyncio.get_running_loop().create_future()
+        main = asyncio.ensure_future(self._run_rows())
         try:
-            await self.connect()
-            ready_batch = getattr(self._source, "ready_batch", None)
-            if ready_batch is not None:
-                await self._run_group_commit(ready_batch)
-            else:
-                await self._run_prefetching()
+            await asyncio.wait({main, self._failure}, return_when=asyncio.FIRST_COMPLETED)
+            if self._failure.done():
+                self._failure.result()  # raises the first row's error
+            main.result()
         finally:
-            await self._disconnect()
+            main.cancel()
+            # On an error the writer stops; rows in flight are cut off, and recovery starts
+            # from the journal, which holds at least what was released (rows commit in order).
+            await asyncio.gather(main, return_exceptions=True)
+            for slot in self._slots:
+                await self._disconnect(slot)
 
-    async def _run_prefetching(self) -> None:
-        """Batches bounded by records and delay: the next one is formed (and checksummed)
-        while this one is on the wire."""
-        next_batch: asyncio.Future[Batch | None] | None = None
+    async def _run_rows(self) -> None:
+        """Up to ``journal_rows_in_flight_max`` rows on the wire, each on a connection of its
+        own. The next row is cut when a slot is free: at once if a commit has just returned
+        (group commit), else after the source's delay; it is written (and worked on by
+        PostgreSQL) while the row before it commits, commits after it, and is released after it."""
+        await self.connect()
+        self._cut_seq = self._last_seq
+        free = asyncio.Semaphore(len(self._slots))
+        previous: _Row | None = None
+        in_flight: set[asyncio.Task] = set()
         try:
-            next_batch = asyncio.ensure_future(self._prepare_next())
             while True:
-                batch = await next_batch
-                if batch is None:
-                    return
-                next_batch = asyncio.ensure_future(self._prepare_next())
-                self.writing = True
-                try:
-                    await self._write(batch)
-                finally:
-                    self.writing = False
-                self._release(batch)
-        finally:
-            # On an error the writer stops; a batch taken by the prefetch is not written, and
-            # recovery starts from the journal, which holds exactly what was released.
-            if next_batch is not None:
-                if not next_batch.done():
-                    next_batch.cancel()
-                elif not next_batch.cancelled():
-                    next_batch.exception()  # retrieved: no "never retrieved" warning
-
-    async def _run_group_commit(self, ready_batch: Callable[[int], Batch | None]) -> None:
-        """Group commit: the next batch is what the source holds when a commit returns (or,
-        if nothing, the first whole commands to arrive). Its INSERT goes out before the
-        committed batch is released, so the release (the gateway's dispatch) runs while
-        PostgreSQL works on the next commit instead of delaying it."""
-        loop = asyncio.get_running_loop()
-        failed: list[BaseException] = []  # an error of a release run by the loop
-
-        def release_later(batch: Batch) -> None:
-            try:
-                self._release(batch)
-            except BaseException as error:  # raised by the writer as soon as it resumes
-                failed.append(error)
-
-        batch = await self._prepare_next()
-        committed: Batch | None = None  # committed, its release not yet scheduled
-        while batch is not None:
-            write = asyncio.ensure_future(self._write(batch))  # its first step sends the INSERT
-            if committed is not None:
-                loop.call_soon(release_later, committed)  # after that step: ready queue is FIFO
-                committed = None
-            self.writing = True
-            try:
-                await write
-            except BaseException:
-                write.cancel()  # we are cancelled: so is the write (a no-op once it is done)
-                raise
-            finally:
-                self.writing = False
-            if failed:
-                raise failed[0]
-            following = ready_batch(self.config.journal_batch_records_max)
-            if following is None:
-                self._release(batch)
+                await free.acquire()
                 batch = await self._prepare_next()
-            else:
-                following.checksum
-                committed, batch = batch, following
+                if batch is None:
+                    break
+                self._check_continues(batch)
+                self._cut_seq = batch.last_seq
+                row = _Row(batch)
+                row.released = asyncio.ensure_future(self._write_in_order(row, previous, free))
+                in_flight.add(row.released)
+                row.released.add_done_callback(in_flight.discard)
+                self.writing = True
+                previous = row
+            if previous is not None:
+                await previous.released
+        finally:
+            for task in list(in_flight):
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _write_in_order(self, row: _Row, previous: _Row | None, free: asyncio.Semaphore) -> None:
+        slot = self._idle.pop()
+        self.rows_in_flight += 1
+        try:
+            try:
+                await self._write(slot, row.batch, previous)
+            finally:
+                self.rows_in_flight -= 1
+                self._idle.append(slot)
+                free.release()
+            row.committed.set_result(None)
+            # Group commit: let the next row go out before this one is released, so the
+            # release (the gateway's dispatch to sockets) runs while PostgreSQL works on the
+            # next commit. The freed slot wakes the cutting loop first; it schedules the next
+            # row's write, whose first step sends the INSERT; the second yield lets it run.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            if previous is not None:
+                await previous.released  # raises if that row failed: nothing after it is released
+            self._last_seq = row.batch.last_seq
+            self._release(row.batch)
+        except asyncio.CancelledError:
+            if not row.committed.done():
+                row.committed.cancel()
+            raise
+        except BaseException as error:
+            if not row.committed.done():
+                row.committed.set_exception(error)
+                row.committed.exception()  # retrieved here; the writer raises it from _failure
+            if self._failure is not None and not self._failure.done():
+                self._failure.set_exception(error)
+            raise
 
     async def _prepare_next(self) -> Batch | None:
         batch = await self._source.next_batch(
@@ -317,17 +372,16 @@ class JournalWriter:
             batch.checksum  # computed once, cached on the batch
         return batch
 
-    async def _write(self, batch: Batch) -> None:
+    async def _write(self, slot: _Slot, batch: Batch, previous: _Row | None = None) -> None:
         """Insert and commit ``batch`` (retrying while errors are transient), and when its
         replication is unsure wait for a later synchronous commit; the caller releases it."""
-        self._check_continues(batch)
         started_s = time.perf_counter()
-        inserted = await self._retrying(self._insert_once, batch)
+        inserted = await self._retrying(slot, self._insert_once, slot, batch, previous)
         # "already there": an earlier attempt committed, perhaps on the primary only
-        if not inserted or self._unreplicated:
-            await self._retrying(self._confirm_once)
+        if not inserted or slot.unreplicated:
+            await self._retrying(slot, self._confirm_once, slot)
         latency_s = time.perf_counter() - started_s
-        self._last_seq = batch.last_seq
+        self.writing = False
         stats = self.stats
         stats.batches += 1
         stats.commands += batch.command_count
@@ -337,66 +391,69 @@ class JournalWriter:
         if self._on_commit is not None:
             self._on_commit(batch, latency_s)
 
-    async def _insert_once(self, batch: Batch) -> bool:
-        self._unreplicated = False
-        return await insert_batch(self._required_connection(), batch, self.config.write_timeout_s,
+    async def _insert_once(self, slot: _Slot, batch: Batch, previous: _Row | None) -> bool:
+        """One attempt. A row that reached its commit before the row ahead of it (MC002: that
+        one was slower to arrive, or failed and is being written again) is sent again as
+        soon as that one has committed."""
+        slot.unreplicated = False
+        try:
+            return await insert_batch(self._required_connection(slot), batch, self.config.write_timeout_s,
+                                      epoch=self._required_epoch())
+        except PredecessorMissingError:
+            if previous is None or previous.committed.done():
+                raise  # nothing ahead of it is on its way: a gap, not a race
+        await asyncio.shield(previous.committed)  # raises if that row failed for good
+        slot.unreplicated = False
+        return await insert_batch(self._required_connection(slot), batch, self.config.write_timeout_s,
                                   epoch=self._required_epoch())
 
-    async def _confirm_once(self) -> None:
+    async def _confirm_once(self, slot: _Slot) -> None:
         """One later synchronous commit through the fence; a cut-short wait again is a failure
         (retried on a new connection): the batch is released only once one returns whole."""
-        self._unreplicated = False
+        slot.unreplicated = False
         try:
-            await self._required_connection().fetchval(_CONFIRM, self._required_epoch(),
-                                                        timeout=self.config.write_timeout_s)
+            await self._required_connection(slot).fetchval(_CONFIRM, self._required_epoch(),
+                                                            timeout=self.config.write_timeout_s)
         except asyncpg.PostgresError as error:
             if getattr(error, "sqlstate", None) == FENCED_SQLSTATE:
                 raise _fenced(error, self._required_epoch()) from None
             raise
-        if self._unreplicated:
+        if slot.unreplicated:
             raise _ReplicationUnsure("the wait for the synchronous standby was cut short again")
         self.stats.confirmations += 1
-
-    def _on_server_message(self, connection: asyncpg.Connection, message) -> None:
-        """A log listener, run before the statement's result reaches the writer (asyncpg
-        schedules both on the loop, the message first)."""
-        if _cut_short_replication(message):
-            self._unreplicated = True
-            _log.warning("the server cut a wait for the synchronous standby short",
-                         extra={"server_message": getattr(message, "message", ""),
-                                "server_detail": getattr(message, "detail", "")})
 
     def _required_epoch(self) -> int:
         assert self.epoch is not None
         return self.epoch
 
     def _check_continues(self, batch: Batch) -> None:
-        assert self._last_seq is not None
-        expected = self._last_seq + 1
+        assert self._cut_seq is not None
+        expected = self._cut_seq + 1
         if batch.first_seq > expected:
             raise SequenceGapError(expected, f"batch {batch.first_seq}..{batch.last_seq} would "
                                    f"leave seq {expected} out of the journal")
         if batch.first_seq < expected:
             raise SequenceOverlapError(batch.first_seq, f"batch {batch.first_seq}..{batch.last_seq}"
-                                       f" overlaps the journal, which ends at {self._last_seq}")
+                                       f" overlaps the journal, which ends at {self._cut_seq}")
 
-    async def _retrying(self, attempt_once: Callable[..., object], *args: object) -> object:
-        """Run ``attempt_once(*args)`` (a coroutine function) until it succeeds or fails for good."""
+    async def _retrying(self, slot: _Slot, attempt_once: Callable[..., object], *args: object) -> object:
+        """Run ``attempt_once(*args)`` (a coroutine function) on ``slot``'s connection until it
+        succeeds or fails for good."""
         attempt = 0
         delay_s = self.config.retry_delay_initial_s
         while True:
             try:
-                if self._connection is not None and self._connection.is_closed():
-                    await self._disconnect()  # the server closed it while we were idle
-                if self._connection is None:
-                    await self._connect()
+                if slot.connection is not None and slot.connection.is_closed():
+                    await self._disconnect(slot)  # the server closed it while we were idle
+                if slot.connection is None:
+                    await self._connect(slot)
                 return await attempt_once(*args)  # type: ignore[misc]
             except (*TRANSIENT_ERRORS, asyncpg.InterfaceError, _ReplicationUnsure) as error:
-                if not self._is_transient(error):
+                if not self._is_transient(slot, error):
                     raise
                 attempt += 1
                 self.stats.retries += 1
-                await self._disconnect()
+                await self._disconnect(slot)
                 _log.warning("journal write attempt %d failed (%s: %s); retrying in %.3f s",
                              attempt, type(error).__name__, error, delay_s)
                 if self._on_retry is not None:
@@ -404,8 +461,8 @@ class JournalWriter:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self.config.retry_delay_max_s)
 
-    async def _connect(self) -> None:
-        if self._connection is not None:
+    async def _connect(self, slot: _Slot) -> None:
+        if slot.connection is not None:
             return
         connection = await asyncpg.connect(
             self._dsn, timeout=self.config.connect_timeout_s,
@@ -420,22 +477,24 @@ class JournalWriter:
         except BaseException:
             connection.terminate()
             raise
-        connection.add_log_listener(self._on_server_message)
-        self._connection = connection
+        connection.add_log_listener(slot.on_server_message)
+        slot.connection = connection
         self.stats.connects += 1
 
-    def _is_transient(self, error: BaseException) -> bool:
+    def _is_transient(self, slot: _Slot, error: BaseException) -> bool:
         if isinstance(error, (TRANSIENT_ERRORS, _ReplicationUnsure)):
             return True
         # InterfaceError: transient only as "connection is closed" on the connection in use;
         # from connect (a bad DSN) or on an open connection (a misuse) it is not.
-        return self._connection is not None and self._connection.is_closed()
+        return slot.connection is not None and slot.connection.is_closed()
 
-    def _required_connection(self) -> asyncpg.Connection:
-        assert self._connection is not None
-        return self._connection
+    @staticmethod
+    def _required_connection(slot: _Slot) -> asyncpg.Connection:
+        assert slot.connection is not None
+        return slot.connection
 
-    async def _disconnect(self) -> None:
-        connection, self._connection = self._connection, None
+    @staticmethod
+    async def _disconnect(slot: _Slot) -> None:
+        connection, slot.connection = slot.connection, None
         if connection is not None and not connection.is_closed():
             connection.terminate()

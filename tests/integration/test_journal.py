@@ -138,7 +138,7 @@ class ReadySource:
 def test_group_commit_releases_after_commit_while_the_next_row_is_written(db_dsn: str,
                                                                            run: Callable) -> None:
     """Each row is released in order, after its commit, and (when another row was ready)
-    only once that row's INSERT is on the wire: the release overlaps the next commit."""
+    while that row is on the wire: the release overlaps the next commit."""
     chunks = make_chunks(seed=4, command_count=5_000, chunk_max=400)
     seen: list[tuple[int, int, bool]] = []
 
@@ -146,7 +146,7 @@ def test_group_commit_releases_after_commit_while_the_next_row_is_written(db_dsn
         writer: JournalWriter | None = None
 
         def release(batch: Batch) -> None:
-            seen.append((batch.last_seq, writer.last_seq, writer.writing))
+            seen.append((batch.last_seq, writer.last_seq, writer.rows_in_flight > 0))
 
         writer = JournalWriter(db_dsn, ReadySource(chunks), release)
         await asyncio.wait_for(writer.run(), 60)
