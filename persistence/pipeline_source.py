@@ -64,14 +64,6 @@ class PipelineSource:
     def detach(self) -> None:
         self._loop.remove_reader(self._pipeline.wake_fd)
 
-    def ready_batch(self, max_records: int) -> Batch | None:
-        """The whole commands the core has produced by now (at most ``max_records`` records,
-        except one command with more events), without waiting; None when there are none.
-        The writer's group commit: what arrived during a commit is the next batch."""
-        slots = self._carry
-        slots, complete = self._fill(slots, complete_prefix(slots), max_records)
-        return self._cut(slots, complete) if complete else self._keep(slots)
-
     def _fill(self, slots: np.ndarray, complete: int, max_records: int) -> tuple[np.ndarray, int]:
         """Drain what fits after ``slots``; (slots, how many leading slots are whole commands).
         Without one whole command yet, drain past the bound: one command's events may."""

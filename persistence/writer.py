@@ -235,7 +235,7 @@ class JournalWriter:
 
     __slots__ = ("_dsn", "_source", "_release", "config", "stats", "_on_commit", "_on_retry",
                  "_slots", "_idle", "_last_seq", "_cut_seq", "writing", "epoch", "_holder",
-                 "rows_in_flight", "_failure")
+                 "_failure")
 
     def __init__(
         self,
@@ -269,10 +269,14 @@ class JournalWriter:
         #: a row is in flight and no commit has returned since the last one was cut: a source
         #: may wait (up to its delay) before cutting the next row, instead of cutting at once
         self.writing = False
-        self.rows_in_flight = 0
         self.epoch = epoch
         self._holder = holder or f"{self.config.application_name} pid {os.getpid()}"
         self._failure: asyncio.Future[None] | None = None
+
+    @property
+    def rows_in_flight(self) -> int:
+        """Rows on the wire now (each holds a slot until its commit)."""
+        return len(self._slots) - len(self._idle)
 
     @property
     def last_seq(self) -> int | None:
@@ -334,12 +338,10 @@ class JournalWriter:
 
     async def _write_in_order(self, row: _Row, previous: _Row | None, free: asyncio.Semaphore) -> None:
         slot = self._idle.pop()
-        self.rows_in_flight += 1
         try:
             try:
                 await self._write(slot, row.batch, previous)
             finally:
-                self.rows_in_flight -= 1
                 self._idle.append(slot)
                 free.release()
             row.committed.set_result(None)
@@ -403,9 +405,7 @@ class JournalWriter:
             if previous is None or previous.committed.done():
                 raise  # nothing ahead of it is on its way: a gap, not a race
         await asyncio.shield(previous.committed)  # raises if that row failed for good
-        slot.unreplicated = False
-        return await insert_batch(self._required_connection(slot), batch, self.config.write_timeout_s,
-                                  epoch=self._required_epoch())
+        return await self._insert_once(slot, batch, None)  # once more; refused again: a gap
 
     async def _confirm_once(self, slot: _Slot) -> None:
         """One later synchronous commit through the fence; a cut-short wait again is a failure

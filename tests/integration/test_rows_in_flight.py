@@ -60,7 +60,7 @@ def test_a_row_waits_for_the_row_before_it_and_fails_if_that_one_aborts(db_dsn: 
 
 
 class _ListSource:
-    """Batches as fast as the writer takes them; ``writing`` is read like PipelineSource's busy."""
+    """Batches as fast as the writer takes them."""
 
     def __init__(self, batches: list[Batch]) -> None:
         self.batches = list(batches)
@@ -68,9 +68,6 @@ class _ListSource:
     async def next_batch(self, max_records: int, max_delay_s: float) -> Batch | None:
         await asyncio.sleep(0)
         return self.batches.pop(0) if self.batches else None
-
-    def ready_batch(self, max_records: int) -> Batch | None:
-        return None
 
 
 def test_the_writer_keeps_two_rows_in_flight_and_releases_in_order(db_dsn: str, run: Callable) -> None:
