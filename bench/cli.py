@@ -155,6 +155,9 @@ def _add_e2e(benches: argparse._SubParsersAction) -> None:
                           "default: the server's)")
     e2e.add_argument("--rows-in-flight", type=int, default=None,
                      help="journal rows on the wire at once (journal_rows_in_flight_max; default: the server's)")
+    e2e.add_argument("--journal-reference", type=int, default=0, metavar="COMMANDS",
+                     help="first run bench journal (COMMANDS, with its warm-up) on the same PostgreSQL and "
+                          "print e2e / journal (0: skip)")
     e2e.add_argument("--json", action="store_true", help="print one JSON object")
     e2e.set_defaults(handler=bench_e2e)
 
@@ -280,7 +283,8 @@ def bench_e2e(args: argparse.Namespace) -> int:
 
     run_e2e_bench(clients=args.clients, seconds=args.seconds, rate=args.rate, warmup_s=args.warmup,
                   as_json=args.json, dsn=args.dsn, data_dir=args.data_dir,
-                  commands_in_flight_max=args.commands_in_flight_max, rows_in_flight=args.rows_in_flight)
+                  commands_in_flight_max=args.commands_in_flight_max, rows_in_flight=args.rows_in_flight,
+                  journal_reference=args.journal_reference)
     return 0
 
 

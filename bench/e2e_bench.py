@@ -39,6 +39,7 @@ import uuid
 from pathlib import Path
 
 
+from matchcore.bench import cpu_split
 from matchcore.bench.histogram import RANGE_US_MAX, LatencyHistogram, format_latency_us
 from matchcore.bench.loadgen import LoadResult, LoadSpec, run_load_client
 from matchcore.bench.machine import machine_info, print_header
@@ -284,9 +285,13 @@ def summarize(results: list[LoadResult], seconds: float) -> dict:
 def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0, warmup_s: float = 2.0,
                   as_json: bool = False, dsn: str | None = None, data_dir: str | None = None,
                   window_commands: int = 20_000, commands_in_flight_max: int | None = None,
-                  rows_in_flight: int | None = None) -> dict:
+                  rows_in_flight: int | None = None, journal_reference: int = 0) -> dict:
     """``window_commands``: the load clients' own bound on commands in flight; they keep to the
-    server's credit window too (``commands_in_flight_max``, None: the server's default)."""
+    server's credit window too (``commands_in_flight_max``, None: the server's default).
+    ``journal_reference``: first run ``bench journal`` (that many commands, its own warm-up
+    included) on the same PostgreSQL, so the e2e figure has its reference measured back to
+    back in one run (``e2e_over_journal``); the journal's warm-up also leaves the server's WAL
+    segments recycled, as in a server that has been running (0: no reference)."""
     settings = server_settings(clients)
     if commands_in_flight_max is not None:
         settings["limits.commands_in_flight_max"] = commands_in_flight_max
@@ -296,12 +301,13 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
                   "window_commands": window_commands,
                   "commands_in_flight_max": commands_in_flight_max or GatewayLimits().commands_in_flight_max,
                   "journal_rows_in_flight_max": rows_in_flight or ServerConfig().journal_rows_in_flight_max,
-                  "instruments": INSTRUMENTS}
+                  "instruments": INSTRUMENTS, "journal_reference_commands": journal_reference}
     if not as_json:
         print_header("matchcore-bench e2e", parameters)
     venue = Venue(clients, dsn=dsn, data_dir=data_dir, server_settings=settings)
     try:
         venue.start_database()
+        reference = _journal_reference(venue.cluster_dsn, journal_reference) if journal_reference else None
         venue.register_keys()
         venue.start_server()
         asyncio.run(venue.set_up_market())
@@ -312,10 +318,14 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
         exit_code = venue.stop_server()
         summary = summarize(results, seconds)
         summary["server"] = server_side
+        summary["cpu"] = scrapes.cpu_breakdown(summary["e2e_cmds_per_s"] * seconds)
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
         summary["journal_payload_bytes_per_command"] = asyncio.run(_payload_bytes_per_command(venue.dsn))
         summary["journal_payload_mb_per_s"] = summary["journal_payload_bytes_per_command"] * summary["e2e_cmds_per_s"] / 1e6
         summary["server_exit_code"] = exit_code
+        if reference is not None:
+            summary["journal_reference"] = reference
+            summary["e2e_over_journal"] = summary["e2e_cmds_per_s"] / reference["journal_cmds_per_s"]
     finally:
         venue.close()
     result = {**summary, "parameters": parameters, "machine": machine_info()}
@@ -326,6 +336,20 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
     return result
 
 
+def _journal_reference(admin_dsn: str, commands: int) -> dict:
+    """``bench journal``'s measurement (warm-up, then ``commands`` journaled and read back) on
+    the PostgreSQL of ``admin_dsn``, in uvloop as the journal bench runs it."""
+    import uvloop
+
+    from matchcore.bench.journal_bench import journal_figures
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        figures = runner.run(journal_figures(admin_dsn, commands))
+    keys = ("warmup_cmds_per_s", "journal_cmds_per_s", "journal_payload_mb_per_s",
+            "commit_latency_p50_ms", "commit_latency_p99_ms", "commands", "checksum")
+    return {key: figures[key] for key in keys if key in figures}
+
+
 class WindowScrapes:
     """The server's metrics read at the start and at the end of the clients' measured window
     (timers from ``started()``, the clients' start): ``breakdown()`` is what the server saw
@@ -334,14 +358,32 @@ class WindowScrapes:
     def __init__(self, venue: Venue, warmup_s: float, seconds: float) -> None:
         self.venue, self.warmup_s, self.seconds = venue, warmup_s, seconds
         self.texts: dict[str, str] = {}
+        self.cpu: dict[str, cpu_split.CpuSnapshot] = {}
         self._timers: list[threading.Timer] = []
 
     def started(self) -> None:
         for name, delay_s in (("before", self.warmup_s), ("after", self.warmup_s + self.seconds)):
-            timer = threading.Timer(delay_s, lambda name=name: self.texts.__setitem__(name, self.venue.server_metrics()))
+            timer = threading.Timer(delay_s, self._scrape, args=(name,))
             timer.daemon = True
             timer.start()
             self._timers.append(timer)
+
+    def _scrape(self, name: str) -> None:
+        self.cpu[name] = cpu_split.snapshot(self._cpu_groups())
+        self.texts[name] = self.venue.server_metrics()
+
+    def _cpu_groups(self) -> dict[str, cpu_split.Group]:
+        server_pid, own_pid = self.venue.process.pid, os.getpid()
+        return {"server": lambda pid, ppid, comm: pid == server_pid,
+                "postgresql": lambda pid, ppid, comm: comm == "postgres",
+                "clients": lambda pid, ppid, comm: ppid == own_pid,
+                "bench": lambda pid, ppid, comm: pid == own_pid}
+
+    def cpu_breakdown(self, commands: float) -> dict | None:
+        """CPU a command acked in the measured window, by process group (``bench.cpu_split``)."""
+        if "before" not in self.cpu or "after" not in self.cpu:
+            return None
+        return cpu_split.split(self.cpu["before"], self.cpu["after"], commands)
 
     def breakdown(self) -> dict:
         for timer in self._timers:
@@ -428,6 +470,19 @@ def _print_summary(summary: dict, rate: float) -> None:
     print(f"checksum: journal_last_seq={summary['journal_last_seq']} commands_acked={summary['commands_acked']} "
           f"fills={summary['fills']}")
     print(f"e2e:      {summary['e2e_cmds_per_s']:>12,.0f} durable commands/s acked{offered}")
+    cpu = summary.get("cpu")
+    if cpu:
+        groups = ", ".join(f"{name} {us:.2f}" for name, us in cpu["cpu_us_per_command"].items())
+        ceiling = cpu["ceiling_cmds_per_s"]
+        print(f"cpu:      us a command acked, measured window: {groups}; machine {cpu['machine_cpu_us_per_command']:.2f} "
+              f"({cpu['machine_busy_share']:.0%} of {cpu['cpus']} CPUs busy; at 100%: "
+              f"{'n/a' if ceiling is None else f'{ceiling:,.0f}'} commands/s)")
+    reference = summary.get("journal_reference")
+    if reference:
+        print(f"reference:{reference['journal_cmds_per_s']:>12,.0f} durable commands/s (bench journal on the same "
+              f"server just before, {reference['commands']:,} commands, checksum {reference['checksum']}, "
+              f"commit p99 {reference['commit_latency_p99_ms']:.2f} ms); e2e / journal = "
+              f"{summary['e2e_over_journal']:.3f}")
     if summary.get("journal_payload_bytes_per_command"):
         print(f"journal:  {summary['journal_payload_bytes_per_command']:,.0f} payload bytes a command, "
               f"{summary['journal_payload_mb_per_s']:,.1f} MB/s committed")
@@ -506,6 +561,7 @@ def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = N
         print(f"server:   stopped (exit code {exit_code}): everything acknowledged is journaled")
         summary = summarize(results, seconds)
         summary["server"] = server_side
+        summary["cpu"] = scrapes.cpu_breakdown(summary["e2e_cmds_per_s"] * seconds)
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
         _print_summary(summary, 0.0)
         verify_started = time.perf_counter()

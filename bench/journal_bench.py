@@ -177,6 +177,14 @@ async def _bench(admin_dsn: str, commands: int, batch: int, warmup_commands: int
     return result
 
 
+async def journal_figures(admin_dsn: str, commands: int, batch: int = 4_096) -> dict[str, Any]:
+    """The benchmark's figures on the server of ``admin_dsn`` (it may create and drop
+    databases), with a warm-up of as many commands as are measured; for a back-to-back
+    reference in another benchmark (``bench e2e --journal-reference``)."""
+    commands = -(-commands // batch) * batch
+    return await _bench(admin_dsn, commands, batch, commands)
+
+
 @contextmanager
 def _server(dsn: str | None, data_dir: str | None) -> Iterator[str]:
     if dsn is not None:

@@ -20,7 +20,8 @@ def test_demo_runs_and_its_replay_verifies(pg_server):
 
 def test_bench_e2e_json_keys(pg_server):
     result = subprocess.run([sys.executable, "-m", "matchcore.bench.cli", "e2e", "--clients", "1",
-                             "--seconds", "1", "--warmup", "0.5", "--rate", "2000", "--json", "--dsn", pg_server.admin_dsn],
+                             "--seconds", "1", "--warmup", "0.5", "--rate", "2000", "--json", "--dsn", pg_server.admin_dsn,
+                             "--journal-reference", "8192"],
                             capture_output=True, text=True, env=env_without_matchcore(), timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -29,6 +30,14 @@ def test_bench_e2e_json_keys(pg_server):
         assert key in figures
     assert figures["e2e_cmds_per_s"] > 0 and figures["commands_acked"] == figures["commands_sent"]
     assert figures["server"]["window"] == "measured" and figures["server"]["commit_latency_ms_p99"] > 0
+    # the reference ran on the same server first; the CPU split covers the measured window
+    reference = figures["journal_reference"]
+    assert reference["commands"] == 8192 and reference["journal_cmds_per_s"] > 0
+    assert figures["e2e_over_journal"] == figures["e2e_cmds_per_s"] / reference["journal_cmds_per_s"]
+    cpu = figures["cpu"]
+    assert set(cpu["cpu_us_per_command"]) == {"server", "postgresql", "clients", "bench"}
+    assert cpu["cpu_us_per_command"]["server"] > 0 and cpu["cpu_us_per_command"]["clients"] > 0
+    assert 0 < cpu["machine_busy_share"] <= 1
 
 
 def test_the_client_package_reexports_the_client_library():
