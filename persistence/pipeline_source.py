@@ -39,6 +39,10 @@ class PipelineSource:
 
     __slots__ = ("_pipeline", "_carry", "_closed", "_woken", "_loop", "_busy")
 
+    #: the writer asks for the next batch only when it can write it: the batch is cut when a
+    #: commit returns (group commit), so it holds everything that arrived meanwhile
+    cut_at_commit = True
+
     def __init__(self, pipeline, busy: Callable[[], bool] | None = None) -> None:
         self._pipeline = pipeline
         self._busy = busy

@@ -93,3 +93,47 @@ def test_the_writer_keeps_two_rows_in_flight_and_releases_in_order(db_dsn: str, 
     with Journal(db_dsn) as journal:
         assert journal.last_seq() == 2000
         assert sum(len(b.commands) for b in journal.batches()) == 2000
+
+
+def test_a_queue_source_has_its_next_batch_taken_while_a_row_is_on_the_wire(db_dsn: str, run: Callable) -> None:
+    """A source that is not cut at commit (BatchQueue) is asked for the next batch as soon as a
+    row goes out, so forming and checksumming it (and the producer's refill) overlaps the
+    commit instead of following it. The fence row is held locked so the first row cannot
+    commit until the test lets it."""
+    from matchcore.persistence import BatchQueue
+
+    async def scenario() -> None:
+        blocker = await asyncpg.connect(db_dsn)
+        try:
+            await apply_schema(blocker)
+            queue = BatchQueue(next_seq=1)
+            sizes = []
+            for i in range(3):
+                commands, events = synthetic_chunk(np.random.default_rng(20), 1 + 10 * i, 10)  # one shape
+                sizes.append(len(commands) + len(events))
+                await queue.put(commands, events)
+            queue.close()
+            assert len(set(sizes)) == 1
+            chunk_records = sizes[0]  # one chunk a batch
+            released: list[int] = []
+            writer = JournalWriter(db_dsn, queue, lambda b: released.append(b.last_seq),
+                                   config=WriterConfig(journal_batch_records_max=chunk_records))
+            await writer.connect()
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("SELECT 1 FROM journal_fence WHERE id = 1 FOR UPDATE")
+            task = asyncio.ensure_future(writer.run())
+            for _ in range(200):
+                if queue.pending_records <= sizes[2]:
+                    break
+                await asyncio.sleep(0.01)
+            # row 1..10 waits for the fence; 11..20 is already taken from the queue
+            assert released == [] and writer.rows_in_flight == 1
+            assert queue.pending_records == sizes[2]
+            await transaction.rollback()
+            await asyncio.wait_for(task, 10)
+            assert released == [10, 20, 30]
+        finally:
+            await blocker.close()
+
+    run(scenario())
