@@ -268,6 +268,7 @@ def summarize(results: list[LoadResult], seconds: float) -> dict:
     acked_measured = sum(r.acked_measured for r in results)
     return {
         "e2e_cmds_per_s": acked_measured / seconds,
+        "commands_acked_measured": acked_measured,
         "ack_latency_us_p50": histogram.percentile_us(0.50),
         "ack_latency_us_p99": histogram.percentile_us(0.99),
         "ack_latency_us_p999": histogram.percentile_us(0.999),
@@ -318,7 +319,7 @@ def run_e2e_bench(*, clients: int = 2, seconds: float = 10.0, rate: float = 0.0,
         exit_code = venue.stop_server()
         summary = summarize(results, seconds)
         summary["server"] = server_side
-        summary["cpu"] = scrapes.cpu_breakdown(summary["e2e_cmds_per_s"] * seconds)
+        summary["cpu"] = scrapes.cpu_breakdown(summary["commands_acked_measured"])
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
         summary["journal_payload_bytes_per_command"] = asyncio.run(_payload_bytes_per_command(venue.dsn))
         summary["journal_payload_mb_per_s"] = summary["journal_payload_bytes_per_command"] * summary["e2e_cmds_per_s"] / 1e6
@@ -561,7 +562,7 @@ def run_demo(*, clients: int = 4, seconds: float = 5.0, data_dir: str | None = N
         print(f"server:   stopped (exit code {exit_code}): everything acknowledged is journaled")
         summary = summarize(results, seconds)
         summary["server"] = server_side
-        summary["cpu"] = scrapes.cpu_breakdown(summary["e2e_cmds_per_s"] * seconds)
+        summary["cpu"] = scrapes.cpu_breakdown(summary["commands_acked_measured"])
         summary["journal_last_seq"] = _journal_last_seq(venue.dsn)
         _print_summary(summary, 0.0)
         verify_started = time.perf_counter()

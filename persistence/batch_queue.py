@@ -29,7 +29,10 @@ class QueueClosedError(PersistenceError, RuntimeError):
 
 
 class BatchSource(Protocol):
-    """What the journal writer drains."""
+    """What the journal writer drains. The writer asks for the next batch as soon as a row
+    goes out (forming it overlaps the commit), unless the source has a true ``cut_at_commit``
+    (``PipelineSource``): then only when it can write the batch, so the batch is cut when a
+    commit returns and holds everything that arrived meanwhile (group commit)."""
 
     async def next_batch(self, max_records: int, max_delay_s: float) -> Batch | None:
         """The next batch, at most ``max_records`` records (except one command with more
