@@ -28,7 +28,6 @@ import socket
 import ssl
 import time
 
-import asyncpg
 import msgspec
 
 from matchcore.core import Engine
@@ -42,6 +41,7 @@ from matchcore.gateway.dispatch import Dispatcher
 from matchcore.gateway.market_data import MarketData
 from matchcore.gateway.replica import Replica
 from matchcore.persistence.marketdata import feed_from_journal_async
+from matchcore.persistence.journal import DATABASE_ERRORS
 from matchcore.gateway.key_store import KEY_CHANGED_CHANNEL, PgKeyRegistry
 from matchcore.gateway.key_watch import KeyWatch
 from matchcore.gateway.logs import redact_dsn
@@ -222,7 +222,7 @@ class GatewayServer:
         try:
             await self._journal.write_marketdata_checkpoint(seq, engine_state, feed_state)
             await self._journal.prune_marketdata_checkpoints(MD_CHECKPOINTS_KEPT)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             _log.warning("market data checkpoint not written", extra={
                 "seq": seq, "error": repr(error), "effect": "the next start replays more of the journal"})
 
@@ -332,7 +332,7 @@ class GatewayServer:
                 await checkpoints.write(connection, seq, accounts, counts)
             self._checkpointed_seq = seq
             return True
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             self._checkpoint_not_before = time.monotonic() + CHECKPOINT_RETRY_S
             _log.warning("stream checkpoint not written", extra={"seq": seq, "error": repr(error),
                                                                  "retry_in_s": CHECKPOINT_RETRY_S})
@@ -472,7 +472,7 @@ class GatewayServer:
     async def _cod_forget(self, keys_: list[str]) -> None:
         try:
             await self.cod.closed(keys_)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             # Left behind, the rows only mean an extra MASS_CANCEL at an unclean restart.
             _log.warning("cancel-on-disconnect rows not deleted", extra={"error": repr(error)})
 
@@ -578,7 +578,7 @@ class GatewayServer:
             return
         try:
             await asyncio.wait_for(self.cod.forget_mine(), timeout_s)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             _log.warning("cancel-on-disconnect rows not deleted at stop", extra={"error": repr(error)})
 
     async def _close_database(self, timeout_s: float) -> None:
@@ -587,12 +587,12 @@ class GatewayServer:
         if self.key_watch is not None:
             try:
                 await asyncio.wait_for(self.key_watch.stop(), min(timeout_s, 5.0))
-            except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 _log.warning("key watch not stopped cleanly", extra={"error": repr(error)})
         if self.registry is not None:
             try:
                 await asyncio.wait_for(self.registry.close(), min(timeout_s, 5.0))
-            except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except DATABASE_ERRORS as error:
                 _log.warning("key registry not closed cleanly", extra={"error": repr(error)})
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -21,13 +21,13 @@ import logging
 import time
 from typing import AsyncIterator, Callable
 
-import asyncpg
 
 from matchcore import protocol as p
 from matchcore.gateway.metrics import GatewayMetrics
 from matchcore.gateway.replica import Replica
 from matchcore.gateway.sessions import Session, SessionState
 from matchcore.gateway.streams import AccountStreams
+from matchcore.persistence.journal import DATABASE_ERRORS
 
 __all__ = ["Dispatcher"]
 
@@ -38,7 +38,6 @@ _CATCH_UP_BUFFER_BYTES_MAX = 4 << 20
 CATCH_UP_JOURNAL_READERS_MAX = 2
 #: a catch-up whose journal read failed tries again after this, doubling up to the max
 CATCH_UP_RETRY_S, CATCH_UP_RETRY_S_MAX = 0.05, 1.0
-_DATABASE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class Dispatcher:
@@ -162,7 +161,7 @@ class Dispatcher:
                 async with self._journal_readers:
                     return await self.streams.from_journal(self.journal_batches, session.account_id, wanted,
                                                            self.replay_chunk_frames)
-            except _DATABASE_ERRORS as error:
+            except DATABASE_ERRORS as error:
                 if loop.time() + retry_s > give_up:
                     _log.warning("catch-up abandoned: the journal stayed unreadable", extra={
                         "session_id": session.session_id, "account_id": session.account_id, "error": repr(error)})

@@ -25,7 +25,7 @@ from matchcore.core import Engine, EngineConfig, commands
 from matchcore.core._core import CoreThreadError, Pipeline
 from matchcore.persistence.batch import Batch
 from matchcore.persistence.errors import PersistenceError
-from matchcore.persistence.journal import AsyncJournal
+from matchcore.persistence.journal import DATABASE_ERRORS, AsyncJournal
 from matchcore.persistence.pipeline_source import PipelineSource
 from matchcore.core.snapshot_format import SnapshotError
 from matchcore.errors import ConfigError
@@ -368,8 +368,7 @@ class DurableCore:
             self.snapshots_written += 1
             if self.config.snapshots_kept:
                 await self._journal.prune_snapshots(self.config.snapshots_kept)
-        except (OSError, asyncio.TimeoutError, PersistenceError, asyncpg.PostgresError,
-                asyncpg.InterfaceError) as error:
+        except (*DATABASE_ERRORS, PersistenceError) as error:
             _log.warning("snapshot not written", extra={"seq": seq, "error": repr(error)})
         finally:
             self._snapshot_task = None

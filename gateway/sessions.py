@@ -35,7 +35,6 @@ import struct
 import time
 from typing import Awaitable, Callable, Protocol
 
-import asyncpg
 import msgspec
 import numpy as np
 
@@ -46,6 +45,7 @@ from matchcore.gateway import keys
 from matchcore.gateway.login_throttle import LoginThrottle
 from matchcore import protocol as p
 from matchcore.protocol import DecodeStatus, SessionReason
+from matchcore.persistence.journal import DATABASE_ERRORS
 
 __all__ = ["GatewayLimits", "TokenBucket", "SessionSlots", "SessionSlotClaim", "AdminKeyMemo", "PendingLogins",
            "TlsHandshakes", "SessionState", "Transport", "CommandSink",
@@ -1176,7 +1176,7 @@ class SessionProtocol(asyncio.Protocol):
                 timeout_s)
             if reason == SessionReason.NONE and self.table.before_accept is not None:
                 await asyncio.wait_for(self.table.before_accept(session, login), timeout_s)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        except DATABASE_ERRORS as error:
             # The key registry is unreachable: a typed answer (retry later), one log line.
             _log.warning("login not checked: key registry unavailable",
                          extra={"session_id": session.session_id, "error": repr(error)})

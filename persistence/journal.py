@@ -48,8 +48,16 @@ from matchcore.persistence.errors import (
 )
 from matchcore.persistence.schema import apply_schema, check_schema
 
-__all__ = ["AccountHistory", "AsyncJournal", "FIRST_SEQ", "Journal", "Snapshot", "TimePoint",
-           "time_ns"]
+__all__ = ["AccountHistory", "AsyncJournal", "DATABASE_ERRORS", "FIRST_SEQ", "Journal", "Snapshot",
+           "TimePoint", "time_ns"]
+
+#: What a statement can raise when the database is unreachable, goes away mid-way or refuses
+#: it: the network, a timeout, an error from the server, and asyncpg's own errors about a
+#: connection that broke under it (closed, or left mid-operation: InternalClientError).
+#: Callers that keep going without the database (checkpoints, snapshots, queries) catch these.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+    asyncpg.InternalClientError)
 
 #: The seq of the first command of every journal.
 FIRST_SEQ = 1
@@ -194,7 +202,7 @@ class AsyncJournal:
             return
         try:
             await asyncio.wait_for(self._pool.close(), timeout_s)
-        except (asyncio.TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_ERRORS:
             self._pool.terminate()
 
     async def __aenter__(self) -> "AsyncJournal":
